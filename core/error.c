@@ -1,0 +1,96 @@
+/* Errors, exit codes, flag checks and running external tools. */
+#include <config.h>
+
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+G_DEFINE_QUARK (vmsnap-error-quark, vmsnap_error)
+
+/* Exit codes documented in doc/vmsnap.1 (EXIT STATUS). */
+int
+vmsnap_exit_code (const GError *err)
+{
+  if (err == NULL)
+    return 0;
+  if (err->domain != VMSNAP_ERROR)
+    return 1;
+  switch ((vmsnap_error_code) err->code) {
+  case VMSNAP_ERR_USAGE:
+    return 2;
+  case VMSNAP_ERR_INVALID_INPUT:
+    return 3;
+  case VMSNAP_ERR_UNSUPPORTED:
+  case VMSNAP_ERR_NOT_IMPLEMENTED:
+    return 4;
+  case VMSNAP_ERR_BUSY:
+    return 5;
+  case VMSNAP_ERR_FAILED:
+  case VMSNAP_ERR_INVALID_FLAGS:
+  case VMSNAP_ERR_BACKEND_LOAD:
+  default:
+    return 1;
+  }
+}
+
+gboolean
+vmsnap_check_flags (const char *backend, const char *slot, unsigned int flags,
+                    unsigned int known, GError **err)
+{
+  if ((flags & ~known) == 0)
+    return TRUE;
+  g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_INVALID_FLAGS,
+               "backend %s: %s: unsupported flags 0x%x", backend, slot,
+               flags & ~known);
+  return FALSE;
+}
+
+char *
+vmsnap_find_qemu_img (GError **err)
+{
+  const char *env = g_getenv ("VMSNAP_QEMU_IMG");
+  char *path;
+
+  if (env != NULL && *env != '\0') {
+    if (g_file_test (env, G_FILE_TEST_IS_EXECUTABLE))
+      return g_strdup (env);
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "VMSNAP_QEMU_IMG=%s is not an executable file", env);
+    return NULL;
+  }
+  path = g_find_program_in_path (VMSNAP_QEMU_IMG_DEFAULT);
+  if (path == NULL)
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "qemu-img not found in PATH: install it (Debian: apt-get "
+                 "install qemu-utils) or set VMSNAP_QEMU_IMG");
+  return path;
+}
+
+gboolean
+vmsnap_run (const char *const *argv, char **out, GError **err)
+{
+  g_autofree char *sout = NULL;
+  g_autofree char *serr = NULL;
+  g_autoptr (GError) local = NULL;
+  int status = 0;
+
+  /* No shell: argv is exec'd directly.  LC_ALL=C keeps messages parseable. */
+  g_auto (GStrv) envp = g_get_environ ();
+  envp = g_environ_setenv (envp, "LC_ALL", "C", TRUE);
+  if (!g_spawn_sync (NULL, (char **) argv, envp, G_SPAWN_DEFAULT, NULL, NULL,
+                     &sout, &serr, &status, &local)) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot run %s: %s",
+                 argv[0], local->message);
+    return FALSE;
+  }
+  if (!g_spawn_check_wait_status (status, &local)) {
+    g_strstrip (serr);
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "%s failed: %s",
+                 argv[0], *serr ? serr : local->message);
+    return FALSE;
+  }
+  if (out)
+    *out = g_steal_pointer (&sout);
+  return TRUE;
+}

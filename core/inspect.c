@@ -1,0 +1,402 @@
+/* Inspection of a disk's storage, before any backend is asked.
+ *
+ * Files: the declared format is checked against the image's own header
+ * (our own sniffing of magic numbers: QEMU is never allowed to probe), then
+ * every layer of the backing chain is read with
+ *   qemu-img info --output=json -U -f FORMAT LAYER
+ * (one layer at a time, the format always given), walking the chain
+ * ourselves so a missing format, a missing file or a loop is found and named.
+ * Block devices: stat + size.  A problem becomes the disk's inspect_error,
+ * never a crash.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <linux/fs.h>
+
+#include <json-glib/json-glib.h>
+
+#include <sys/stat.h>
+#include <glib/gstdio.h>
+
+#include "internal.h"
+
+static const char *const known_formats[] = {
+  "raw", "qcow2", "vmdk", "vdi", "vpc", "vhdx", "qed", "qcow", "cloop",
+  "dmg", "parallels", "bochs", "luks", NULL,
+};
+
+const char *
+vmsnap_storage_class_name (vmsnap_storage_class c)
+{
+  switch (c) {
+  case VMSNAP_CLASS_UNKNOWN: return "unknown";
+  case VMSNAP_CLASS_NONE: return "no-medium";
+  case VMSNAP_CLASS_QCOW2_FILE: return "qcow2-file";
+  case VMSNAP_CLASS_IMAGE_FILE: return "image-file";
+  case VMSNAP_CLASS_LVM_THICK: return "lvm-thick";
+  case VMSNAP_CLASS_LVM_THIN: return "lvm-thin";
+  case VMSNAP_CLASS_BLOCK_DEVICE: return "block-device";
+  case VMSNAP_CLASS_RBD: return "rbd";
+  case VMSNAP_CLASS_NETWORK_OTHER: return "network";
+  case VMSNAP_CLASS_MISSING: return "missing";
+  }
+  return "unknown";
+}
+
+/* The format an image's header announces; "raw" when there is no magic. */
+static const char *
+sniff_format (const char *path, char **why)
+{
+  unsigned char h[512], tail[512];
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+  ssize_t n;
+  struct stat st;
+  const char *fmt = "raw";
+
+  if (fd < 0) {
+    *why = g_strdup_printf ("cannot open %s: %s", path, g_strerror (errno));
+    return NULL;
+  }
+  memset (h, 0, sizeof h);
+  n = pread (fd, h, sizeof h, 0);
+  if (n < 0) {
+    *why = g_strdup_printf ("cannot read %s: %s", path, g_strerror (errno));
+    close (fd);
+    return NULL;
+  }
+  if (memcmp (h, "QFI\xfb", 4) == 0)
+    fmt = (h[7] == 1) ? "qcow" : "qcow2";
+  else if (memcmp (h, "QED\0", 4) == 0)
+    fmt = "qed";
+  else if (memcmp (h, "KDMV", 4) == 0 || memcmp (h, "# Disk DescriptorFile", 21) == 0)
+    fmt = "vmdk";
+  else if (memcmp (h, "vhdxfile", 8) == 0)
+    fmt = "vhdx";
+  else if (memcmp (h, "conectix", 8) == 0)
+    fmt = "vpc";
+  else if (h[0x40] == 0x7f && h[0x41] == 0x10 && h[0x42] == 0xda && h[0x43] == 0xbe)
+    fmt = "vdi";
+  else if (fstat (fd, &st) == 0 && S_ISREG (st.st_mode) && st.st_size >= 512
+           && pread (fd, tail, sizeof tail, st.st_size - 512) == 512
+           && memcmp (tail, "conectix", 8) == 0)
+    fmt = "vpc";     /* fixed VHD: footer only at the end */
+  close (fd);
+  return fmt;
+}
+
+static gboolean
+is_known_format (const char *f)
+{
+  return f && g_strv_contains (known_formats, f);
+}
+
+typedef struct {
+  guint64 virtual_size;
+  char *backing;          /* full-backing-filename */
+  char *backing_format;
+  guint n_snapshots;
+} layer_info;
+
+static void
+layer_info_clear (layer_info *li)
+{
+  g_free (li->backing);
+  g_free (li->backing_format);
+}
+
+static gboolean
+qemu_img_info (const char *qemu_img, const char *path, const char *fmt,
+               layer_info *li, GError **err)
+{
+  const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", fmt,
+                         "--", path, NULL };
+  g_autofree char *out = NULL;
+  g_autoptr (JsonParser) p = json_parser_new ();
+  JsonObject *o;
+
+  if (!vmsnap_run (argv, &out, err))
+    return FALSE;
+  if (!json_parser_load_from_data (p, out, -1, err))
+    return FALSE;
+  if (!JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p))) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "qemu-img info %s: unexpected output", path);
+    return FALSE;
+  }
+  o = json_node_get_object (json_parser_get_root (p));
+  li->virtual_size = json_object_get_int_member_with_default (o, "virtual-size", 0);
+  if (json_object_has_member (o, "full-backing-filename"))
+    li->backing = g_strdup (json_object_get_string_member (o, "full-backing-filename"));
+  else if (json_object_has_member (o, "backing-filename"))
+    li->backing = g_strdup (json_object_get_string_member (o, "backing-filename"));
+  if (json_object_has_member (o, "backing-filename-format"))
+    li->backing_format = g_strdup (json_object_get_string_member (o, "backing-filename-format"));
+  if (json_object_has_member (o, "snapshots")) {
+    JsonNode *s = json_object_get_member (o, "snapshots");
+    if (JSON_NODE_HOLDS_ARRAY (s))
+      li->n_snapshots = json_array_get_length (json_node_get_array (s));
+  }
+  return TRUE;
+}
+
+/* A backing name that is not a local file: protocol prefix or json:. */
+static gboolean
+is_network_name (const char *name)
+{
+  const char *colon = strchr (name, ':');
+  const char *slash = strchr (name, '/');
+
+  return colon != NULL && (slash == NULL || colon < slash);
+}
+
+static void
+add_layer (vmsnap_domain *dom, vmsnap_disk_priv *d, const char *path,
+           const char *fmt, guint64 vsize, guint nsnap, gboolean network)
+{
+  vmsnap_layer l = {
+    .path = vmsnap_intern (dom, path), .format = vmsnap_intern (dom, fmt),
+    .virtual_size = vsize, .n_internal_snapshots = nsnap,
+    .is_network = network,
+  };
+  g_array_append_val (d->chain, l);
+}
+
+static void
+set_error (vmsnap_domain *dom, vmsnap_disk_priv *d, vmsnap_storage_class cls,
+           const char *fmt, ...) G_GNUC_PRINTF (4, 5);
+
+static void
+set_error (vmsnap_domain *dom, vmsnap_disk_priv *d, vmsnap_storage_class cls,
+           const char *fmt, ...)
+{
+  va_list ap;
+  g_autofree char *msg = NULL;
+
+  va_start (ap, fmt);
+  msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  d->pub.inspect_error = vmsnap_intern (dom, msg);
+  if (cls != VMSNAP_CLASS_UNKNOWN)
+    d->pub.storage_class = cls;
+}
+
+static void
+inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
+{
+  const char *path = d->pub.source, *fmt = d->pub.format, *sniffed;
+  g_autofree char *why = NULL;
+  g_autofree char *qemu_img = NULL;
+  g_autoptr (GHashTable) seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  g_autoptr (GError) err = NULL;
+  GStatBuf st;
+
+  if (g_stat (path, &st) != 0) {
+    set_error (dom, d, VMSNAP_CLASS_MISSING, "source file %s: %s", path,
+               g_strerror (errno));
+    return;
+  }
+  if (S_ISDIR (st.st_mode)) {
+    set_error (dom, d, VMSNAP_CLASS_MISSING,
+               "source %s is a directory, not an image file", path);
+    return;
+  }
+  if (S_ISBLK (st.st_mode))
+    d->pub.is_block_device = TRUE;
+  else if (!S_ISREG (st.st_mode)) {
+    set_error (dom, d, VMSNAP_CLASS_MISSING,
+               "source %s is neither a regular file nor a block device", path);
+    return;
+  }
+  sniffed = sniff_format (path, &why);
+  if (sniffed == NULL) {
+    set_error (dom, d, VMSNAP_CLASS_MISSING, "%s", why);
+    return;
+  }
+  d->pub.detected_format = vmsnap_intern (dom, sniffed);
+  d->pub.storage_class = strcmp (sniffed, "qcow2") == 0 ? VMSNAP_CLASS_QCOW2_FILE
+                                                        : VMSNAP_CLASS_IMAGE_FILE;
+  if (fmt == NULL) {
+    set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
+               "no <driver type> for %s: vmsnap never lets QEMU guess a "
+               "format; add <driver name='qemu' type='%s'/> if the header "
+               "is right", path, sniffed);
+    return;
+  }
+  if (!is_known_format (fmt)) {
+    set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
+               "unknown format '%s' for %s (known: raw, qcow2, vmdk, vdi, "
+               "vpc, vhdx, ...)", fmt, path);
+    return;
+  }
+  if (strcmp (fmt, sniffed) != 0) {
+    set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
+               "%s is declared '%s' in the domain XML but its header says "
+               "'%s': fix <driver type> (a raw disk whose guest wrote an "
+               "image header must stay raw; check which is true)",
+               path, fmt, sniffed);
+    return;
+  }
+  d->pub.storage_class = strcmp (fmt, "qcow2") == 0 ? VMSNAP_CLASS_QCOW2_FILE
+                                                    : VMSNAP_CLASS_IMAGE_FILE;
+  qemu_img = vmsnap_find_qemu_img (&err);
+  if (qemu_img == NULL) {
+    set_error (dom, d, VMSNAP_CLASS_UNKNOWN, "%s", err->message);
+    return;
+  }
+
+  /* Walk the chain one layer at a time. */
+  {
+    g_autofree char *cur = g_strdup (path);
+    g_autofree char *cur_fmt = g_strdup (fmt);
+    for (int depth = 0;; depth++) {
+      layer_info li = { 0 };
+      char *real = realpath (cur, NULL);
+
+      if (real == NULL) {
+        set_error (dom, d, VMSNAP_CLASS_MISSING,
+                   "backing file %s (layer %d of %s's chain) is missing: %s",
+                   cur, depth, path, g_strerror (errno));
+        return;
+      }
+      if (g_hash_table_contains (seen, real)) {
+        set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
+                   "backing chain of %s loops: %s is reached twice", path, real);
+        free (real);
+        return;
+      }
+      g_hash_table_add (seen, g_strdup (real));
+      free (real);
+      if (depth >= VMSNAP_MAX_CHAIN) {
+        set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
+                   "backing chain of %s is deeper than %d layers",
+                   path, VMSNAP_MAX_CHAIN);
+        return;
+      }
+      if (depth > 0) {
+        /* The recorded backing format must match the file's header. */
+        g_autofree char *w = NULL;
+        const char *s = sniff_format (cur, &w);
+        if (s == NULL) {
+          set_error (dom, d, VMSNAP_CLASS_MISSING, "%s", w);
+          return;
+        }
+        if (strcmp (s, cur_fmt) != 0 && strcmp (cur_fmt, "raw") != 0) {
+          set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
+                     "backing file %s is recorded as '%s' but its header "
+                     "says '%s'", cur, cur_fmt, s);
+          return;
+        }
+      }
+      if (!qemu_img_info (qemu_img, cur, cur_fmt, &li, &err)) {
+        set_error (dom, d, VMSNAP_CLASS_UNKNOWN, "layer %d of %s (%s): %s",
+                   depth, path, cur, err->message);
+        return;
+      }
+      add_layer (dom, d, cur, cur_fmt, li.virtual_size, li.n_snapshots, FALSE);
+      if (depth == 0)
+        d->pub.virtual_size = li.virtual_size;
+      if (li.backing == NULL) {
+        layer_info_clear (&li);
+        break;
+      }
+      if (li.backing_format == NULL) {
+        set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
+                   "%s names backing file %s without a backing format; "
+                   "vmsnap never lets QEMU probe one: record it with "
+                   "'qemu-img rebase -u -F FORMAT -b %s %s' after checking "
+                   "what the backing file is", cur, li.backing, li.backing, cur);
+        layer_info_clear (&li);
+        return;
+      }
+      if (is_network_name (li.backing)) {
+        add_layer (dom, d, li.backing, li.backing_format, 0, 0, TRUE);
+        layer_info_clear (&li);
+        break;
+      }
+      g_free (cur);
+      g_free (cur_fmt);
+      cur = g_steal_pointer (&li.backing);
+      cur_fmt = g_steal_pointer (&li.backing_format);
+      layer_info_clear (&li);
+    }
+  }
+  d->pub.inspected = TRUE;
+}
+
+static void
+inspect_block (vmsnap_domain *dom, vmsnap_disk_priv *d)
+{
+  const char *path = d->pub.source;
+  GStatBuf st;
+  int fd;
+  guint64 size = 0;
+
+  if (g_stat (path, &st) != 0) {
+    set_error (dom, d, VMSNAP_CLASS_MISSING, "block device %s: %s", path,
+               g_strerror (errno));
+    return;
+  }
+  if (!S_ISBLK (st.st_mode)) {
+    set_error (dom, d, VMSNAP_CLASS_MISSING, "%s is not a block device", path);
+    return;
+  }
+  d->pub.is_block_device = TRUE;
+  d->pub.storage_class = VMSNAP_CLASS_BLOCK_DEVICE;
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    if (ioctl (fd, BLKGETSIZE64, &size) == 0)
+      d->pub.virtual_size = size;
+    close (fd);
+  }
+  add_layer (dom, d, path, d->pub.format ? d->pub.format : "raw", size, 0, FALSE);
+  d->pub.inspected = TRUE;
+}
+
+void
+vmsnap_inspect_disk (vmsnap_domain *dom, vmsnap_disk_priv *d)
+{
+  d->pub.storage_class = VMSNAP_CLASS_UNKNOWN;
+  switch (d->pub.type) {
+  case VMSNAP_DISK_TYPE_FILE:
+  case VMSNAP_DISK_TYPE_BLOCK:
+    if (d->pub.source == NULL) {
+      if (d->pub.device == VMSNAP_DEVICE_CDROM || d->pub.device == VMSNAP_DEVICE_FLOPPY)
+        d->pub.storage_class = VMSNAP_CLASS_NONE;
+      else
+        set_error (dom, d, VMSNAP_CLASS_MISSING, "disk %s has no <source>",
+                   d->pub.target);
+      return;
+    }
+    if (d->pub.type == VMSNAP_DISK_TYPE_FILE)
+      inspect_file (dom, d);
+    else
+      inspect_block (dom, d);
+    return;
+  case VMSNAP_DISK_TYPE_NETWORK:
+    d->pub.storage_class = d->pub.protocol && strcmp (d->pub.protocol, "rbd") == 0
+      ? VMSNAP_CLASS_RBD : VMSNAP_CLASS_NETWORK_OTHER;
+    if (d->pub.source == NULL && d->pub.storage_class == VMSNAP_CLASS_RBD)
+      set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
+                 "rbd disk %s has no source name='pool/image'", d->pub.target);
+    return;
+  case VMSNAP_DISK_TYPE_VOLUME:
+    set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
+               "volume disk %s (pool %s, volume %s) could not be resolved: it "
+               "needs a libvirt connection with that pool defined and active",
+               d->pub.target, d->pub.pool ? d->pub.pool : "?",
+               d->pub.volume ? d->pub.volume : "?");
+    return;
+  case VMSNAP_DISK_TYPE_DIR:
+  case VMSNAP_DISK_TYPE_NVME:
+  case VMSNAP_DISK_TYPE_VHOSTUSER:
+  case VMSNAP_DISK_TYPE_VHOSTVDPA:
+  case VMSNAP_DISK_TYPE_UNKNOWN:
+    return;
+  }
+}

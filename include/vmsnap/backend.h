@@ -1,0 +1,345 @@
+/* vmsnap — the backend module contract.
+ *
+ * A backend is a libtool module (-module -avoid-version) installed under
+ * $(pkglibdir)/backends.  It exports exactly one symbol, vmsnap_backend_entry,
+ * defined by VMSNAP_REGISTER_BACKEND(); a version script hides the rest.
+ *
+ * Compatibility rules:
+ *  - struct vmsnap_backend opens with abi_version and struct_size.  New slots
+ *    are only ever appended.  The core copies min(struct_size, its own size)
+ *    and zero-fills the rest, so an older module loads in a newer core.
+ *  - The core refuses a module whose abi_version differs from
+ *    VMSNAP_BACKEND_ABI_VERSION, whose struct_size is smaller than
+ *    VMSNAP_BACKEND_MIN_SIZE, or that leaves a mandatory slot NULL; the
+ *    message names the module and the slot.
+ *  - vmsnap_disk and vmsnap_probe_request are owned by the core, read-only to
+ *    backends, and also only grow at the end (check struct_size before reading
+ *    a field added later than the one your module was built against).
+ *  - Results travel through opaque objects (vmsnap_probe_result,
+ *    vmsnap_result) filled with the setter functions below, which libvmsnap
+ *    exports; modules link against libvmsnap.
+ *
+ * Errors: every slot returns 0 on success and -1 on failure, having set
+ * *err (GError, domain VMSNAP_ERROR) exactly once, at the place the failure
+ * happened, with a message that names the disk target, the file/volume/image
+ * and what the user can do.  Never print; never exit.
+ *
+ * A backend never touches the catalog, the journal or the domain definition:
+ * it acts on storage and returns what changed (new locators, renames, a new
+ * active source); the core records it.
+ */
+#ifndef VMSNAP_BACKEND_H
+#define VMSNAP_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <glib.h>
+
+#include <vmsnap/vmsnap.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VMSNAP_BACKEND_ABI_VERSION 1
+
+/* ------------------------------------------------------------------ model */
+
+typedef enum {
+  VMSNAP_DISK_TYPE_UNKNOWN = 0,
+  VMSNAP_DISK_TYPE_FILE,
+  VMSNAP_DISK_TYPE_BLOCK,
+  VMSNAP_DISK_TYPE_NETWORK,
+  VMSNAP_DISK_TYPE_VOLUME,
+  VMSNAP_DISK_TYPE_DIR,
+  VMSNAP_DISK_TYPE_NVME,
+  VMSNAP_DISK_TYPE_VHOSTUSER,
+  VMSNAP_DISK_TYPE_VHOSTVDPA,
+} vmsnap_disk_type;
+
+typedef enum {
+  VMSNAP_DEVICE_DISK = 0,
+  VMSNAP_DEVICE_CDROM,
+  VMSNAP_DEVICE_FLOPPY,
+  VMSNAP_DEVICE_LUN,
+} vmsnap_disk_device;
+
+/* What the storage under a disk is, as found by inspection and probing. */
+typedef enum {
+  VMSNAP_CLASS_UNKNOWN = 0,
+  VMSNAP_CLASS_NONE,          /* no medium (empty cdrom) */
+  VMSNAP_CLASS_QCOW2_FILE,
+  VMSNAP_CLASS_IMAGE_FILE,    /* raw, vmdk, vdi, vpc, vhdx file */
+  VMSNAP_CLASS_LVM_THICK,
+  VMSNAP_CLASS_LVM_THIN,
+  VMSNAP_CLASS_BLOCK_DEVICE,  /* a block device that is not an LV */
+  VMSNAP_CLASS_RBD,
+  VMSNAP_CLASS_NETWORK_OTHER,
+  VMSNAP_CLASS_MISSING,       /* the source does not exist or cannot be read */
+} vmsnap_storage_class;
+
+/* A network host of a disk source (<host name= port= transport= socket=>). */
+typedef struct {
+  const char *name;
+  const char *port;
+  const char *transport;
+  const char *socket;
+} vmsnap_host;
+
+/* One layer of a backing chain.  Index 0 is the active image. */
+typedef struct {
+  const char *path;         /* file/device path, or a protocol URI */
+  const char *format;       /* recorded format; NULL if none was recorded */
+  uint64_t virtual_size;    /* bytes; 0 if unknown */
+  unsigned int n_internal_snapshots; /* qcow2 snapshot table entries */
+  bool is_network;          /* path is not a local file (rbd:, nbd:, json:) */
+} vmsnap_layer;
+
+/* A disk of a domain, parsed from the domain XML and inspected by the core.
+ * Strings are NULL when absent.  Read-only for backends. */
+typedef struct vmsnap_disk {
+  uint32_t struct_size;
+  const char *target;        /* <target dev>, e.g. "vda"; never NULL */
+  const char *bus;
+  vmsnap_disk_device device;
+  vmsnap_disk_type type;
+  const char *type_name;     /* the type attribute as written */
+  const char *driver_name;   /* <driver name>, usually "qemu" */
+  const char *format;        /* <driver type> as declared in the XML */
+  const char *source;        /* file path, device path, dir, or network name */
+  const char *protocol;      /* network: rbd, nbd, iscsi, gluster, http, ... */
+  const char *pool;          /* volume disks: storage pool */
+  const char *volume;        /* volume disks: volume name */
+  const char *source_snapshot;   /* network: <snapshot name> */
+  const char *source_config;     /* network: <config file> (ceph.conf) */
+  const vmsnap_host *hosts;
+  size_t n_hosts;
+  const char *auth_username;
+  const char *secret_type;   /* "ceph", "iscsi" */
+  const char *secret_uuid;
+  const char *secret_usage;
+  bool readonly;
+  bool shareable;
+  bool transient;
+  const char *snapshot_mode; /* the disk's snapshot= attribute, if any */
+  const char *alias;         /* <alias name> */
+
+  /* <backingStore> chain as written in the XML (index 0 = first backing). */
+  const vmsnap_layer *xml_backing;
+  size_t n_xml_backing;
+
+  /* Inspection by the core (files: header sniffing + qemu-img info with the
+   * format always given; block devices: stat). */
+  bool inspected;            /* the source was found and examined */
+  const char *inspect_error; /* why inspection failed, or NULL */
+  const char *detected_format; /* from the image header; "raw" = no magic */
+  bool is_block_device;
+  uint64_t virtual_size;
+  const vmsnap_layer *chain; /* actual chain, index 0 = the active image */
+  size_t n_chain;
+  /* The class inferred from inspection; a backend's probe may refine it. */
+  vmsnap_storage_class storage_class;
+} vmsnap_disk;
+
+/* What the planner asks a backend about one disk. */
+typedef struct {
+  uint32_t struct_size;
+  bool memory;   /* the user asked for the VM's memory state */
+  bool online;   /* the domain is running (or paused) */
+} vmsnap_probe_request;
+
+/* --------------------------------------------------------- capabilities */
+
+/* Bits of vmsnap_backend.caps: the contract this backend declares. */
+#define VMSNAP_CAP_CREATE_OFFLINE   (UINT64_C(1) << 0)
+#define VMSNAP_CAP_CREATE_ONLINE    (UINT64_C(1) << 1)
+#define VMSNAP_CAP_REVERT_OFFLINE   (UINT64_C(1) << 2)
+#define VMSNAP_CAP_REVERT_ONLINE    (UINT64_C(1) << 3)
+#define VMSNAP_CAP_MERGE_OFFLINE    (UINT64_C(1) << 4)
+#define VMSNAP_CAP_MERGE_ONLINE     (UINT64_C(1) << 5)
+#define VMSNAP_CAP_DELETE_OFFLINE   (UINT64_C(1) << 6)
+#define VMSNAP_CAP_DELETE_ONLINE    (UINT64_C(1) << 7)
+/* Can keep the VM's memory state inside the snapshot itself. */
+#define VMSNAP_CAP_MEMORY           (UINT64_C(1) << 8)
+/* create on a running VM needs the VM paused (or frozen) around it. */
+#define VMSNAP_CAP_CREATE_NEEDS_PAUSE (UINT64_C(1) << 9)
+/* revert needs the VM shut off (the core stops/starts it if asked). */
+#define VMSNAP_CAP_REVERT_NEEDS_SHUTOFF (UINT64_C(1) << 10)
+/* Snapshots live inside the disk image (qcow2 internal): the planner uses
+ * such a backend only when memory is requested and every disk can. */
+#define VMSNAP_CAP_VM_INTERNAL      (UINT64_C(1) << 11)
+/* Several disks of this backend can be captured in one libvirt transaction. */
+#define VMSNAP_CAP_ONE_TRANSACTION  (UINT64_C(1) << 12)
+
+/* --------------------------------------------------------------- probe */
+
+typedef enum {
+  VMSNAP_FIT_CANNOT = 0,
+  VMSNAP_FIT_CAN,
+  VMSNAP_FIT_PREFERRED,
+} vmsnap_fitness;
+
+typedef struct vmsnap_probe_result vmsnap_probe_result;
+
+/* Set the verdict.  score: 0-100, highest wins among backends that can;
+ * reason: one line saying why (shown by `vmsnap plan`). */
+void vmsnap_probe_set (vmsnap_probe_result *res, vmsnap_fitness fit,
+                       int score, const char *fmt, ...) G_GNUC_PRINTF (4, 5);
+/* Refine the storage class the core inferred (e.g. an LV is thin). */
+void vmsnap_probe_set_class (vmsnap_probe_result *res, vmsnap_storage_class cls);
+/* Add a limitation that applies if this backend is chosen. */
+void vmsnap_probe_add_limit (vmsnap_probe_result *res, const char *fmt, ...)
+  G_GNUC_PRINTF (2, 3);
+/* Add a key/value detail the backend found (e.g. "vg_free"="10.0 GiB"). */
+void vmsnap_probe_add_detail (vmsnap_probe_result *res, const char *key,
+                              const char *fmt, ...) G_GNUC_PRINTF (3, 4);
+
+/* --------------------------------------------------- operation context */
+
+typedef struct vmsnap_op vmsnap_op;
+
+const char *vmsnap_op_domain_name (const vmsnap_op *op);
+const char *vmsnap_op_domain_uuid (const vmsnap_op *op);
+/* true when the domain is running or paused: use the online paths. */
+bool vmsnap_op_is_online (const vmsnap_op *op);
+/* The libvirt connection (virConnectPtr) or NULL for a domain XML file. */
+void *vmsnap_op_libvirt_conn (const vmsnap_op *op);
+/* Report progress of a long operation; the core draws it on a terminal. */
+void vmsnap_op_progress (vmsnap_op *op, uint64_t done, uint64_t total);
+
+/* ------------------------------------------------- results of an op */
+
+typedef struct vmsnap_result vmsnap_result;
+
+/* create: the locator of the new point in time (opaque to the core). */
+void vmsnap_result_set_locator (vmsnap_result *res, const char *locator);
+/* The disk's active source changed (new overlay, LV, clone): the core puts
+ * it in the domain definition.  format is the new driver type. */
+void vmsnap_result_set_new_source (vmsnap_result *res, const char *source,
+                                   const char *format);
+/* delete/merge: another point in time now lives under a new locator. */
+void vmsnap_result_add_rename (vmsnap_result *res, const char *old_locator,
+                               const char *new_locator);
+/* Bytes of guest data copied (commit/pull/flatten), for the report. */
+void vmsnap_result_add_bytes_copied (vmsnap_result *res, uint64_t bytes);
+/* One line for the user: the direction chosen, what was done. */
+void vmsnap_result_set_note (vmsnap_result *res, const char *fmt, ...)
+  G_GNUC_PRINTF (2, 3);
+
+/* What merge consolidates. */
+typedef struct {
+  uint32_t struct_size;
+  unsigned int max_depth;      /* 0 = as short as possible */
+  const char *const *keep;     /* locators that must stay addressable */
+  size_t n_keep;
+} vmsnap_merge_spec;
+
+/* A point in time the storage itself holds (list). */
+typedef struct {
+  char *locator;
+  char *name;        /* the name the storage knows it by, if any */
+  char *owner;       /* ownership mark (tag, metadata) if vmsnap made it */
+} vmsnap_point;
+
+void vmsnap_point_free (vmsnap_point *p);
+
+/* ------------------------------------------------------- the contract */
+
+typedef struct vmsnap_backend {
+  /* Filled by VMSNAP_REGISTER_BACKEND; never set by hand. */
+  uint32_t abi_version;
+  uint32_t struct_size;
+
+  /* Mandatory: short unique name, [a-z0-9-], used in --backend and plans. */
+  const char *name;
+  /* Mandatory: the module's version string. */
+  const char *version;
+  /* Optional: one line for `vmsnap backends`. */
+  const char *description;
+  /* VMSNAP_CAP_* bits: what this backend supports. */
+  uint64_t caps;
+
+  /* Optional.  Called once, serialised, right after loading; return -1 with
+   * *err to refuse (e.g. a needed runtime tool is missing entirely). */
+  int (*init) (GError **err);
+
+  /* Mandatory.  Decide whether this backend can snapshot DISK for REQ:
+   * call vmsnap_probe_set() exactly once.  Must not change anything on
+   * storage; may read it (headers, sysfs, LVM/RBD metadata).  May assume
+   * disk->target is set and inspection has run (check inspect_error).
+   * Return -1 only for an internal failure (then the core records the
+   * error as this backend's reason); "cannot" is a verdict, not an error. */
+  int (*probe) (const vmsnap_disk *disk, const vmsnap_probe_request *req,
+                vmsnap_probe_result *res, GError **err);
+
+  /* Mandatory.  Capture the disk's current contents as a new point in time
+   * named NAME (already validated by the core: [A-Za-z0-9._-], no leading
+   * '.', at most 200 bytes) and set the locator with
+   * vmsnap_result_set_locator().  If the active source changes, say so with
+   * vmsnap_result_set_new_source().  May assume the VM is shut off, or
+   * paused/frozen when the backend has CREATE_NEEDS_PAUSE and is online.
+   * On failure nothing it created may remain. */
+  int (*create) (vmsnap_op *op, const vmsnap_disk *disk, const char *name,
+                 unsigned int flags, vmsnap_result *res, GError **err);
+
+  /* Mandatory.  Make the disk's contents equal LOCATOR's point in time.
+   * The snapshot must still exist afterwards and be revertable again.
+   * May set a new active source.  May assume the VM is shut off when the
+   * backend has REVERT_NEEDS_SHUTOFF. */
+  int (*revert) (vmsnap_op *op, const vmsnap_disk *disk, const char *locator,
+                 unsigned int flags, vmsnap_result *res, GError **err);
+
+  /* Optional (NULL: nothing to consolidate).  Shorten chains / flatten
+   * clones per SPEC.  Guest-visible contents and every remaining point in
+   * time stay the same; every locator that moved is reported with
+   * vmsnap_result_add_rename(). */
+  int (*merge) (vmsnap_op *op, const vmsnap_disk *disk,
+                const vmsnap_merge_spec *spec, unsigned int flags,
+                vmsnap_result *res, GError **err);
+
+  /* Mandatory.  Remove LOCATOR's point in time and reclaim its space; the
+   * current contents and every other point in time are unchanged, and any
+   * of their locators that moved is reported as a rename. */
+  int (*delete) (vmsnap_op *op, const vmsnap_disk *disk, const char *locator,
+                 unsigned int flags, vmsnap_result *res, GError **err);
+
+  /* Optional.  The points in time the storage itself holds for DISK, for
+   * catalog rebuild and drift checks.  *points: GPtrArray of vmsnap_point*
+   * with vmsnap_point_free as free function. */
+  int (*list) (vmsnap_op *op, const vmsnap_disk *disk, GPtrArray **points,
+               GError **err);
+} vmsnap_backend;
+
+/* Smallest struct a module may register: everything up to and including
+ * the last mandatory slot. */
+#define VMSNAP_BACKEND_MIN_SIZE \
+  (offsetof (vmsnap_backend, delete) + sizeof (void *))
+
+/* Flags every state-changing slot must check: reject bits it does not know
+ * with VMSNAP_ERR_INVALID_FLAGS (see vmsnap_check_flags). */
+gboolean vmsnap_check_flags (const char *backend, const char *slot,
+                             unsigned int flags, unsigned int known,
+                             GError **err);
+
+#if defined(__GNUC__)
+# define VMSNAP_BACKEND_EXPORT __attribute__ ((visibility ("default")))
+#else
+# define VMSNAP_BACKEND_EXPORT
+#endif
+
+/* Register a backend.  VAR is a non-const static vmsnap_backend; the macro
+ * fills abi_version and struct_size and defines the module's entry symbol. */
+#define VMSNAP_REGISTER_BACKEND(var)                                     \
+  VMSNAP_BACKEND_EXPORT const vmsnap_backend *vmsnap_backend_entry (void); \
+  VMSNAP_BACKEND_EXPORT const vmsnap_backend *vmsnap_backend_entry (void) \
+  {                                                                      \
+    (var).abi_version = VMSNAP_BACKEND_ABI_VERSION;                      \
+    (var).struct_size = sizeof (var);                                    \
+    return &(var);                                                       \
+  }
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VMSNAP_BACKEND_H */

@@ -1,0 +1,109 @@
+/* vmsnap — library API for front ends (the vmsnap CLI first).
+ *
+ * Errors are GErrors in the VMSNAP_ERROR domain; the caller owns them.
+ * Every free function accepts NULL.
+ */
+#ifndef VMSNAP_H
+#define VMSNAP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VMSNAP_ERROR (vmsnap_error_quark ())
+GQuark vmsnap_error_quark (void);
+
+/* Error codes; the CLI maps them to exit codes (doc/vmsnap.1). */
+typedef enum {
+  VMSNAP_ERR_FAILED = 1,        /* an operation on storage/tools failed */
+  VMSNAP_ERR_USAGE,             /* bad option or argument */
+  VMSNAP_ERR_INVALID_INPUT,     /* malformed XML, domain not found, ... */
+  VMSNAP_ERR_UNSUPPORTED,       /* no backend can do it / refused override */
+  VMSNAP_ERR_NOT_IMPLEMENTED,   /* backend slot not delivered yet */
+  VMSNAP_ERR_BUSY,              /* another vmsnap holds the domain */
+  VMSNAP_ERR_INVALID_FLAGS,     /* unknown flag bits passed to a backend */
+  VMSNAP_ERR_BACKEND_LOAD,      /* a module failed to load or was refused */
+} vmsnap_error_code;
+
+/* Process exit code for an error (0 for NULL). */
+int vmsnap_exit_code (const GError *err);
+
+/* ------------------------------------------------------------ context */
+
+typedef struct vmsnap_ctx vmsnap_ctx;
+
+/* Initialise the library and load every backend that is installed.
+ * A backend that fails to load is recorded (see backends), not fatal. */
+vmsnap_ctx *vmsnap_ctx_new (GError **err);
+void vmsnap_ctx_free (vmsnap_ctx *ctx);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_ctx, vmsnap_ctx_free)
+
+/* ----------------------------------------------------------- backends */
+
+typedef enum {
+  VMSNAP_BACKEND_LOADED = 0,
+  VMSNAP_BACKEND_NOT_INSTALLED,   /* normal: an optional package */
+  VMSNAP_BACKEND_LOAD_FAILED,     /* dlopen failed: message has dlerror */
+  VMSNAP_BACKEND_REFUSED,         /* ABI/size/mandatory slot */
+} vmsnap_backend_status;
+
+typedef struct {
+  const char *name;
+  const char *version;      /* NULL unless loaded */
+  const char *description;
+  const char *path;         /* module file, if one was found */
+  vmsnap_backend_status status;
+  const char *message;      /* why not loaded; NULL when loaded */
+  uint64_t caps;            /* VMSNAP_CAP_* (backend.h) */
+} vmsnap_backend_info;
+
+size_t vmsnap_backend_count (const vmsnap_ctx *ctx);
+const vmsnap_backend_info *vmsnap_backend_get (const vmsnap_ctx *ctx, size_t i);
+const char *vmsnap_backend_status_name (vmsnap_backend_status s);
+/* Names of the capability bits set in CAPS, NULL-terminated; g_strfreev. */
+char **vmsnap_caps_names (uint64_t caps);
+
+/* ------------------------------------------------------------ domains */
+
+typedef struct vmsnap_domain vmsnap_domain;
+
+/* SPEC is a path to a domain XML file (contains '/' or names an existing
+ * file) or a libvirt domain name/UUID on URI (NULL: LIBVIRT_DEFAULT_URI). */
+vmsnap_domain *vmsnap_domain_open (vmsnap_ctx *ctx, const char *spec,
+                                   const char *uri, GError **err);
+void vmsnap_domain_free (vmsnap_domain *dom);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_domain, vmsnap_domain_free)
+const char *vmsnap_domain_name (const vmsnap_domain *dom);
+const char *vmsnap_domain_uuid (const vmsnap_domain *dom);
+
+/* --------------------------------------------------------------- plan */
+
+typedef struct {
+  bool memory;                  /* --memory */
+  const char *const *overrides; /* "vda=qcow2-external", NULL-terminated */
+} vmsnap_plan_options;
+
+typedef struct vmsnap_plan vmsnap_plan;
+
+/* Build the plan.  Fails (NULL) only on usage errors (an override naming
+ * no disk); a disk no backend can take makes a plan that is not possible. */
+vmsnap_plan *vmsnap_plan_new (vmsnap_ctx *ctx, vmsnap_domain *dom,
+                              const vmsnap_plan_options *opts, GError **err);
+void vmsnap_plan_free (vmsnap_plan *plan);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_plan, vmsnap_plan_free)
+/* true when every disk to snapshot has a backend. */
+bool vmsnap_plan_possible (const vmsnap_plan *plan);
+/* The plan as pretty JSON, or as text for people. */
+char *vmsnap_plan_to_json (const vmsnap_plan *plan);
+char *vmsnap_plan_to_text (const vmsnap_plan *plan);
+/* If the plan is not possible: an error describing why (exit code 4). */
+GError *vmsnap_plan_error (const vmsnap_plan *plan);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VMSNAP_H */

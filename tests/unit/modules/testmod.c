@@ -1,0 +1,104 @@
+/* Test modules for the loader, one per failure mode, selected by -D. */
+#include <config.h>
+
+#include <vmsnap/backend.h>
+
+static int
+t_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
+         vmsnap_probe_result *res, GError **err)
+{
+  vmsnap_probe_set (res, VMSNAP_FIT_CAN, 1, "test module");
+  return 0;
+}
+
+static int
+t_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+          unsigned int flags, vmsnap_result *res, GError **err)
+{
+  if (!vmsnap_check_flags ("test", "create", flags, 0, err))
+    return -1;
+  vmsnap_result_set_locator (res, name);
+  return 0;
+}
+
+static int
+t_revert (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+          unsigned int flags, vmsnap_result *res, GError **err)
+{
+  return 0;
+}
+
+static int
+t_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+          unsigned int flags, vmsnap_result *res, GError **err)
+{
+  return 0;
+}
+
+#if defined(TESTMOD_GOOD)
+static vmsnap_backend b = {
+  .name = "good", .version = "1.0", .caps = VMSNAP_CAP_CREATE_OFFLINE,
+  .probe = t_probe, .create = t_create, .revert = t_revert, .delete = t_delete,
+};
+VMSNAP_REGISTER_BACKEND (b)
+
+#elif defined(TESTMOD_BADABI)
+static vmsnap_backend b = {
+  .name = "badabi", .version = "1.0",
+  .probe = t_probe, .create = t_create, .revert = t_revert, .delete = t_delete,
+};
+VMSNAP_BACKEND_EXPORT const vmsnap_backend *vmsnap_backend_entry (void);
+const vmsnap_backend *
+vmsnap_backend_entry (void)
+{
+  b.abi_version = VMSNAP_BACKEND_ABI_VERSION + 98;
+  b.struct_size = sizeof b;
+  return &b;
+}
+
+#elif defined(TESTMOD_NOSLOT)
+static vmsnap_backend b = {
+  .name = "noslot", .version = "1.0",
+  .probe = t_probe, .create = t_create, .delete = t_delete,
+};
+VMSNAP_REGISTER_BACKEND (b)
+
+#elif defined(TESTMOD_SMALL)
+static vmsnap_backend b = {
+  .name = "small", .version = "1.0",
+  .probe = t_probe, .create = t_create, .revert = t_revert, .delete = t_delete,
+};
+VMSNAP_BACKEND_EXPORT const vmsnap_backend *vmsnap_backend_entry (void);
+const vmsnap_backend *
+vmsnap_backend_entry (void)
+{
+  b.abi_version = VMSNAP_BACKEND_ABI_VERSION;
+  b.struct_size = 16;   /* far smaller than any ABI 1 backend */
+  return &b;
+}
+
+#elif defined(TESTMOD_UNRESOLVED)
+/* Defined nowhere: with -z now the module cannot be loaded at all. */
+extern int vmsnap_test_symbol_defined_nowhere (void);
+static vmsnap_backend b = {
+  .name = "unresolved", .version = "1.0",
+  .probe = t_probe, .create = t_create, .revert = t_revert, .delete = t_delete,
+};
+VMSNAP_BACKEND_EXPORT const vmsnap_backend *vmsnap_backend_entry (void);
+const vmsnap_backend *
+vmsnap_backend_entry (void)
+{
+  b.abi_version = VMSNAP_BACKEND_ABI_VERSION;
+  b.struct_size = sizeof b + vmsnap_test_symbol_defined_nowhere ();
+  return &b;
+}
+
+#elif defined(TESTMOD_NOENTRY)
+/* Exports no entry symbol at all. */
+VMSNAP_BACKEND_EXPORT int vmsnap_not_the_entry (void);
+int
+vmsnap_not_the_entry (void)
+{
+  return t_probe (NULL, NULL, NULL, NULL);
+}
+#endif
