@@ -170,7 +170,7 @@ parse_backing (vmsnap_domain *dom, vmsnap_disk_priv *d, xmlNodePtr bs,
                const char *where, GError **err)
 {
   for (size_t depth = 0; bs != NULL; depth++) {
-    vmsnap_layer l = { 0 };
+    vmsnap_layer *l;
     const char *t = prop (dom, bs, "type");
     xmlNodePtr src = child (bs, "source");
 
@@ -183,10 +183,12 @@ parse_backing (vmsnap_domain *dom, vmsnap_disk_priv *d, xmlNodePtr bs,
                    d->pub.target, VMSNAP_MAX_CHAIN, xmlGetLineNo (bs));
       return FALSE;
     }
-    l.path = source_string (dom, t ? parse_disk_type (t) : VMSNAP_DISK_TYPE_FILE, src);
-    l.format = prop (dom, child (bs, "format"), "type");
-    l.is_network = t && strcmp (t, "network") == 0;
-    g_array_append_val (d->xml_backing, l);
+    l = g_new0 (vmsnap_layer, 1);
+    l->struct_size = sizeof *l;
+    l->path = source_string (dom, t ? parse_disk_type (t) : VMSNAP_DISK_TYPE_FILE, src);
+    l->format = prop (dom, child (bs, "format"), "type");
+    l->is_network = t && strcmp (t, "network") == 0;
+    g_ptr_array_add (d->xml_backing, l);
     bs = child (bs, "backingStore");
   }
   return TRUE;
@@ -211,9 +213,9 @@ disk_priv_free (gpointer p)
 {
   vmsnap_disk_priv *d = p;
 
-  g_array_unref (d->hosts);
-  g_array_unref (d->xml_backing);
-  g_array_unref (d->chain);
+  g_ptr_array_unref (d->hosts);
+  g_ptr_array_unref (d->xml_backing);
+  g_ptr_array_unref (d->chain);
   g_free (d);
 }
 
@@ -221,11 +223,11 @@ disk_priv_free (gpointer p)
 static void
 disk_sync (vmsnap_disk_priv *d)
 {
-  d->pub.hosts = (const vmsnap_host *) (void *) d->hosts->data;
+  d->pub.hosts = (const vmsnap_host *const *) d->hosts->pdata;
   d->pub.n_hosts = d->hosts->len;
-  d->pub.xml_backing = (const vmsnap_layer *) (void *) d->xml_backing->data;
+  d->pub.xml_backing = (const vmsnap_layer *const *) d->xml_backing->pdata;
   d->pub.n_xml_backing = d->xml_backing->len;
-  d->pub.chain = (const vmsnap_layer *) (void *) d->chain->data;
+  d->pub.chain = (const vmsnap_layer *const *) d->chain->pdata;
   d->pub.n_chain = d->chain->len;
 }
 
@@ -236,9 +238,9 @@ parse_disk (vmsnap_domain *dom, xmlNodePtr n, const char *where, GError **err)
   xmlNodePtr src, drv, tgt;
   const char *t;
 
-  d->hosts = g_array_new (FALSE, TRUE, sizeof (vmsnap_host));
-  d->xml_backing = g_array_new (FALSE, TRUE, sizeof (vmsnap_layer));
-  d->chain = g_array_new (FALSE, TRUE, sizeof (vmsnap_layer));
+  d->hosts = g_ptr_array_new_with_free_func (g_free);
+  d->xml_backing = g_ptr_array_new_with_free_func (g_free);
+  d->chain = g_ptr_array_new_with_free_func (g_free);
   g_ptr_array_add (dom->disks, d);
   d->pub.struct_size = sizeof d->pub;
 
@@ -282,17 +284,20 @@ parse_disk (vmsnap_domain *dom, xmlNodePtr n, const char *where, GError **err)
   if (src) {
     for (xmlNodePtr c = src->children; c; c = c->next) {
       if (is_elem (c, "host")) {
-        vmsnap_host h = {
-          .name = prop (dom, c, "name"), .port = prop (dom, c, "port"),
-          .transport = prop (dom, c, "transport"), .socket = prop (dom, c, "socket"),
-        };
+        vmsnap_host *h;
         if (d->hosts->len >= 64) {
           g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_INVALID_INPUT,
                        "%s: line %ld: disk %s lists more than 64 hosts",
                        where, xmlGetLineNo (c), d->pub.target);
           return FALSE;
         }
-        g_array_append_val (d->hosts, h);
+        h = g_new0 (vmsnap_host, 1);
+        h->struct_size = sizeof *h;
+        h->name = prop (dom, c, "name");
+        h->port = prop (dom, c, "port");
+        h->transport = prop (dom, c, "transport");
+        h->socket = prop (dom, c, "socket");
+        g_ptr_array_add (d->hosts, h);
       }
     }
     d->pub.source_snapshot = prop (dom, child (src, "snapshot"), "name");

@@ -101,6 +101,7 @@ typedef struct {
   char *backing;          /* full-backing-filename */
   char *backing_format;
   guint n_snapshots;
+  char *data_file;        /* qcow2 external data file */
 } layer_info;
 
 static void
@@ -108,6 +109,7 @@ layer_info_clear (layer_info *li)
 {
   g_free (li->backing);
   g_free (li->backing_format);
+  g_free (li->data_file);
 }
 
 static gboolean
@@ -137,6 +139,15 @@ qemu_img_info (const char *qemu_img, const char *path, const char *fmt,
     li->backing = g_strdup (json_object_get_string_member (o, "backing-filename"));
   if (json_object_has_member (o, "backing-filename-format"))
     li->backing_format = g_strdup (json_object_get_string_member (o, "backing-filename-format"));
+  if (json_object_has_member (o, "format-specific")) {
+    JsonNode *fs = json_object_get_member (o, "format-specific");
+    JsonObject *fo = JSON_NODE_HOLDS_OBJECT (fs) ? json_node_get_object (fs) : NULL;
+    JsonNode *dn = fo && json_object_has_member (fo, "data")
+                   ? json_object_get_member (fo, "data") : NULL;
+    JsonObject *data = dn && JSON_NODE_HOLDS_OBJECT (dn) ? json_node_get_object (dn) : NULL;
+    if (data && json_object_has_member (data, "data-file"))
+      li->data_file = g_strdup (json_object_get_string_member (data, "data-file"));
+  }
   if (json_object_has_member (o, "snapshots")) {
     JsonNode *s = json_object_get_member (o, "snapshots");
     if (JSON_NODE_HOLDS_ARRAY (s))
@@ -157,14 +168,20 @@ is_network_name (const char *name)
 
 static void
 add_layer (vmsnap_domain *dom, vmsnap_disk_priv *d, const char *path,
-           const char *fmt, guint64 vsize, guint nsnap, gboolean network)
+           const char *fmt, const layer_info *li, gboolean network)
 {
-  vmsnap_layer l = {
-    .path = vmsnap_intern (dom, path), .format = vmsnap_intern (dom, fmt),
-    .virtual_size = vsize, .n_internal_snapshots = nsnap,
-    .is_network = network,
-  };
-  g_array_append_val (d->chain, l);
+  vmsnap_layer *l = g_new0 (vmsnap_layer, 1);
+
+  l->struct_size = sizeof *l;
+  l->path = vmsnap_intern (dom, path);
+  l->format = vmsnap_intern (dom, fmt);
+  l->is_network = network;
+  if (li) {
+    l->virtual_size = li->virtual_size;
+    l->n_internal_snapshots = li->n_snapshots;
+    l->data_file = vmsnap_intern (dom, li->data_file);
+  }
+  g_ptr_array_add (d->chain, l);
 }
 
 static void
@@ -298,7 +315,7 @@ inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
                    depth, path, cur, err->message);
         return;
       }
-      add_layer (dom, d, cur, cur_fmt, li.virtual_size, li.n_snapshots, FALSE);
+      add_layer (dom, d, cur, cur_fmt, &li, FALSE);
       if (depth == 0)
         d->pub.virtual_size = li.virtual_size;
       if (li.backing == NULL) {
@@ -315,7 +332,7 @@ inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
         return;
       }
       if (is_network_name (li.backing)) {
-        add_layer (dom, d, li.backing, li.backing_format, 0, 0, TRUE);
+        add_layer (dom, d, li.backing, li.backing_format, NULL, TRUE);
         layer_info_clear (&li);
         break;
       }
@@ -354,7 +371,10 @@ inspect_block (vmsnap_domain *dom, vmsnap_disk_priv *d)
       d->pub.virtual_size = size;
     close (fd);
   }
-  add_layer (dom, d, path, d->pub.format ? d->pub.format : "raw", size, 0, FALSE);
+  {
+    layer_info li = { .virtual_size = size };
+    add_layer (dom, d, path, d->pub.format ? d->pub.format : "raw", &li, FALSE);
+  }
   d->pub.inspected = TRUE;
 }
 

@@ -44,9 +44,9 @@ typedef enum {
 
 typedef struct {
   vmsnap_disk pub;
-  GArray *hosts;        /* vmsnap_host */
-  GArray *xml_backing;  /* vmsnap_layer */
-  GArray *chain;        /* vmsnap_layer */
+  GPtrArray *hosts;        /* vmsnap_host*, owned */
+  GPtrArray *xml_backing;  /* vmsnap_layer*, owned */
+  GPtrArray *chain;        /* vmsnap_layer*, owned */
 } vmsnap_disk_priv;
 
 struct vmsnap_domain {

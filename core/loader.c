@@ -8,6 +8,7 @@
  */
 #include <config.h>
 
+#include <dlfcn.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -158,6 +159,30 @@ accept_module (vmsnap_module *m, const vmsnap_backend *be)
   return TRUE;
 }
 
+/* libltdl reports only its last attempt ("file not found") when a module
+ * exists but cannot be loaded: ask the dynamic loader itself for the real
+ * reason (missing library, undefined symbol). */
+static char *
+real_dlerror (const char *base)
+{
+  g_autofree char *dir = g_path_get_dirname (base);
+  g_autofree char *name = g_path_get_basename (base);
+  g_autofree char *so = g_strconcat (base, ".so", NULL);
+  g_autofree char *libs_so = g_strdup_printf ("%s/.libs/%s.so", dir, name);
+  const char *candidates[] = { so, libs_so };
+
+  for (size_t i = 0; i < G_N_ELEMENTS (candidates); i++) {
+    void *h;
+    if (!g_file_test (candidates[i], G_FILE_TEST_IS_REGULAR))
+      continue;
+    h = dlopen (candidates[i], RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL)
+      return g_strdup (dlerror ());
+    dlclose (h);
+  }
+  return NULL;
+}
+
 static vmsnap_module *
 load_one (const char *name, const char *base, const char *package)
 {
@@ -178,10 +203,12 @@ load_one (const char *name, const char *base, const char *package)
   h = lt_dlopenext (base);
   if (h == NULL) {
     const char *e = lt_dlerror ();
+    g_autofree char *real = real_dlerror (base);
     m->info.status = VMSNAP_BACKEND_LOAD_FAILED;
     m->message = g_strdup_printf (
       "failed to load %s: %s (run ldd(1) on the module to find a missing "
-      "library or symbol; reinstall %s)", base, e ? e : "unknown error",
+      "library or symbol; reinstall %s)", base,
+      real ? real : e ? e : "unknown error",
       package ? package : "the module's package");
     goto out;
   }

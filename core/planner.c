@@ -530,12 +530,14 @@ disk_json (JsonBuilder *b, const plan_disk *pd)
   json_builder_begin_array (b);
   for (size_t i = 0; i < d->n_chain; i++) {
     json_builder_begin_object (b);
-    add_str (b, "path", d->chain[i].path);
-    add_str (b, "format", d->chain[i].format);
+    add_str (b, "path", d->chain[i]->path);
+    add_str (b, "format", d->chain[i]->format);
     json_builder_set_member_name (b, "virtual_size");
-    json_builder_add_int_value (b, (gint64) d->chain[i].virtual_size);
+    json_builder_add_int_value (b, (gint64) d->chain[i]->virtual_size);
     json_builder_set_member_name (b, "internal_snapshots");
-    json_builder_add_int_value (b, d->chain[i].n_internal_snapshots);
+    json_builder_add_int_value (b, d->chain[i]->n_internal_snapshots);
+    if (d->chain[i]->data_file)
+      add_str (b, "data_file", d->chain[i]->data_file);
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
@@ -642,7 +644,7 @@ vmsnap_plan_to_text (const vmsnap_plan *plan)
                               (char *) pd->chosen->res->limits->pdata[k]);
     for (size_t k = 1; k < d->n_chain; k++)
       g_string_append_printf (s, "       backing %zu: %s (%s)\n", k,
-                              d->chain[k].path, d->chain[k].format);
+                              d->chain[k]->path, d->chain[k]->format);
   }
   if (plan->problems->len)
     g_string_append_printf (s, "\nNot possible: %u disk(s) cannot be "

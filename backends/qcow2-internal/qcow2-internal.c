@@ -29,6 +29,13 @@ qint_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
                       d->format ? d->format : "an undeclared format");
     return 0;
   }
+  if (d->n_chain > 0 && d->chain[0]->data_file) {
+    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
+                      "%s keeps its data in external data file %s; QEMU "
+                      "cannot take internal snapshots of such an image",
+                      d->source, d->chain[0]->data_file);
+    return 0;
+  }
   if (req->memory)
     vmsnap_probe_set (res, VMSNAP_FIT_PREFERRED, 80,
                       "qcow2 image: snapshot table entry, memory state kept "
@@ -45,7 +52,7 @@ qint_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
                             "the snapshot; revert restarts QEMU");
   if (d->n_chain > 0)
     vmsnap_probe_add_detail (res, "internal_snapshots", "%u",
-                             d->chain[0].n_internal_snapshots);
+                             d->chain[0]->n_internal_snapshots);
   return 0;
 }
 

@@ -75,9 +75,9 @@ vrbd_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
     GString *h = g_string_new (NULL);
     for (size_t i = 0; i < d->n_hosts; i++)
       g_string_append_printf (h, "%s%s%s%s", i ? "," : "",
-                              d->hosts[i].name ? d->hosts[i].name : "?",
-                              d->hosts[i].port ? ":" : "",
-                              d->hosts[i].port ? d->hosts[i].port : "");
+                              d->hosts[i]->name ? d->hosts[i]->name : "?",
+                              d->hosts[i]->port ? ":" : "",
+                              d->hosts[i]->port ? d->hosts[i]->port : "");
     vmsnap_probe_add_detail (res, "monitors", "%s", h->str);
     g_string_free (h, TRUE);
   } else {

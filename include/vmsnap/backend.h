@@ -79,8 +79,10 @@ typedef enum {
   VMSNAP_CLASS_MISSING,       /* the source does not exist or cannot be read */
 } vmsnap_storage_class;
 
-/* A network host of a disk source (<host name= port= transport= socket=>). */
+/* A network host of a disk source (<host name= port= transport= socket=>).
+ * Model structs are handed out as arrays of pointers, so they can grow. */
 typedef struct {
+  uint32_t struct_size;
   const char *name;
   const char *port;
   const char *transport;
@@ -89,11 +91,13 @@ typedef struct {
 
 /* One layer of a backing chain.  Index 0 is the active image. */
 typedef struct {
+  uint32_t struct_size;
   const char *path;         /* file/device path, or a protocol URI */
   const char *format;       /* recorded format; NULL if none was recorded */
   uint64_t virtual_size;    /* bytes; 0 if unknown */
   unsigned int n_internal_snapshots; /* qcow2 snapshot table entries */
   bool is_network;          /* path is not a local file (rbd:, nbd:, json:) */
+  const char *data_file;    /* qcow2 external data file, or NULL */
 } vmsnap_layer;
 
 /* A disk of a domain, parsed from the domain XML and inspected by the core.
@@ -113,7 +117,7 @@ typedef struct vmsnap_disk {
   const char *volume;        /* volume disks: volume name */
   const char *source_snapshot;   /* network: <snapshot name> */
   const char *source_config;     /* network: <config file> (ceph.conf) */
-  const vmsnap_host *hosts;
+  const vmsnap_host *const *hosts;
   size_t n_hosts;
   const char *auth_username;
   const char *secret_type;   /* "ceph", "iscsi" */
@@ -126,7 +130,7 @@ typedef struct vmsnap_disk {
   const char *alias;         /* <alias name> */
 
   /* <backingStore> chain as written in the XML (index 0 = first backing). */
-  const vmsnap_layer *xml_backing;
+  const vmsnap_layer *const *xml_backing;
   size_t n_xml_backing;
 
   /* Inspection by the core (files: header sniffing + qemu-img info with the
@@ -136,7 +140,7 @@ typedef struct vmsnap_disk {
   const char *detected_format; /* from the image header; "raw" = no magic */
   bool is_block_device;
   uint64_t virtual_size;
-  const vmsnap_layer *chain; /* actual chain, index 0 = the active image */
+  const vmsnap_layer *const *chain; /* actual chain, index 0 = the active image */
   size_t n_chain;
   /* The class inferred from inspection; a backend's probe may refine it. */
   vmsnap_storage_class storage_class;

@@ -3,7 +3,7 @@
 
 #include <vmsnap/backend.h>
 
-static int
+G_GNUC_UNUSED static int
 t_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
          vmsnap_probe_result *res, GError **err)
 {
@@ -11,7 +11,7 @@ t_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
   return 0;
 }
 
-static int
+G_GNUC_UNUSED static int
 t_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
           unsigned int flags, vmsnap_result *res, GError **err)
 {
@@ -21,14 +21,14 @@ t_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
   return 0;
 }
 
-static int
+G_GNUC_UNUSED static int
 t_revert (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
           unsigned int flags, vmsnap_result *res, GError **err)
 {
   return 0;
 }
 
-static int
+G_GNUC_UNUSED static int
 t_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
           unsigned int flags, vmsnap_result *res, GError **err)
 {
