@@ -338,17 +338,21 @@ summarise (vmsnap_plan *plan)
   else
     plan->memory_method = "external-file";
 
+  /* Saving the memory state stops the vCPUs (internal or external file). */
   plan->needs_pause = online && n > 0
-    && (strcmp (plan->mode, "mixed") == 0 || pause_cap
-        || (strcmp (plan->mode, "internal") == 0 && plan->memory));
+    && (strcmp (plan->mode, "mixed") == 0 || pause_cap || plan->memory);
 
   if (plan->memory && !online)
     g_ptr_array_add (plan->notes, g_strdup (
       "the domain is shut off: it has no memory state; a snapshot taken now "
       "holds the disks only"));
-  if (online && strcmp (plan->mode, "external") == 0)
+  if (online && strcmp (plan->mode, "external") == 0 && !plan->memory)
     g_ptr_array_add (plan->notes, g_strdup (
       "all disks are captured in one libvirt transaction; the guest does not pause"));
+  if (online && strcmp (plan->mode, "external") == 0 && plan->memory)
+    g_ptr_array_add (plan->notes, g_strdup (
+      "all disks are captured in one libvirt transaction; the guest pauses "
+      "while its memory is saved"));
   if (online && strcmp (plan->mode, "mixed") == 0)
     g_ptr_array_add (plan->notes, g_strdup (
       "backends differ: the VM is paused while every backend creates its snapshot"));

@@ -47,7 +47,7 @@ check "$out" '.notes | any(test("one libvirt transaction"))' "one-transaction no
 
 # --memory: vdb is raw, so the internal rule cannot apply; memory goes to a file.
 out=$("$VMSNAP" plan --json --memory plandom) || fail "plan --memory exited $?"
-check "$out" '.memory.method == "external-file" and (.internal_rule | test("vdb"))' "memory external"
+check "$out" '.memory.method == "external-file" and .needs_pause and (.internal_rule | test("vdb"))' "memory external pauses"
 
 # Overrides: internal for the qcow2 disk makes a mixed plan that pauses.
 out=$("$VMSNAP" plan --json --backend vda=qcow2-internal plandom) || fail "override exited $?"

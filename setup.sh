@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# vmsnap developer/CI entry point, for a fresh Debian 12 machine as root.
+#
+#   ./setup.sh demo    install packages, build, run the demo (real libvirt VM)
+#   ./setup.sh test    install packages, build, run the full test suite
+#                      (VMSNAP_TEST_STRICT=1: a fixture that cannot start fails)
+#
+# Builds go to build/ (and build-asan/ for the sanitizer pass of `test`).
+# Set VMSNAP_SKIP_INSTALL=1 to skip apt-get.
+set -euo pipefail
+cd "$(dirname "$0")"
+top=$PWD
+mode=${1:-}
+case "$mode" in demo|test) ;; *) echo "usage: $0 demo|test" >&2; exit 2 ;; esac
+
+PACKAGES=(
+  # build
+  autoconf automake libtool pkg-config make gcc libc6-dev
+  libglib2.0-dev libjson-glib-dev libxml2-dev libvirt-dev libltdl-dev
+  liblvm2-dev librbd-dev librados-dev
+  # run: qemu-img at run time, a private libvirtd + QEMU for tests and demo
+  qemu-utils qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu
+  libvirt-clients util-linux
+  # tests
+  jq valgrind
+)
+
+if [ "${VMSNAP_SKIP_INSTALL:-0}" != 1 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup.sh: run as root (it installs packages with apt-get)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+fi
+
+./autogen.sh
+build() {  # build DIR CONFIGURE-ARGS...
+  local dir=$1; shift
+  mkdir -p "$dir"
+  (cd "$dir" && "$top/configure" --enable-werror "$@" && make -j"$(nproc)")
+}
+
+if [ "$mode" = demo ]; then
+  build build
+  exec ./demo/demo.sh build
+fi
+
+# test: the full suite on the normal build (strict), then again under
+# ASan/UBSan, then the unit tests under valgrind, then distcheck.
+export VMSNAP_TEST_STRICT=1
+status=0
+build build
+(cd build && make -j"$(nproc)" check) || status=1
+build build-asan --enable-sanitizers
+(cd build-asan && make -j"$(nproc)" check) || status=1
+(cd build && make check-valgrind) || status=1
+(cd build && make -j"$(nproc)" distcheck) || status=1
+
+# Totals over every test-suite.log of this run.
+pass=0 fail=0 skip=0
+for log in build/test-suite.log build-asan/test-suite.log build/test-suite-valgrind.log; do
+  [ -f "$log" ] || continue
+  p=$(sed -n 's/^# PASS: *//p' "$log"); f=$(sed -n 's/^# FAIL: *//p' "$log")
+  e=$(sed -n 's/^# ERROR: *//p' "$log"); x=$(sed -n 's/^# XPASS: *//p' "$log")
+  s=$(sed -n 's/^# SKIP: *//p' "$log")
+  pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0} + ${e:-0} + ${x:-0})); skip=$((skip + ${s:-0}))
+done
+[ "$status" = 0 ] || [ "$fail" -gt 0 ] || fail=$((fail + 1))   # a build/distcheck failure counts
+for log in build/test-suite.log build-asan/test-suite.log; do
+  [ -f "$log" ] && grep -E '^(FAIL|ERROR)' "$log" >&2 || true
+done
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" = 0 ]
