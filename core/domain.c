@@ -216,6 +216,7 @@ disk_priv_free (gpointer p)
   g_ptr_array_unref (d->hosts);
   g_ptr_array_unref (d->xml_backing);
   g_ptr_array_unref (d->chain);
+  g_ptr_array_unref (d->warnings);
   g_free (d);
 }
 
@@ -241,6 +242,7 @@ parse_disk (vmsnap_domain *dom, xmlNodePtr n, const char *where, GError **err)
   d->hosts = g_ptr_array_new_with_free_func (g_free);
   d->xml_backing = g_ptr_array_new_with_free_func (g_free);
   d->chain = g_ptr_array_new_with_free_func (g_free);
+  d->warnings = g_ptr_array_new_with_free_func (g_free);
   g_ptr_array_add (dom->disks, d);
   d->pub.struct_size = sizeof d->pub;
 
@@ -312,6 +314,7 @@ parse_disk (vmsnap_domain *dom, xmlNodePtr n, const char *where, GError **err)
   d->pub.transient = child (n, "transient") != NULL;
   d->pub.alias = prop (dom, child (n, "alias"), "name");
 
+  d->xml_backing_given = child (n, "backingStore") != NULL;
   if (!parse_backing (dom, d, child (n, "backingStore"), where, err))
     return FALSE;
   disk_sync (d);

@@ -203,6 +203,31 @@ set_error (vmsnap_domain *dom, vmsnap_disk_priv *d, vmsnap_storage_class cls,
     d->pub.storage_class = cls;
 }
 
+/* The domain XML may list a <backingStore> chain (libvirt writes it for
+ * running domains); the images are the truth, but a difference is worth
+ * saying: libvirt's view of the chain is stale. */
+static void
+compare_xml_backing (vmsnap_disk_priv *d)
+{
+  GPtrArray *x = d->xml_backing, *c = d->chain;
+
+  if (!d->xml_backing_given)
+    return;
+  for (guint i = 0; i < x->len || i + 1 < c->len; i++) {
+    const vmsnap_layer *xl = i < x->len ? x->pdata[i] : NULL;
+    const vmsnap_layer *cl = i + 1 < c->len ? c->pdata[i + 1] : NULL;
+    if (xl && cl && g_strcmp0 (xl->path, cl->path) == 0
+        && (xl->format == NULL || g_strcmp0 (xl->format, cl->format) == 0))
+      continue;
+    g_ptr_array_add (d->warnings, g_strdup_printf (
+      "the domain XML's <backingStore> says backing layer %u is %s (%s) but "
+      "the image chain has %s (%s); vmsnap follows the images", i + 1,
+      xl ? xl->path : "nothing", xl && xl->format ? xl->format : "-",
+      cl ? cl->path : "nothing", cl ? cl->format : "-"));
+    return;
+  }
+}
+
 static void
 inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
 {
@@ -344,6 +369,7 @@ inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
     }
   }
   d->pub.inspected = TRUE;
+  compare_xml_backing (d);
 }
 
 static void

@@ -47,6 +47,8 @@ typedef struct {
   GPtrArray *hosts;        /* vmsnap_host*, owned */
   GPtrArray *xml_backing;  /* vmsnap_layer*, owned */
   GPtrArray *chain;        /* vmsnap_layer*, owned */
+  GPtrArray *warnings;     /* char*: found by inspection, not fatal */
+  gboolean xml_backing_given; /* the XML has <backingStore> (maybe empty) */
 } vmsnap_disk_priv;
 
 struct vmsnap_domain {

@@ -264,7 +264,7 @@ choose (vmsnap_plan *plan, const vmsnap_ctx *ctx, plan_disk *pd,
 
 /* Does the VM-wide internal rule hold?  Sets plan->internal_blocked. */
 static void
-internal_rule (vmsnap_plan *plan)
+internal_rule (vmsnap_plan *plan, const vmsnap_ctx *ctx, GHashTable *overrides)
 {
   vmsnap_domain *dom = plan->dom;
   guint n = 0;
@@ -287,6 +287,21 @@ internal_rule (vmsnap_plan *plan)
     if (!pd->included)
       continue;
     n++;
+    {
+      const char *ov = g_hash_table_lookup (overrides, pd->disk->pub.target);
+      const vmsnap_module *m = ov ? vmsnap_find_module (ctx, ov) : NULL;
+      const char *mode = pd->disk->pub.snapshot_mode;
+      if (ov && !(m && (m->be.caps & VMSNAP_CAP_VM_INTERNAL))) {
+        plan->internal_blocked = g_strdup_printf (
+          "disk %s is set to --backend %s", pd->disk->pub.target, ov);
+        return;
+      }
+      if (!ov && mode && strcmp (mode, "external") == 0) {
+        plan->internal_blocked = g_strdup_printf (
+          "disk %s has snapshot='external' in the domain XML", pd->disk->pub.target);
+        return;
+      }
+    }
     if (best (pd, TRUE) == NULL) {
       plan->internal_blocked = g_strdup_printf (
         "disk %s cannot keep an internal snapshot", pd->disk->pub.target);
@@ -408,7 +423,7 @@ vmsnap_plan_new (vmsnap_ctx *ctx, vmsnap_domain *dom,
       probe_all (plan, ctx, pd, online);
   }
 
-  internal_rule (plan);
+  internal_rule (plan, ctx, overrides);
 
   for (guint i = 0; i < plan->disks->len; i++) {
     plan_disk *pd = plan->disks->pdata[i];
@@ -521,6 +536,7 @@ disk_json (JsonBuilder *b, const plan_disk *pd)
   add_str (b, "why", pd->chosen ? pd->why : pd->excluded ? pd->excluded : pd->problem);
   add_str (b, "problem", pd->problem);
   add_strv (b, "limitations", pd->chosen ? pd->chosen->res->limits : NULL);
+  add_strv (b, "warnings", pd->disk->warnings);
 
   json_builder_set_member_name (b, "details");
   json_builder_begin_object (b);
@@ -643,6 +659,9 @@ vmsnap_plan_to_text (const vmsnap_plan *plan)
       g_string_append_printf (s, "       excluded: %s\n", pd->excluded);
     if (pd->problem)
       g_string_append_printf (s, "       PROBLEM: %s\n", pd->problem);
+    for (guint k = 0; k < pd->disk->warnings->len; k++)
+      g_string_append_printf (s, "       warning: %s\n",
+                              (char *) pd->disk->warnings->pdata[k]);
     for (guint k = 0; pd->chosen && k < pd->chosen->res->limits->len; k++)
       g_string_append_printf (s, "       limit: %s\n",
                               (char *) pd->chosen->res->limits->pdata[k]);

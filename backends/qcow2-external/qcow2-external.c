@@ -52,6 +52,10 @@ qext_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
                         "%s image: frozen as the snapshot's read-only base, a "
                         "qcow2 overlay on top (backing format %s, explicit)",
                         fmt, fmt);
+    if (d->n_chain > 0 && d->chain[0]->n_internal_snapshots > 0)
+      vmsnap_probe_add_limit (res, "%s holds %u internal snapshot(s) made "
+                              "outside vmsnap; they stay in the frozen image",
+                              d->source, d->chain[0]->n_internal_snapshots);
     if (d->n_chain > 8)
       vmsnap_probe_add_limit (res, "backing chain already %zu layers deep: "
                               "vmsnap merge shortens it", d->n_chain);

@@ -35,7 +35,6 @@ vrbd_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
   g_autofree char *name = NULL;
   const char *snap = d->source_snapshot, *pool, *ns = NULL, *image;
   char *at;
-  int maj = 0, min = 0, ext = 0;
   guint n;
 
   if (d->type != VMSNAP_DISK_TYPE_NETWORK || d->protocol == NULL
@@ -92,8 +91,6 @@ vrbd_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
                              d->secret_uuid ? d->secret_uuid : d->secret_usage);
   if (d->source_config)
     vmsnap_probe_add_detail (res, "config", "%s", d->source_config);
-  rbd_version (&maj, &min, &ext);
-  vmsnap_probe_add_detail (res, "librbd", "%d.%d.%d", maj, min, ext);
 
   if (snap) {
     vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
