@@ -10,5 +10,10 @@ cd "$(dirname "$0")"
     [ -e "$f" ] && printf ' \\\n\t%s' "$f"
   done
   echo
+  printf 'DOMAIN_GOLDEN ='
+  for f in tests/data/domains/*.expected; do
+    [ -e "$f" ] && printf ' \\\n\t%s' "$f"
+  done
+  echo
 } > tests/data/domains.am
 autoreconf --install --force

@@ -25,7 +25,8 @@ for b in lvm rbd; do
 done
 jq -e '.[] | select(.name == "qcow2-internal") | .capabilities | index("vm-internal")' <<<"$out" >/dev/null \
     || fail "qcow2-internal lacks the vm-internal capability"
-"$VMSNAP" backends | grep -q '^qcow2-external *loaded' || fail "text output"
+out=$("$VMSNAP" backends) || fail "text output: exit $?"
+grep -q '^qcow2-external *loaded' <<<"$out" || fail "text output: $out"
 
 # 2. Broken modules next to good ones: exit 1, each with its reason.
 rc=0; out=$(VMSNAP_BACKEND_DIR="$VMSNAP_TEST_MODULES" "$VMSNAP" backends) || rc=$?
@@ -60,6 +61,6 @@ fi
 expect_fail 2 "takes no arguments" "$VMSNAP" backends extra
 expect_fail 2 "unknown command" "$VMSNAP" frobnicate
 expect_fail 2 "Unknown option" "$VMSNAP" backends --bogus
-"$VMSNAP" --version | grep -q '^vmsnap ' || fail "--version"
-"$VMSNAP" plan --help | grep -q 'Exit status' || fail "plan --help"
+out=$("$VMSNAP" --version) && grep -q '^vmsnap ' <<<"$out" || fail "--version: $out"
+out=$("$VMSNAP" plan --help) && grep -q 'Exit status' <<<"$out" || fail "plan --help: $out"
 echo "backends-cli: ok"

@@ -1,4 +1,4 @@
-/* libvmsnap internals: shared between core/ files only. */
+/* libvmsnap internals: shared between libvmsnap/ files only. */
 #ifndef VMSNAP_INTERNAL_H
 #define VMSNAP_INTERNAL_H
 
