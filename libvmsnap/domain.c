@@ -340,6 +340,30 @@ parse_os (vmsnap_domain *dom, xmlNodePtr os)
   }
 }
 
+/* libxml2 reports through global (thread-local) handlers, some messages
+ * (e.g. "huge text node") straight to stderr: collect the first error
+ * ourselves and print nothing. */
+typedef struct {
+  int line;
+  char *msg;
+} first_error;
+
+static void
+collect_error (void *data, xmlErrorPtr e)
+{
+  first_error *fe = data;
+
+  if (fe->msg == NULL && e != NULL && e->level >= XML_ERR_ERROR && e->message) {
+    fe->line = e->line;
+    fe->msg = g_strstrip (g_strdup (e->message));
+  }
+}
+
+static void G_GNUC_PRINTF (2, 3)
+swallow_generic (void *data, const char *fmt, ...)
+{
+}
+
 gboolean
 vmsnap_domain_parse (vmsnap_domain *dom, const char *buf, size_t len,
                      const char *where, GError **err)
@@ -349,6 +373,7 @@ vmsnap_domain_parse (vmsnap_domain *dom, const char *buf, size_t len,
   xmlNodePtr root, devices;
   gboolean ok = FALSE;
   guint ndisks = 0;
+  first_error first = { 0 };
 
   if (len == 0) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_INVALID_INPUT,
@@ -368,15 +393,22 @@ vmsnap_domain_parse (vmsnap_domain *dom, const char *buf, size_t len,
   }
   /* No network, no entity substitution, no DTD loading; errors are
    * collected, not printed. */
+  xmlSetStructuredErrorFunc (&first, collect_error);
+  xmlSetGenericErrorFunc (NULL, swallow_generic);
   doc = xmlCtxtReadMemory (ctxt, buf, (int) len, where, NULL,
-                           XML_PARSE_NONET | XML_PARSE_NOERROR
-                           | XML_PARSE_NOWARNING | XML_PARSE_NOCDATA);
+                           XML_PARSE_NONET | XML_PARSE_NOWARNING
+                           | XML_PARSE_NOCDATA);
+  xmlSetStructuredErrorFunc (NULL, NULL);
+  xmlSetGenericErrorFunc (NULL, NULL);
   if (doc == NULL || !ctxt->wellFormed) {
     const xmlError *e = xmlCtxtGetLastError (ctxt);
-    g_autofree char *msg = g_strdup (e && e->message ? e->message : "not well-formed");
+    g_autofree char *msg = g_strdup (first.msg ? first.msg
+                                     : e && e->message ? e->message
+                                     : "not well-formed");
     g_strstrip (msg);
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_INVALID_INPUT,
-                 "%s: line %d: malformed XML: %s", where, e ? e->line : 0, msg);
+                 "%s: line %d: malformed XML: %s", where,
+                 first.msg ? first.line : e ? e->line : 0, msg);
     goto out;
   }
   root = xmlDocGetRootElement (doc);
@@ -411,6 +443,7 @@ vmsnap_domain_parse (vmsnap_domain *dom, const char *buf, size_t len,
   ok = TRUE;
 
  out:
+  g_free (first.msg);
   if (doc)
     xmlFreeDoc (doc);
   xmlFreeParserCtxt (ctxt);

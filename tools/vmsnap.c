@@ -36,13 +36,21 @@ static const char exit_codes[] =
   "     or the operation is not implemented yet\n"
   "  5  busy: another vmsnap holds the domain\n";
 
+/* Output is UTF-8 as it comes (paths, names): g_print would convert it to
+ * the locale's charset and turn non-ASCII into '?' under LC_ALL=C. */
+static void
+out (const char *s)
+{
+  fputs (s, stdout);
+}
+
 /* Report an error once, on stderr, and turn it into the exit code. */
 static int
 fail (GError *err)
 {
   int code = vmsnap_exit_code (err);
 
-  g_printerr ("vmsnap: error: %s\n", err->message);
+  fprintf (stderr, "vmsnap: error: %s\n", err->message);
   g_error_free (err);
   return code ? code : 1;
 }
@@ -50,10 +58,10 @@ fail (GError *err)
 static int
 usage_error (GOptionContext *oc, const char *msg)
 {
-  g_printerr ("vmsnap: %s\n", msg);
+  fprintf (stderr, "vmsnap: %s\n", msg);
   if (oc) {
     g_autofree char *help = g_option_context_get_help (oc, TRUE, NULL);
-    g_printerr ("%s", help);
+    fputs (help, stderr);
   }
   return 2;
 }
@@ -66,7 +74,7 @@ parse (GOptionContext *oc, int *argc, char ***argv)
 
   g_option_context_set_description (oc, exit_codes);
   if (!g_option_context_parse (oc, argc, argv, &err)) {
-    g_printerr ("vmsnap: %s (see --help)\n", err->message);
+    fprintf (stderr, "vmsnap: %s (see --help)\n", err->message);
     return 2;
   }
   return -1;
@@ -82,7 +90,8 @@ print_json (JsonNode *root)
   json_generator_set_pretty (g, TRUE);
   json_generator_set_indent (g, 2);
   s = json_generator_to_data (g, NULL);
-  g_print ("%s\n", s);
+  out (s);
+  out ("\n");
 }
 
 /* ------------------------------------------------------------ backends */
@@ -148,19 +157,19 @@ cmd_backends (int argc, char **argv)
     return bad ? 1 : 0;
   }
 
-  g_print ("%-16s %-14s %-8s %s\n", "BACKEND", "STATUS", "VERSION", "MODULE / REASON");
+  printf ("%-16s %-14s %-8s %s\n", "BACKEND", "STATUS", "VERSION", "MODULE / REASON");
   for (size_t i = 0; i < vmsnap_backend_count (ctx); i++) {
     const vmsnap_backend_info *bi = vmsnap_backend_get (ctx, i);
     g_auto (GStrv) caps = vmsnap_caps_names (bi->caps);
     g_autofree char *capstr = g_strjoinv (", ", caps);
 
     if (bi->status == VMSNAP_BACKEND_LOADED) {
-      g_print ("%-16s %-14s %-8s %s\n", bi->name, "loaded", bi->version, bi->path);
+      printf ("%-16s %-14s %-8s %s\n", bi->name, "loaded", bi->version, bi->path);
       if (bi->description)
-        g_print ("%-16s %s\n", "", bi->description);
-      g_print ("%-16s capabilities: %s\n", "", capstr);
+        printf ("%-16s %s\n", "", bi->description);
+      printf ("%-16s capabilities: %s\n", "", capstr);
     } else {
-      g_print ("%-16s %-14s %-8s %s\n", bi->name,
+      printf ("%-16s %-14s %-8s %s\n", bi->name,
                vmsnap_backend_status_name (bi->status), "-", bi->message);
       if (bi->status != VMSNAP_BACKEND_NOT_INSTALLED)
         bad++;
@@ -193,7 +202,7 @@ cmd_plan (int argc, char **argv)
   g_autoptr (vmsnap_plan) plan = NULL;
   vmsnap_plan_options opts = { 0 };
   GError *err = NULL;
-  g_autofree char *out = NULL;
+  g_autofree char *text = NULL;
   int rc;
 
   g_option_context_add_main_entries (oc, entries, NULL);
@@ -218,8 +227,10 @@ cmd_plan (int argc, char **argv)
   plan = vmsnap_plan_new (ctx, dom, &opts, &err);
   if (plan == NULL)
     return fail (err);
-  out = json ? vmsnap_plan_to_json (plan) : vmsnap_plan_to_text (plan);
-  g_print ("%s%s", out, json ? "\n" : "");
+  text = json ? vmsnap_plan_to_json (plan) : vmsnap_plan_to_text (plan);
+  out (text);
+  if (json)
+    out ("\n");
   if (!vmsnap_plan_possible (plan))
     return fail (vmsnap_plan_error (plan));
   return 0;

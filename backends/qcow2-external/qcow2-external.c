@@ -68,9 +68,12 @@ qext_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
     if (d->protocol && g_strv_contains ((const char *const[]) {
           "rbd", "nbd", "iscsi", "gluster", "http", "https", "ftp", "ftps",
           "ssh", "nfs", NULL }, d->protocol)) {
+      const char *what = d->source ? d->source
+                         : d->n_hosts && d->hosts[0]->socket ? d->hosts[0]->socket
+                         : d->n_hosts && d->hosts[0]->name ? d->hosts[0]->name : "(no name)";
       vmsnap_probe_set (res, VMSNAP_FIT_CAN, 10,
                         "%s disk %s becomes the read-only base of a local "
-                        "qcow2 overlay", d->protocol, d->source ? d->source : "?");
+                        "qcow2 overlay", d->protocol, what);
       vmsnap_probe_add_limit (res, "the %s storage itself is not snapshotted; "
                               "the overlay is a local file", d->protocol);
       return 0;

@@ -205,14 +205,12 @@ check_name() {
 # Expand @DIR@ in a word.
 expand() { local s=$1; printf '%s' "${s//@DIR@/"$dir"}"; }
 
-declare -A img_size=()
-
 do_image() {
     [ $# -ge 3 ] || die "$case_name: image NAME FORMAT SIZE [OPTION]..."
     local name fmt=$2 size=$3 opt bname bfmt
     name=$(expand "$1"); check_name "$name"
     shift 3
-    local -a create_o=() snaps=() post=()
+    local -a create_o=() snaps=()
     local backing="" backing_fmt="" nofmt="" loop=""
     for opt in "$@"; do
         case $opt in
@@ -243,8 +241,6 @@ do_image() {
     else
         run_in_dir qemu-img create -q -f "$fmt" "${create_o[@]}" "$name" "$size"
     fi
-    img_size[$name]=$size
-
     if [ -n "$nofmt" ]; then
         echo "+ set_backing_nofmt $name $nofmt"
         set_backing_nofmt "$dir/$name" "$nofmt" || die "$case_name: cannot patch $name"
@@ -355,7 +351,7 @@ cat "$TEST_TMP/human.out"
 echo "---"
 
 for run in json human; do
-    eval "r=\$${run}_rc"
+    if [ "$run" = json ]; then r=$json_rc; else r=$human_rc; fi
     if [ ${#timeout_cmd[@]} -gt 0 ] && [ "$r" -eq 124 ]; then
         echo "FAIL: $run run timed out after ${VMSNAP_TEST_TIMEOUT:-120}s" >&2; status=1
     elif [ "$r" -ge 128 ]; then
