@@ -2,7 +2,10 @@
  * contexts and operation results, filled by backends through setters. */
 #include <config.h>
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -83,15 +86,180 @@ vmsnap_probe_add_detail (vmsnap_probe_result *res, const char *key,
   va_end (ap);
 }
 
+/* ------------------------------------------------------------- journal */
+
+/* The write-ahead journal of one VM operation: a GKeyFile rewritten
+ * atomically (fsync'd) at every change.  Group "op" holds the operation and
+ * its arguments, group "core" the core's steps, group "disk.TARGET" what a
+ * backend recorded for that disk (keys "s.KEY", done steps in "done") and
+ * the result the core saved ("r.*"). */
+
+static int crash_countdown = -1;   /* VMSNAP_TEST_CRASH_AFTER */
+
+static void
+crash_hook (void)
+{
+  if (crash_countdown < 0) {
+    const char *e = g_getenv ("VMSNAP_TEST_CRASH_AFTER");
+    crash_countdown = e && *e ? (int) g_ascii_strtoll (e, NULL, 10) : 0;
+    if (crash_countdown <= 0)
+      crash_countdown = 0;
+  }
+  if (crash_countdown > 0 && --crash_countdown == 0) {
+    /* Test hook: die right after a journaled step, like a kill -9. */
+    fprintf (stderr, "vmsnap: VMSNAP_TEST_CRASH_AFTER reached: exiting\n");
+    _exit (99);
+  }
+}
+
+vmsnap_journal *
+vmsnap_journal_new (const char *path)
+{
+  vmsnap_journal *j = g_new0 (vmsnap_journal, 1);
+
+  j->path = g_strdup (path);
+  j->kf = g_key_file_new ();
+  return j;
+}
+
+vmsnap_journal *
+vmsnap_journal_load (const char *path, GError **err)
+{
+  vmsnap_journal *j;
+  g_autoptr (GError) local = NULL;
+
+  if (!g_file_test (path, G_FILE_TEST_EXISTS))
+    return NULL;
+  j = vmsnap_journal_new (path);
+  if (!g_key_file_load_from_file (j->kf, path, G_KEY_FILE_NONE, &local)) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "journal %s is unreadable: %s; move it away only after "
+                 "checking the domain's disks by hand", path, local->message);
+    vmsnap_journal_free (j);
+    return NULL;
+  }
+  j->recovering = TRUE;
+  return j;
+}
+
+void
+vmsnap_journal_free (vmsnap_journal *j)
+{
+  if (j == NULL)
+    return;
+  g_key_file_unref (j->kf);
+  g_free (j->path);
+  g_free (j);
+}
+
+gboolean
+vmsnap_journal_save (vmsnap_journal *j, GError **err)
+{
+  gsize len = 0;
+  g_autofree char *data = g_key_file_to_data (j->kf, &len, NULL);
+
+  return vmsnap_write_atomic (j->path, data, len, 0600, err);
+}
+
+gboolean
+vmsnap_journal_remove (vmsnap_journal *j, GError **err)
+{
+  if (unlink (j->path) != 0 && errno != ENOENT) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot remove journal %s: %s",
+                 j->path, g_strerror (errno));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+const char *
+vmsnap_journal_get (vmsnap_journal *j, const char *group, const char *key)
+{
+  /* Values are stored raw; the key file owns them until the next change. */
+  g_autofree char *v = g_key_file_get_value (j->kf, group, key, NULL);
+  char *unesc;
+
+  if (v == NULL)
+    return NULL;
+  unesc = g_strcompress (v);
+  /* Keep the string alive as long as the journal: intern it. */
+  {
+    const char *r = g_intern_string (unesc);
+    g_free (unesc);
+    return r;
+  }
+}
+
+gboolean
+vmsnap_journal_set (vmsnap_journal *j, const char *group, const char *key,
+                    const char *value, GError **err)
+{
+  g_autofree char *esc = g_strescape (value ? value : "", NULL);
+
+  g_key_file_set_value (j->kf, group, key, esc);
+  return vmsnap_journal_save (j, err);
+}
+
+gboolean
+vmsnap_journal_done (vmsnap_journal *j, const char *group, const char *step)
+{
+  g_auto (GStrv) done = g_key_file_get_string_list (j->kf, group, "done", NULL, NULL);
+
+  return done && g_strv_contains ((const char *const *) done, step);
+}
+
+gboolean
+vmsnap_journal_mark (vmsnap_journal *j, const char *group, const char *step,
+                     GError **err)
+{
+  g_auto (GStrv) done = g_key_file_get_string_list (j->kf, group, "done", NULL, NULL);
+  g_autoptr (GPtrArray) list = g_ptr_array_new ();
+
+  for (char **d = done; d && *d; d++)
+    g_ptr_array_add (list, *d);
+  g_ptr_array_add (list, (gpointer) step);
+  g_key_file_set_string_list (j->kf, group, "done", (const char *const *) list->pdata,
+                              list->len);
+  if (!vmsnap_journal_save (j, err))
+    return FALSE;
+  crash_hook ();
+  return TRUE;
+}
+
 /* ----------------------------------------------------------- op context */
 
-struct vmsnap_op {
-  char *domain_name;
-  char *domain_uuid;
-  bool online;
-  void *conn;
-  uint64_t last_done;
-};
+vmsnap_op *
+vmsnap_op_new (vmsnap_journal *j, const char *target, const char *domain_name,
+               const char *domain_uuid, bool online, void *conn,
+               const char *state_dir, GPtrArray *locators)
+{
+  vmsnap_op *op = g_new0 (vmsnap_op, 1);
+
+  op->j = j;
+  op->group = g_strdup_printf ("disk.%s", target);
+  op->domain_name = g_strdup (domain_name);
+  op->domain_uuid = g_strdup (domain_uuid);
+  op->online = online;
+  op->conn = conn;
+  op->state_dir = g_strdup (state_dir);
+  op->locators = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; locators && i < locators->len; i++)
+    g_ptr_array_add (op->locators, g_strdup (locators->pdata[i]));
+  return op;
+}
+
+void
+vmsnap_op_free (vmsnap_op *op)
+{
+  if (op == NULL)
+    return;
+  g_free (op->group);
+  g_free (op->domain_name);
+  g_free (op->domain_uuid);
+  g_free (op->state_dir);
+  g_ptr_array_unref (op->locators);
+  g_free (op);
+}
 
 const char *
 vmsnap_op_domain_name (const vmsnap_op *op)
@@ -117,23 +285,135 @@ vmsnap_op_libvirt_conn (const vmsnap_op *op)
   return op->conn;
 }
 
+const char *
+vmsnap_op_state_dir (const vmsnap_op *op)
+{
+  return op->state_dir;
+}
+
+size_t
+vmsnap_op_n_locators (const vmsnap_op *op)
+{
+  return op->locators->len;
+}
+
+const char *
+vmsnap_op_locator (const vmsnap_op *op, size_t i)
+{
+  return i < op->locators->len ? op->locators->pdata[i] : NULL;
+}
+
 void
 vmsnap_op_progress (vmsnap_op *op, uint64_t done, uint64_t total)
 {
-  op->last_done = done;
-  (void) total;
+  if (total > 0 && isatty (STDERR_FILENO))
+    fprintf (stderr, "\r  %s: %3u%%", op->group + 5,
+             (unsigned) (done * 100 / total));
+}
+
+static gboolean
+valid_key (const char *k)
+{
+  if (k == NULL || *k == '\0')
+    return FALSE;
+  for (const char *p = k; *p; p++)
+    if (!g_ascii_islower (*p) && !g_ascii_isdigit (*p) && *p != '_' && *p != '-')
+      return FALSE;
+  return TRUE;
+}
+
+const char *
+vmsnap_op_get (const vmsnap_op *op, const char *key)
+{
+  g_autofree char *k = g_strconcat ("s.", key, NULL);
+
+  return vmsnap_journal_get (op->j, op->group, k);
+}
+
+gboolean
+vmsnap_op_set (vmsnap_op *op, const char *key, const char *value, GError **err)
+{
+  g_autofree char *k = NULL;
+
+  if (!valid_key (key)) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "backend bug: invalid journal key '%s'", key ? key : "(null)");
+    return FALSE;
+  }
+  k = g_strconcat ("s.", key, NULL);
+  return vmsnap_journal_set (op->j, op->group, k, value, err);
+}
+
+bool
+vmsnap_op_step_done (const vmsnap_op *op, const char *step)
+{
+  return vmsnap_journal_done (op->j, op->group, step);
+}
+
+gboolean
+vmsnap_op_mark_done (vmsnap_op *op, const char *step, GError **err)
+{
+  if (!valid_key (step)) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "backend bug: invalid step name '%s'", step ? step : "(null)");
+    return FALSE;
+  }
+  return vmsnap_journal_mark (op->j, op->group, step, err);
+}
+
+bool
+vmsnap_op_is_recovering (const vmsnap_op *op)
+{
+  return op->j->recovering;
+}
+
+gboolean
+vmsnap_op_run (vmsnap_op *op, const char *const *argv, char **out, GError **err)
+{
+  return vmsnap_run (argv, out, err);
+}
+
+gboolean
+vmsnap_op_run_progress (vmsnap_op *op, const char *const *argv, GError **err)
+{
+  return vmsnap_run_progress (argv, isatty (STDERR_FILENO) && !op->quiet, err);
+}
+
+char *
+vmsnap_op_qemu_img (vmsnap_op *op, GError **err)
+{
+  return vmsnap_find_qemu_img (err);
 }
 
 /* -------------------------------------------------------------- results */
 
-struct vmsnap_result {
-  char *locator;
-  char *new_source;
-  char *new_format;
-  GPtrArray *renames;   /* old, new, old, new, ... */
-  uint64_t bytes_copied;
-  char *note;
-};
+vmsnap_result *
+vmsnap_result_new (void)
+{
+  vmsnap_result *r = g_new0 (vmsnap_result, 1);
+
+  r->renames = g_ptr_array_new_with_free_func (g_free);
+  r->removed = g_ptr_array_new_with_free_func (g_free);
+  r->garbage = g_ptr_array_new_with_free_func (g_free);
+  r->undo = g_ptr_array_new_with_free_func (g_free);
+  return r;
+}
+
+void
+vmsnap_result_free (vmsnap_result *r)
+{
+  if (r == NULL)
+    return;
+  g_free (r->locator);
+  g_free (r->new_source);
+  g_free (r->new_format);
+  g_free (r->note);
+  g_ptr_array_unref (r->renames);
+  g_ptr_array_unref (r->removed);
+  g_ptr_array_unref (r->garbage);
+  g_ptr_array_unref (r->undo);
+  g_free (r);
+}
 
 void
 vmsnap_result_set_locator (vmsnap_result *res, const char *locator)
@@ -156,8 +436,6 @@ void
 vmsnap_result_add_rename (vmsnap_result *res, const char *old_locator,
                           const char *new_locator)
 {
-  if (res->renames == NULL)
-    res->renames = g_ptr_array_new_with_free_func (g_free);
   g_ptr_array_add (res->renames, g_strdup (old_locator));
   g_ptr_array_add (res->renames, g_strdup (new_locator));
 }
@@ -177,6 +455,88 @@ vmsnap_result_set_note (vmsnap_result *res, const char *fmt, ...)
   va_start (ap, fmt);
   res->note = g_strdup_vprintf (fmt, ap);
   va_end (ap);
+}
+
+void
+vmsnap_result_set_kept (vmsnap_result *res, bool kept)
+{
+  res->kept = kept;
+}
+
+void
+vmsnap_result_add_removed (vmsnap_result *res, const char *locator)
+{
+  g_ptr_array_add (res->removed, g_strdup (locator));
+}
+
+void
+vmsnap_result_add_garbage (vmsnap_result *res, const char *locator)
+{
+  g_ptr_array_add (res->garbage, g_strdup (locator));
+}
+
+void
+vmsnap_result_add_undo (vmsnap_result *res, const char *locator)
+{
+  g_ptr_array_add (res->undo, g_strdup (locator));
+}
+
+/* Save a result into the journal group of its disk, and load it back. */
+static void
+save_list (GKeyFile *kf, const char *group, const char *key, GPtrArray *a)
+{
+  g_key_file_set_string_list (kf, group, key, (const char *const *) a->pdata, a->len);
+}
+
+gboolean
+vmsnap_result_save (const vmsnap_result *r, vmsnap_journal *j,
+                    const char *group, GError **err)
+{
+  GKeyFile *kf = j->kf;
+
+  if (r->locator)
+    g_key_file_set_string (kf, group, "r.locator", r->locator);
+  if (r->new_source) {
+    g_key_file_set_string (kf, group, "r.new_source", r->new_source);
+    g_key_file_set_string (kf, group, "r.new_format", r->new_format ? r->new_format : "raw");
+  }
+  if (r->note)
+    g_key_file_set_string (kf, group, "r.note", r->note);
+  g_key_file_set_uint64 (kf, group, "r.bytes", r->bytes_copied);
+  g_key_file_set_boolean (kf, group, "r.kept", r->kept);
+  save_list (kf, group, "r.renames", r->renames);
+  save_list (kf, group, "r.removed", r->removed);
+  save_list (kf, group, "r.garbage", r->garbage);
+  save_list (kf, group, "r.undo", r->undo);
+  return vmsnap_journal_save (j, err);
+}
+
+static void
+load_list (GKeyFile *kf, const char *group, const char *key, GPtrArray *a)
+{
+  g_auto (GStrv) v = g_key_file_get_string_list (kf, group, key, NULL, NULL);
+
+  for (char **p = v; p && *p; p++)
+    g_ptr_array_add (a, g_strdup (*p));
+}
+
+vmsnap_result *
+vmsnap_result_load (vmsnap_journal *j, const char *group)
+{
+  GKeyFile *kf = j->kf;
+  vmsnap_result *r = vmsnap_result_new ();
+
+  r->locator = g_key_file_get_string (kf, group, "r.locator", NULL);
+  r->new_source = g_key_file_get_string (kf, group, "r.new_source", NULL);
+  r->new_format = g_key_file_get_string (kf, group, "r.new_format", NULL);
+  r->note = g_key_file_get_string (kf, group, "r.note", NULL);
+  r->bytes_copied = g_key_file_get_uint64 (kf, group, "r.bytes", NULL);
+  r->kept = g_key_file_get_boolean (kf, group, "r.kept", NULL);
+  load_list (kf, group, "r.renames", r->renames);
+  load_list (kf, group, "r.removed", r->removed);
+  load_list (kf, group, "r.garbage", r->garbage);
+  load_list (kf, group, "r.undo", r->undo);
+  return r;
 }
 
 void

@@ -2,7 +2,11 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <gio/gio.h>
 
 #include "internal.h"
 
@@ -92,5 +96,45 @@ vmsnap_run (const char *const *argv, char **out, GError **err)
   }
   if (out)
     *out = g_steal_pointer (&sout);
+  return TRUE;
+}
+
+gboolean
+vmsnap_run_progress (const char *const *argv, gboolean show, GError **err)
+{
+  g_autoptr (GSubprocessLauncher) l =
+    g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_PIPE
+                               | (show ? 0 : G_SUBPROCESS_FLAGS_STDOUT_SILENCE));
+  g_autoptr (GSubprocess) p = NULL;
+  g_autoptr (GError) local = NULL;
+  g_autofree char *serr = NULL;
+
+  g_subprocess_launcher_setenv (l, "LC_ALL", "C", TRUE);
+  if (show) {
+    /* The tool's progress (stdout) goes to our stderr: stdout may be JSON. */
+    int fd = dup (STDERR_FILENO);
+    if (fd >= 0)
+      g_subprocess_launcher_take_stdout_fd (l, fd);
+  }
+  p = g_subprocess_launcher_spawnv (l, argv, &local);
+  if (p == NULL) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot run %s: %s",
+                 argv[0], local->message);
+    return FALSE;
+  }
+  if (!g_subprocess_communicate_utf8 (p, NULL, NULL, NULL, &serr, &local)) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "%s: %s", argv[0],
+                 local->message);
+    return FALSE;
+  }
+  if (show)
+    fputc ('\n', stderr);
+  if (!g_subprocess_get_successful (p)) {
+    if (serr)
+      g_strstrip (serr);
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "%s failed: %s", argv[0],
+                 serr && *serr ? serr : "no message (exit status)");
+    return FALSE;
+  }
   return TRUE;
 }

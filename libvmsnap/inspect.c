@@ -446,3 +446,22 @@ vmsnap_inspect_disk (vmsnap_domain *dom, vmsnap_disk_priv *d)
     return;
   }
 }
+
+gboolean
+vmsnap_image_info (const char *path, const char *fmt, guint64 *vsize,
+                   char **backing, char **backing_fmt, GError **err)
+{
+  g_autofree char *qemu_img = vmsnap_find_qemu_img (err);
+  layer_info li = { 0 };
+
+  if (qemu_img == NULL || !qemu_img_info (qemu_img, path, fmt, &li, err))
+    return FALSE;
+  if (vsize)
+    *vsize = li.virtual_size;
+  if (backing)
+    *backing = g_steal_pointer (&li.backing);
+  if (backing_fmt)
+    *backing_fmt = g_steal_pointer (&li.backing_format);
+  layer_info_clear (&li);
+  return TRUE;
+}

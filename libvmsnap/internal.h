@@ -77,6 +77,9 @@ const char *vmsnap_state_name (vmsnap_state s);
 /* Inspect every disk's storage (files, block devices). */
 void vmsnap_inspect_disk (vmsnap_domain *dom, vmsnap_disk_priv *d);
 const char *vmsnap_storage_class_name (vmsnap_storage_class c);
+/* qemu-img info of one layer, the format given. */
+gboolean vmsnap_image_info (const char *path, const char *fmt, guint64 *vsize,
+                            char **backing, char **backing_fmt, GError **err);
 
 /* ----------------------------------------------------------- probing */
 
@@ -94,11 +97,126 @@ struct vmsnap_probe_result {
 vmsnap_probe_result *vmsnap_probe_result_new (void);
 void vmsnap_probe_result_free (vmsnap_probe_result *r);
 const char *vmsnap_fitness_name (vmsnap_fitness f);
+/* The backend the plan chose for TARGET, or NULL (excluded, no backend). */
+const char *vmsnap_plan_backend (const vmsnap_plan *plan, const char *target);
 
 /* Run an external tool with argv (never through a shell); capture stdout.
  * Returns FALSE with *err naming the tool and its stderr on failure. */
 gboolean vmsnap_run (const char *const *argv, char **out, GError **err);
 /* The qemu-img to run: $VMSNAP_QEMU_IMG or qemu-img from PATH. */
 char *vmsnap_find_qemu_img (GError **err);
+
+/* ------------------------------------------------------ durable state */
+
+gboolean vmsnap_write_atomic (const char *path, const char *data, size_t len,
+                              int mode, GError **err);
+gboolean vmsnap_mkdir_private (const char *path, GError **err);
+/* Like vmsnap_run; with SHOW the tool's stdout (progress) goes to stderr. */
+gboolean vmsnap_run_progress (const char *const *argv, gboolean show, GError **err);
+
+typedef struct {
+  char *path;
+  GKeyFile *kf;
+  gboolean recovering;
+} vmsnap_journal;
+
+vmsnap_journal *vmsnap_journal_new (const char *path);
+vmsnap_journal *vmsnap_journal_load (const char *path, GError **err);
+void vmsnap_journal_free (vmsnap_journal *j);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_journal, vmsnap_journal_free)
+gboolean vmsnap_journal_save (vmsnap_journal *j, GError **err);
+gboolean vmsnap_journal_remove (vmsnap_journal *j, GError **err);
+const char *vmsnap_journal_get (vmsnap_journal *j, const char *group, const char *key);
+gboolean vmsnap_journal_set (vmsnap_journal *j, const char *group,
+                             const char *key, const char *value, GError **err);
+gboolean vmsnap_journal_done (vmsnap_journal *j, const char *group, const char *step);
+gboolean vmsnap_journal_mark (vmsnap_journal *j, const char *group,
+                              const char *step, GError **err);
+
+struct vmsnap_op {
+  vmsnap_journal *j;
+  char *group;
+  char *domain_name;
+  char *domain_uuid;
+  bool online;
+  void *conn;
+  char *state_dir;
+  GPtrArray *locators;
+  gboolean quiet;
+};
+
+vmsnap_op *vmsnap_op_new (vmsnap_journal *j, const char *target,
+                          const char *domain_name, const char *domain_uuid,
+                          bool online, void *conn, const char *state_dir,
+                          GPtrArray *locators);
+void vmsnap_op_free (vmsnap_op *op);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_op, vmsnap_op_free)
+
+struct vmsnap_result {
+  char *locator;
+  char *new_source;
+  char *new_format;
+  GPtrArray *renames;   /* old, new, old, new, ... */
+  GPtrArray *removed;
+  GPtrArray *garbage;
+  GPtrArray *undo;
+  uint64_t bytes_copied;
+  gboolean kept;
+  char *note;
+};
+
+vmsnap_result *vmsnap_result_new (void);
+void vmsnap_result_free (vmsnap_result *r);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_result, vmsnap_result_free)
+gboolean vmsnap_result_save (const vmsnap_result *r, vmsnap_journal *j,
+                             const char *group, GError **err);
+vmsnap_result *vmsnap_result_load (vmsnap_journal *j, const char *group);
+
+/* ------------------------------------------------------------ catalog */
+
+typedef struct {
+  char *target;
+  char *backend;
+  char *locator;
+} cat_disk;
+
+typedef struct {
+  char *id;
+  char *name;
+  char *parent;          /* id or NULL */
+  gboolean hidden;       /* name deleted, storage kept for dependents */
+  gint64 created;
+  char *description;
+  char *domain_xml;
+  GPtrArray *disks;      /* cat_disk* */
+} cat_snap;
+
+typedef struct {
+  char *path;
+  char *uuid;
+  char *name;
+  char *current;         /* id or NULL */
+  guint next_id;
+  GPtrArray *snaps;      /* cat_snap*, creation order */
+} catalog;
+
+cat_disk *vmsnap_cat_disk_new (const char *target, const char *backend,
+                               const char *locator);
+cat_snap *vmsnap_cat_snap_new (const char *id, const char *name);
+catalog *vmsnap_catalog_new (const char *path, const char *uuid, const char *name);
+void vmsnap_catalog_free (catalog *c);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (catalog, vmsnap_catalog_free)
+catalog *vmsnap_catalog_load (const char *path, const char *uuid,
+                              const char *name, GError **err);
+gboolean vmsnap_catalog_save (catalog *c, GError **err);
+cat_snap *vmsnap_catalog_find (catalog *c, const char *name);
+cat_snap *vmsnap_catalog_find_id (catalog *c, const char *id);
+cat_snap *vmsnap_catalog_visible (catalog *c, const char *id);
+GPtrArray *vmsnap_catalog_locators (catalog *c, const char *target);
+void vmsnap_catalog_remove (catalog *c, cat_snap *s);
+void vmsnap_catalog_rename (catalog *c, const char *target, const char *from,
+                            const char *to);
+void vmsnap_catalog_drop_hidden_locator (catalog *c, const char *target,
+                                         const char *locator);
 
 #endif

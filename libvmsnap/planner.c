@@ -675,3 +675,14 @@ vmsnap_plan_to_text (const vmsnap_plan *plan)
                             plan->problems->len);
   return g_string_free (s, FALSE);
 }
+
+const char *
+vmsnap_plan_backend (const vmsnap_plan *plan, const char *target)
+{
+  for (guint i = 0; i < plan->disks->len; i++) {
+    const plan_disk *pd = plan->disks->pdata[i];
+    if (strcmp (pd->disk->pub.target, target) == 0)
+      return pd->included && pd->chosen ? pd->chosen->module->name : NULL;
+  }
+  return NULL;
+}

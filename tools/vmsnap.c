@@ -3,6 +3,7 @@
 #include <config.h>
 
 #include <locale.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,10 +21,26 @@ typedef struct {
 
 static int cmd_backends (int argc, char **argv);
 static int cmd_plan (int argc, char **argv);
+static int cmd_create (int argc, char **argv);
+static int cmd_list (int argc, char **argv);
+static int cmd_info (int argc, char **argv);
+static int cmd_revert (int argc, char **argv);
+static int cmd_delete (int argc, char **argv);
+static int cmd_merge (int argc, char **argv);
+static int cmd_recover (int argc, char **argv);
+static int cmd_chain (int argc, char **argv);
 
 static const command commands[] = {
   { "backends", "", "list snapshot backends: loaded, not installed, or why not", cmd_backends },
   { "plan", "DOMAIN", "show which backend would snapshot each disk, and why", cmd_plan },
+  { "create", "DOMAIN NAME", "snapshot every disk of the domain", cmd_create },
+  { "list", "DOMAIN", "list the domain's snapshots (--tree: as a tree)", cmd_list },
+  { "info", "DOMAIN NAME", "show one snapshot", cmd_info },
+  { "revert", "DOMAIN NAME", "make the disks what they were at snapshot NAME", cmd_revert },
+  { "delete", "DOMAIN NAME", "delete a snapshot; the others stay as they are", cmd_delete },
+  { "merge", "DOMAIN", "shorten backing chains without losing a named snapshot", cmd_merge },
+  { "recover", "DOMAIN", "finish or roll back an operation a crash interrupted", cmd_recover },
+  { "chain", "DOMAIN", "the files behind each disk and which snapshot each holds", cmd_chain },
 };
 
 static const char exit_codes[] =
@@ -236,6 +253,493 @@ cmd_plan (int argc, char **argv)
   return 0;
 }
 
+/* ------------------------------------------------- snapshot commands */
+
+/* Options every command on a domain takes. */
+typedef struct {
+  char *uri;
+  char *state_dir;
+  gboolean no_wait;
+  gboolean json;
+} common_opts;
+
+static void
+add_common (GOptionContext *oc, common_opts *co)
+{
+  GOptionEntry entries[] = {
+    { "connect", 'c', 0, G_OPTION_ARG_STRING, &co->uri,
+      "libvirt URI (default: LIBVIRT_DEFAULT_URI)", "URI" },
+    { "state-dir", 0, 0, G_OPTION_ARG_FILENAME, &co->state_dir,
+      "where catalogs live (default: $VMSNAP_STATE_DIR or " VMSNAP_STATE_DIR_DEFAULT ")", "DIR" },
+    { "no-wait", 0, 0, G_OPTION_ARG_NONE, &co->no_wait,
+      "fail at once if another vmsnap works on the domain", NULL },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &co->json, "print JSON", NULL },
+    { NULL },
+  };
+  GOptionGroup *g = g_option_group_new ("common", "Options of every domain command:",
+                                        "Show the common options", NULL, NULL);
+  g_option_group_add_entries (g, entries);
+  g_option_context_add_group (oc, g);
+}
+
+static void
+common_clear (common_opts *co)
+{
+  g_free (co->uri);
+  g_free (co->state_dir);
+}
+
+static vmsnap_engine *
+open_engine (vmsnap_ctx **ctx, const char *spec, const common_opts *co,
+             unsigned int extra, GError **err)
+{
+  vmsnap_engine_options eo = {
+    .uri = co->uri, .state_dir = co->state_dir,
+    .flags = (co->no_wait ? VMSNAP_ENGINE_NO_WAIT : 0) | extra,
+  };
+  vmsnap_engine *e;
+  g_autofree char *rec = NULL;
+
+  *ctx = vmsnap_ctx_new (err);
+  if (*ctx == NULL)
+    return NULL;
+  e = vmsnap_engine_open (*ctx, spec, &eo, err);
+  if (e && (rec = vmsnap_engine_recover_report (e)) != NULL && !co->json)
+    fprintf (stderr, "vmsnap: recovered an interrupted operation first\n");
+  return e;
+}
+
+static JsonObject *
+parse_obj (JsonParser *p, const char *json)
+{
+  if (!json_parser_load_from_data (p, json, -1, NULL))
+    return NULL;
+  return json_node_get_object (json_parser_get_root (p));
+}
+
+static const char *
+ostr (JsonObject *o, const char *k)
+{
+  JsonNode *n = o ? json_object_get_member (o, k) : NULL;
+
+  return n && JSON_NODE_HOLDS_VALUE (n) ? json_node_get_string (n) : NULL;
+}
+
+/* The same, never NULL (for printf). */
+static const char *
+ostr0 (JsonObject *o, const char *k)
+{
+  const char *v = ostr (o, k);
+
+  return v ? v : "";
+}
+
+static void
+human_size (guint64 n, char *buf, size_t len)
+{
+  g_autofree char *s = g_format_size_full (n, G_FORMAT_SIZE_IEC_UNITS);
+  g_strlcpy (buf, s, len);
+}
+
+/* Print an operation report for people. */
+static void
+print_report (const char *json)
+{
+  g_autoptr (JsonParser) p = json_parser_new ();
+  JsonObject *o = parse_obj (p, json), *then;
+  JsonArray *disks, *warn;
+
+  if (o == NULL)
+    return;
+  disks = json_object_get_array_member (o, "disks");
+  for (guint i = 0; disks && i < json_array_get_length (disks); i++) {
+    JsonObject *d = json_array_get_object_element (disks, i);
+    gint64 bytes = json_object_get_int_member_with_default (d, "bytes_copied", 0);
+    char sz[64];
+    printf ("  %-6s %-15s", ostr0 (d, "target"), ostr0 (d, "backend"));
+    if (ostr (d, "note"))
+      printf (" %s", ostr (d, "note"));
+    else if (ostr (d, "new_source"))
+      printf (" active image now %s", ostr (d, "new_source"));
+    if (json_object_get_boolean_member_with_default (d, "kept", FALSE))
+      printf (" (storage kept: other points depend on it)");
+    if (bytes > 0) {
+      human_size ((guint64) bytes, sz, sizeof sz);
+      printf (" [%s copied]", sz);
+    }
+    printf ("\n");
+  }
+  warn = json_object_get_array_member (o, "warnings");
+  for (guint i = 0; warn && i < json_array_get_length (warn); i++)
+    fprintf (stderr, "vmsnap: warning: %s\n", json_array_get_string_element (warn, i));
+  then = json_object_has_member (o, "then_merged")
+         ? json_object_get_object_member (o, "then_merged") : NULL;
+  if (then) {
+    g_autoptr (JsonGenerator) g = json_generator_new ();
+    g_autoptr (JsonNode) n = json_node_new (JSON_NODE_OBJECT);
+    g_autofree char *sub = NULL;
+    json_node_set_object (n, then);
+    json_generator_set_root (g, n);
+    sub = json_generator_to_data (g, NULL);
+    printf ("Then consolidated what it left:\n");
+    print_report (sub);
+  }
+}
+
+typedef enum { SNAP_CREATE, SNAP_REVERT, SNAP_DELETE } snap_cmd;
+
+static int
+snapshot_cmd (int argc, char **argv, snap_cmd which)
+{
+  static const char *const what[] = { "DOMAIN NAME - snapshot every disk",
+                                      "DOMAIN NAME - revert to a snapshot",
+                                      "DOMAIN NAME - delete a snapshot" };
+  common_opts co = { 0 };
+  g_autofree char *description = NULL;
+  GOptionEntry create_entries[] = {
+    { "description", 'd', 0, G_OPTION_ARG_STRING, &description,
+      "a description kept with the snapshot", "TEXT" },
+    { NULL },
+  };
+  g_autoptr (GOptionContext) oc = g_option_context_new (what[which]);
+  g_autoptr (vmsnap_ctx) ctx = NULL;
+  g_autoptr (vmsnap_engine) e = NULL;
+  g_autofree char *report = NULL;
+  GError *err = NULL;
+  int rc;
+
+  if (which == SNAP_CREATE)
+    g_option_context_add_main_entries (oc, create_entries, NULL);
+  add_common (oc, &co);
+  if (which == SNAP_REVERT)
+    g_option_context_set_summary (oc,
+      "The disks become what they were at snapshot NAME; NAME stays and can be\n"
+      "reverted to again; later snapshots stay (the tree branches); the state\n"
+      "before the revert is discarded.");
+  if (which == SNAP_DELETE)
+    g_option_context_set_summary (oc,
+      "Any snapshot can be deleted, also one with children.  Its data is merged\n"
+      "in the direction that copies fewer bytes; the direction and the bytes\n"
+      "copied are reported.  Storage other points still share is kept unnamed\n"
+      "until vmsnap merge.");
+  if ((rc = parse (oc, &argc, &argv)) >= 0) {
+    common_clear (&co);
+    return rc;
+  }
+  if (argc != 3) {
+    common_clear (&co);
+    return usage_error (oc, "needs DOMAIN and NAME");
+  }
+  e = open_engine (&ctx, argv[1], &co, 0, &err);
+  if (e != NULL) {
+    if (which == SNAP_CREATE)
+      report = vmsnap_engine_create (e, argv[2], description, &err);
+    else if (which == SNAP_REVERT)
+      report = vmsnap_engine_revert (e, argv[2], &err);
+    else
+      report = vmsnap_engine_delete (e, argv[2], &err);
+  }
+  if (report == NULL) {
+    common_clear (&co);
+    return fail (err);
+  }
+  if (co.json) {
+    out (report);
+    out ("\n");
+  } else {
+    static const char *const done[] = { "Created", "Reverted to", "Deleted" };
+    printf ("%s snapshot %s of domain %s\n", done[which], argv[2], argv[1]);
+    print_report (report);
+  }
+  common_clear (&co);
+  return 0;
+}
+
+static int
+cmd_create (int argc, char **argv)
+{
+  return snapshot_cmd (argc, argv, SNAP_CREATE);
+}
+
+static int
+cmd_revert (int argc, char **argv)
+{
+  return snapshot_cmd (argc, argv, SNAP_REVERT);
+}
+
+static int
+cmd_delete (int argc, char **argv)
+{
+  return snapshot_cmd (argc, argv, SNAP_DELETE);
+}
+
+static int
+cmd_merge (int argc, char **argv)
+{
+  common_opts co = { 0 };
+  g_autofree char *disk = NULL;
+  int max_depth = 0;
+  GOptionEntry entries[] = {
+    { "disk", 0, 0, G_OPTION_ARG_STRING, &disk, "only this disk", "TARGET" },
+    { "max-depth", 0, 0, G_OPTION_ARG_INT, &max_depth,
+      "also copy shared unnamed layers into their dependents until chains are "
+      "at most N deep (as far as named snapshots allow)", "N" },
+    { NULL },
+  };
+  g_autoptr (GOptionContext) oc = g_option_context_new ("DOMAIN - shorten backing chains");
+  g_autoptr (vmsnap_ctx) ctx = NULL;
+  g_autoptr (vmsnap_engine) e = NULL;
+  g_autofree char *report = NULL;
+  GError *err = NULL;
+  int rc;
+
+  g_option_context_add_main_entries (oc, entries, NULL);
+  add_common (oc, &co);
+  if ((rc = parse (oc, &argc, &argv)) >= 0) {
+    common_clear (&co);
+    return rc;
+  }
+  if (argc != 2 || max_depth < 0) {
+    common_clear (&co);
+    return usage_error (oc, argc != 2 ? "needs DOMAIN" : "--max-depth must be >= 0");
+  }
+  e = open_engine (&ctx, argv[1], &co, 0, &err);
+  if (e)
+    report = vmsnap_engine_merge (e, disk, (unsigned) max_depth, &err);
+  common_clear (&co);
+  if (report == NULL)
+    return fail (err);
+  if (co.json) {
+    out (report);
+    out ("\n");
+  } else {
+    printf ("Merged domain %s\n", argv[1]);
+    print_report (report);
+  }
+  return 0;
+}
+
+static int
+cmd_recover (int argc, char **argv)
+{
+  common_opts co = { 0 };
+  g_autoptr (GOptionContext) oc = g_option_context_new ("DOMAIN - finish an interrupted operation");
+  g_autoptr (vmsnap_ctx) ctx = NULL;
+  g_autoptr (vmsnap_engine) e = NULL;
+  g_autofree char *report = NULL;
+  GError *err = NULL;
+  int rc;
+
+  add_common (oc, &co);
+  g_option_context_set_summary (oc,
+    "Every command on a domain first does this; recover does only this.\n"
+    "Operations a crash interrupted are finished (or, for a create or revert\n"
+    "that had not switched the domain yet, rolled back).");
+  if ((rc = parse (oc, &argc, &argv)) >= 0) {
+    common_clear (&co);
+    return rc;
+  }
+  if (argc != 2) {
+    common_clear (&co);
+    return usage_error (oc, "needs DOMAIN");
+  }
+  {
+    gboolean json = co.json;
+    co.json = TRUE;    /* keep open_engine quiet: we print the report */
+    e = open_engine (&ctx, argv[1], &co, 0, &err);
+    co.json = json;
+  }
+  common_clear (&co);
+  if (e == NULL)
+    return fail (err);
+  report = vmsnap_engine_recover_report (e);
+  if (co.json)
+    out (report ? report : "{ \"recovered\" : null }"), out ("\n");
+  else if (report == NULL)
+    printf ("Nothing to recover for domain %s\n", argv[1]);
+  else {
+    g_autoptr (JsonParser) p = json_parser_new ();
+    JsonObject *o = parse_obj (p, report);
+    printf ("Recovered domain %s: %s %s %s\n", argv[1], ostr0 (o, "recovered"),
+            ostr0 (o, "snapshot"), ostr0 (o, "result"));
+    print_report (report);
+  }
+  return 0;
+}
+
+static void
+print_tree (JsonArray *snaps, const char *parent, int depth)
+{
+  for (guint i = 0; i < json_array_get_length (snaps); i++) {
+    JsonObject *s = json_array_get_object_element (snaps, i);
+    const char *p = ostr (s, "parent");
+    if (g_strcmp0 (p, parent) != 0)
+      continue;
+    printf ("%*s%s%s%s%s%s\n", depth * 2, "", depth ? "└─ " : "", ostr0 (s, "name"),
+            json_object_get_boolean_member (s, "current") ? "  <- current" : "",
+            ostr (s, "description") ? "  " : "", ostr0 (s, "description"));
+    print_tree (snaps, ostr (s, "name"), depth + 1);
+  }
+}
+
+static int
+view_cmd (int argc, char **argv, int which)
+{
+  common_opts co = { 0 };
+  gboolean tree = FALSE;
+  g_autofree char *disk = NULL;
+  GOptionEntry list_entries[] = {
+    { "tree", 0, 0, G_OPTION_ARG_NONE, &tree, "show the snapshot tree", NULL },
+    { NULL },
+  };
+  GOptionEntry chain_entries[] = {
+    { "disk", 0, 0, G_OPTION_ARG_STRING, &disk, "only this disk", "TARGET" },
+    { NULL },
+  };
+  static const char *const what[] = { "DOMAIN - list snapshots", "DOMAIN NAME - show a snapshot",
+                                      "DOMAIN - the files behind each disk" };
+  g_autoptr (GOptionContext) oc = g_option_context_new (what[which]);
+  g_autoptr (vmsnap_ctx) ctx = NULL;
+  g_autoptr (vmsnap_engine) e = NULL;
+  g_autofree char *json = NULL;
+  g_autoptr (JsonParser) p = json_parser_new ();
+  JsonObject *o;
+  GError *err = NULL;
+  int rc, want = which == 1 ? 3 : 2;
+
+  if (which == 0)
+    g_option_context_add_main_entries (oc, list_entries, NULL);
+  if (which == 2)
+    g_option_context_add_main_entries (oc, chain_entries, NULL);
+  add_common (oc, &co);
+  if ((rc = parse (oc, &argc, &argv)) >= 0) {
+    common_clear (&co);
+    return rc;
+  }
+  if (argc != want) {
+    common_clear (&co);
+    return usage_error (oc, which == 1 ? "needs DOMAIN and NAME" : "needs DOMAIN");
+  }
+  e = open_engine (&ctx, argv[1], &co, VMSNAP_ENGINE_READ_ONLY, &err);
+  if (e)
+    json = which == 2 ? vmsnap_engine_chain (e, disk, &err) : vmsnap_engine_list (e, &err);
+  if (json == NULL) {
+    common_clear (&co);
+    return fail (err);
+  }
+  o = parse_obj (p, json);
+  if (which == 1) {
+    JsonArray *snaps = json_object_get_array_member (o, "snapshots");
+    JsonObject *found = NULL;
+    for (guint i = 0; i < json_array_get_length (snaps); i++) {
+      JsonObject *s = json_array_get_object_element (snaps, i);
+      if (g_strcmp0 (ostr (s, "name"), argv[2]) == 0)
+        found = s;
+    }
+    if (found == NULL) {
+      common_clear (&co);
+      return fail (g_error_new (VMSNAP_ERROR, VMSNAP_ERR_INVALID_INPUT,
+                                "domain %s has no snapshot named '%s'", argv[1], argv[2]));
+    }
+    if (co.json) {
+      g_autoptr (JsonGenerator) g = json_generator_new ();
+      g_autoptr (JsonNode) n = json_node_new (JSON_NODE_OBJECT);
+      g_autofree char *s = NULL;
+      json_node_set_object (n, found);
+      json_generator_set_root (g, n);
+      json_generator_set_pretty (g, TRUE);
+      s = json_generator_to_data (g, NULL);
+      out (s);
+      out ("\n");
+    } else {
+      JsonArray *disks = json_object_get_array_member (found, "disks");
+      printf ("Name:        %s\nCreated:     %s\nParent:      %s\nCurrent:     %s\n",
+              ostr0 (found, "name"), ostr0 (found, "created"),
+              ostr (found, "parent") ? ostr (found, "parent") : "-",
+              json_object_get_boolean_member (found, "current") ? "yes" : "no");
+      if (ostr (found, "description"))
+        printf ("Description: %s\n", ostr (found, "description"));
+      for (guint i = 0; i < json_array_get_length (disks); i++) {
+        JsonObject *d = json_array_get_object_element (disks, i);
+        printf ("Disk %-6s  %-15s %s\n", ostr0 (d, "target"), ostr0 (d, "backend"),
+                ostr0 (d, "locator"));
+      }
+    }
+  } else if (co.json) {
+    out (json);
+    out ("\n");
+  } else if (which == 0) {
+    JsonArray *snaps = json_object_get_array_member (o, "snapshots");
+    JsonObject *pend = json_object_has_member (o, "pending")
+                       && !json_node_is_null (json_object_get_member (o, "pending"))
+                       ? json_object_get_object_member (o, "pending") : NULL;
+    if (pend)
+      printf ("PENDING: %s %s did not finish%s%s; run vmsnap recover %s\n",
+              ostr0 (pend, "operation"), ostr0 (pend, "snapshot"),
+              ostr (pend, "error") ? ": " : "", ostr0 (pend, "error"), argv[1]);
+    if (tree)
+      print_tree (snaps, NULL, 0);
+    else {
+      printf ("%-24s %-21s %-24s %s\n", "NAME", "CREATED", "PARENT", "DESCRIPTION");
+      for (guint i = 0; i < json_array_get_length (snaps); i++) {
+        JsonObject *s = json_array_get_object_element (snaps, i);
+        printf ("%-24s %-21s %-24s %s%s\n", ostr0 (s, "name"), ostr0 (s, "created"),
+                ostr (s, "parent") ? ostr (s, "parent") : "-",
+                ostr (s, "description") ? ostr (s, "description") : "",
+                json_object_get_boolean_member (s, "current") ? "  (current)" : "");
+      }
+    }
+    if (json_object_get_int_member (o, "kept_unnamed_points") > 0)
+      printf ("(%" G_GINT64_FORMAT " unnamed point(s) kept for their dependents; "
+              "vmsnap merge consolidates them)\n",
+              json_object_get_int_member (o, "kept_unnamed_points"));
+  } else {
+    JsonArray *disks = json_object_get_array_member (o, "disks");
+    for (guint i = 0; i < json_array_get_length (disks); i++) {
+      JsonObject *d = json_array_get_object_element (disks, i);
+      JsonArray *files = json_object_get_array_member (d, "files");
+      printf ("%s:\n", ostr0 (d, "target"));
+      for (guint k = 0; k < json_array_get_length (files); k++) {
+        JsonObject *f = json_array_get_object_element (files, k);
+        JsonArray *h = json_object_get_array_member (f, "holds");
+        GString *hs = g_string_new (NULL);
+        char a[32], sz[32];
+        human_size ((guint64) json_object_get_int_member_with_default (f, "size", 0), sz, sizeof sz);
+        human_size ((guint64) json_object_get_int_member_with_default (f, "allocated", 0), a, sizeof a);
+        for (guint m = 0; h && m < json_array_get_length (h); m++)
+          g_string_append_printf (hs, "%s%s", m ? ", " : "", json_array_get_string_element (h, m));
+        printf ("  %-7s %s (%s, %s, %s allocated)%s%s%s%s\n",
+                g_strcmp0 (ostr (f, "role"), "active") == 0 ? "active" : "",
+                ostr (f, "path") ? ostr (f, "path") : ostr (f, "locator"),
+                ostr (f, "format") ? ostr (f, "format") : "?", sz, a,
+                hs->len ? " holds " : "", hs->str,
+                ostr (f, "backing") ? " <- " : "", ostr (f, "backing") ? ostr (f, "backing") : "");
+        g_string_free (hs, TRUE);
+      }
+    }
+  }
+  common_clear (&co);
+  return 0;
+}
+
+static int
+cmd_list (int argc, char **argv)
+{
+  return view_cmd (argc, argv, 0);
+}
+
+static int
+cmd_info (int argc, char **argv)
+{
+  return view_cmd (argc, argv, 1);
+}
+
+static int
+cmd_chain (int argc, char **argv)
+{
+  return view_cmd (argc, argv, 2);
+}
+
 /* ---------------------------------------------------------------- main */
 
 static void
@@ -245,7 +749,7 @@ main_usage (FILE *f)
               "Snapshots of VM disks across qcow2, image files, LVM and Ceph RBD.\n\n"
               "Commands:\n");
   for (size_t i = 0; i < G_N_ELEMENTS (commands); i++)
-    fprintf (f, "  %-9s %-8s %s\n", commands[i].name, commands[i].args,
+    fprintf (f, "  %-9s %-12s %s\n", commands[i].name, commands[i].args,
              commands[i].summary);
   fprintf (f, "\n'vmsnap COMMAND --help' describes a command.\n\n%s", exit_codes);
 }
@@ -254,6 +758,8 @@ int
 main (int argc, char **argv)
 {
   setlocale (LC_ALL, "");
+  /* Files vmsnap creates (overlays, catalogs, journals) are private. */
+  umask (077);
   if (argc < 2) {
     main_usage (stderr);
     return 2;

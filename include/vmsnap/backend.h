@@ -201,6 +201,8 @@ void vmsnap_probe_add_detail (vmsnap_probe_result *res, const char *key,
 
 /* --------------------------------------------------- operation context */
 
+/* Every state-changing slot runs inside one journaled VM operation; the op
+ * is scoped to one disk.  Strings returned stay valid for the slot call. */
 typedef struct vmsnap_op vmsnap_op;
 
 const char *vmsnap_op_domain_name (const vmsnap_op *op);
@@ -209,8 +211,46 @@ const char *vmsnap_op_domain_uuid (const vmsnap_op *op);
 bool vmsnap_op_is_online (const vmsnap_op *op);
 /* The libvirt connection (virConnectPtr) or NULL for a domain XML file. */
 void *vmsnap_op_libvirt_conn (const vmsnap_op *op);
+/* A private directory (0700) of this domain's state where a backend may
+ * keep files of its own. */
+const char *vmsnap_op_state_dir (const vmsnap_op *op);
+/* Every locator the catalog holds for this disk: the points of named
+ * snapshots and the unnamed points kept because others depend on them.
+ * A backend finds with them which points depend on which. */
+size_t vmsnap_op_n_locators (const vmsnap_op *op);
+const char *vmsnap_op_locator (const vmsnap_op *op, size_t i);
 /* Report progress of a long operation; the core draws it on a terminal. */
 void vmsnap_op_progress (vmsnap_op *op, uint64_t done, uint64_t total);
+
+/* Durable state: the write-ahead journal.
+ *
+ * A slot that takes several steps on storage records what it decided
+ * (vmsnap_op_set: a direction, a new file name) BEFORE acting on it, and
+ * marks each step done AFTER it (vmsnap_op_mark_done).  Both are on disk
+ * (fsync) when they return.  After a crash the core calls the same slot
+ * again with the same arguments and the recorded state
+ * (vmsnap_op_is_recovering): the slot must skip the steps marked done,
+ * reuse what it recorded, finish the rest and return the same result.  A
+ * step must be safe to repeat (the crash may come after the step and before
+ * its mark).  Keys and step names: [a-z0-9_-], unique within the slot. */
+const char *vmsnap_op_get (const vmsnap_op *op, const char *key);
+gboolean vmsnap_op_set (vmsnap_op *op, const char *key, const char *value,
+                        GError **err);
+bool vmsnap_op_step_done (const vmsnap_op *op, const char *step);
+gboolean vmsnap_op_mark_done (vmsnap_op *op, const char *step, GError **err);
+bool vmsnap_op_is_recovering (const vmsnap_op *op);
+
+/* Run an external tool: argv is exec'd directly (never a shell), LC_ALL=C.
+ * vmsnap_op_run captures stdout into *out (may be NULL).  The _progress
+ * variant is for tools that print progress on stdout (qemu-img -p): it is
+ * shown on the user's terminal when there is one and discarded otherwise.
+ * On failure *err names the tool and carries its stderr. */
+gboolean vmsnap_op_run (vmsnap_op *op, const char *const *argv, char **out,
+                        GError **err);
+gboolean vmsnap_op_run_progress (vmsnap_op *op, const char *const *argv,
+                                 GError **err);
+/* The qemu-img to run ($VMSNAP_QEMU_IMG or PATH), or NULL with *err. */
+char *vmsnap_op_qemu_img (vmsnap_op *op, GError **err);
 
 /* ------------------------------------------------- results of an op */
 
@@ -230,12 +270,33 @@ void vmsnap_result_add_bytes_copied (vmsnap_result *res, uint64_t bytes);
 /* One line for the user: the direction chosen, what was done. */
 void vmsnap_result_set_note (vmsnap_result *res, const char *fmt, ...)
   G_GNUC_PRINTF (2, 3);
+/* delete: the point's storage must stay because other points still depend
+ * on it; the core keeps it as an unnamed point (merge consolidates it). */
+void vmsnap_result_set_kept (vmsnap_result *res, bool kept);
+/* merge: an unnamed point the catalog held is gone (consolidated). */
+void vmsnap_result_add_removed (vmsnap_result *res, const char *locator);
+/* Storage that is no longer needed once the core has recorded this result
+ * (the old active image after a revert, a committed file): a slot never
+ * removes what the catalog or the domain definition may still reference.
+ * The core calls the discard slot for each after its own journaled step. */
+void vmsnap_result_add_garbage (vmsnap_result *res, const char *locator);
+/* create/revert: storage this call made (a new overlay, a new LV) that the
+ * core discards, through the discard slot, if the VM operation is rolled
+ * back because another disk failed. */
+void vmsnap_result_add_undo (vmsnap_result *res, const char *locator);
 
-/* What merge consolidates. */
+/* What merge consolidates.  Points whose locator is in KEEP (named
+ * snapshots) must stay addressable (possibly under a new locator, reported
+ * as a rename); the other locators of vmsnap_op_locator() are unnamed points
+ * that may be consolidated away (reported with vmsnap_result_add_removed). */
 typedef struct {
   uint32_t struct_size;
-  unsigned int max_depth;      /* 0 = as short as possible */
-  const char *const *keep;     /* locators that must stay addressable */
+  /* 0: only consolidate what copies no data twice (an unnamed point with at
+   * most one dependent).  N > 0: also copy a shared unnamed point into each
+   * of its dependents until every chain is at most N layers deep, as far as
+   * named points allow. */
+  unsigned int max_depth;
+  const char *const *keep;
   size_t n_keep;
 } vmsnap_merge_spec;
 
@@ -313,6 +374,12 @@ typedef struct vmsnap_backend {
    * with vmsnap_point_free as free function. */
   int (*list) (vmsnap_op *op, const vmsnap_disk *disk, GPtrArray **points,
                GError **err);
+
+  /* Optional (mandatory for a backend that returns garbage).  Remove the
+   * storage of LOCATOR, which the core no longer references.  Idempotent:
+   * storage already gone is success. */
+  int (*discard) (vmsnap_op *op, const vmsnap_disk *disk, const char *locator,
+                  unsigned int flags, GError **err);
 } vmsnap_backend;
 
 /* Smallest struct a module may register: everything up to and including

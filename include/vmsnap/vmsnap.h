@@ -103,6 +103,44 @@ char *vmsnap_plan_to_text (const vmsnap_plan *plan);
 /* If the plan is not possible: an error describing why (exit code 4). */
 GError *vmsnap_plan_error (const vmsnap_plan *plan);
 
+/* ------------------------------------------------------------- engine */
+
+/* One domain opened for snapshot operations: its lock is held (flock in
+ * the state directory) and any operation a crash interrupted has been
+ * recovered, until vmsnap_engine_free. */
+typedef struct vmsnap_engine vmsnap_engine;
+
+#define VMSNAP_ENGINE_NO_WAIT   (1u << 0)  /* fail (BUSY) if the domain is locked */
+#define VMSNAP_ENGINE_READ_ONLY (1u << 1)  /* list/info/chain: no recovery */
+
+typedef struct {
+  const char *uri;        /* libvirt URI or NULL */
+  const char *state_dir;  /* NULL: $VMSNAP_STATE_DIR, else the built-in default */
+  unsigned int flags;     /* VMSNAP_ENGINE_* */
+} vmsnap_engine_options;
+
+vmsnap_engine *vmsnap_engine_open (vmsnap_ctx *ctx, const char *spec,
+                                   const vmsnap_engine_options *opts,
+                                   GError **err);
+void vmsnap_engine_free (vmsnap_engine *e);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_engine, vmsnap_engine_free)
+
+/* Operations return a report as JSON text (the CLI prints it or renders
+ * it), or NULL with *err.  Names: [A-Za-z0-9._+-], starting with a letter
+ * or digit, at most 128 bytes. */
+gboolean vmsnap_valid_snapshot_name (const char *name, GError **err);
+char *vmsnap_engine_create (vmsnap_engine *e, const char *name,
+                            const char *description, GError **err);
+char *vmsnap_engine_revert (vmsnap_engine *e, const char *name, GError **err);
+char *vmsnap_engine_delete (vmsnap_engine *e, const char *name, GError **err);
+/* DISK: one target or NULL for all; MAX_DEPTH 0: only what copies nothing twice. */
+char *vmsnap_engine_merge (vmsnap_engine *e, const char *disk,
+                           unsigned int max_depth, GError **err);
+/* What vmsnap_engine_open recovered (JSON), or NULL if nothing was pending. */
+char *vmsnap_engine_recover_report (vmsnap_engine *e);
+char *vmsnap_engine_list (vmsnap_engine *e, GError **err);
+char *vmsnap_engine_chain (vmsnap_engine *e, const char *disk, GError **err);
+
 #ifdef __cplusplus
 }
 #endif

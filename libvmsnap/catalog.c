@@ -1,0 +1,334 @@
+/* The catalog of one domain (DESIGN.md §7): the snapshot tree, the current
+ * snapshot and every snapshot's disk records, as XML (libxml2), written
+ * atomically with mode 0600 under STATE_DIR/UUID/catalog.xml.
+ *
+ * A snapshot whose name was deleted while other points still depend on its
+ * storage stays as a hidden entry (hidden='yes') holding only the disk
+ * records whose storage was kept; merge consolidates it away. */
+#include <config.h>
+
+#include <string.h>
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include "internal.h"
+
+static void
+cat_disk_free (gpointer p)
+{
+  cat_disk *d = p;
+
+  g_free (d->target);
+  g_free (d->backend);
+  g_free (d->locator);
+  g_free (d);
+}
+
+cat_disk *
+vmsnap_cat_disk_new (const char *target, const char *backend, const char *locator)
+{
+  cat_disk *d = g_new0 (cat_disk, 1);
+
+  d->target = g_strdup (target);
+  d->backend = g_strdup (backend);
+  d->locator = g_strdup (locator);
+  return d;
+}
+
+static void
+cat_snap_free (gpointer p)
+{
+  cat_snap *s = p;
+
+  g_free (s->id);
+  g_free (s->name);
+  g_free (s->parent);
+  g_free (s->description);
+  g_free (s->domain_xml);
+  g_ptr_array_unref (s->disks);
+  g_free (s);
+}
+
+cat_snap *
+vmsnap_cat_snap_new (const char *id, const char *name)
+{
+  cat_snap *s = g_new0 (cat_snap, 1);
+
+  s->id = g_strdup (id);
+  s->name = g_strdup (name);
+  s->disks = g_ptr_array_new_with_free_func (cat_disk_free);
+  return s;
+}
+
+catalog *
+vmsnap_catalog_new (const char *path, const char *uuid, const char *name)
+{
+  catalog *c = g_new0 (catalog, 1);
+
+  c->path = g_strdup (path);
+  c->uuid = g_strdup (uuid);
+  c->name = g_strdup (name);
+  c->next_id = 1;
+  c->snaps = g_ptr_array_new_with_free_func (cat_snap_free);
+  return c;
+}
+
+void
+vmsnap_catalog_free (catalog *c)
+{
+  if (c == NULL)
+    return;
+  g_free (c->path);
+  g_free (c->uuid);
+  g_free (c->name);
+  g_free (c->current);
+  g_ptr_array_unref (c->snaps);
+  g_free (c);
+}
+
+static char *
+getp (xmlNodePtr n, const char *name)
+{
+  xmlChar *v = xmlGetProp (n, BAD_CAST name);
+  char *s = v ? g_strdup ((const char *) v) : NULL;
+
+  xmlFree (v);
+  return s;
+}
+
+static char *
+node_text (xmlNodePtr n)
+{
+  xmlChar *v = xmlNodeGetContent (n);
+  char *s = v ? g_strdup ((const char *) v) : NULL;
+
+  xmlFree (v);
+  return s;
+}
+
+catalog *
+vmsnap_catalog_load (const char *path, const char *uuid, const char *name,
+                     GError **err)
+{
+  g_autoptr (catalog) c = vmsnap_catalog_new (path, uuid, name);
+  xmlDocPtr doc;
+  xmlNodePtr root;
+
+  if (!g_file_test (path, G_FILE_TEST_EXISTS))
+    return g_steal_pointer (&c);
+  doc = xmlReadFile (path, NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+  if (doc == NULL) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "catalog %s is not readable XML (it is only ever replaced "
+                 "atomically, so something outside vmsnap damaged it): "
+                 "restore it from a backup", path);
+    return NULL;
+  }
+  root = xmlDocGetRootElement (doc);
+  if (root == NULL || !xmlStrEqual (root->name, BAD_CAST "vmsnap-catalog")) {
+    xmlFreeDoc (doc);
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "%s is not a vmsnap catalog", path);
+    return NULL;
+  }
+  {
+    g_autofree char *next = getp (root, "next-id");
+    c->next_id = next ? (guint) g_ascii_strtoull (next, NULL, 10) : 1;
+    c->current = getp (root, "current");
+  }
+  for (xmlNodePtr n = root->children; n; n = n->next) {
+    g_autofree char *id = NULL, *nm = NULL, *hidden = NULL, *created = NULL;
+    cat_snap *s;
+
+    if (n->type != XML_ELEMENT_NODE || !xmlStrEqual (n->name, BAD_CAST "snapshot"))
+      continue;
+    id = getp (n, "id");
+    nm = getp (n, "name");
+    if (id == NULL || nm == NULL)
+      continue;
+    s = vmsnap_cat_snap_new (id, nm);
+    s->parent = getp (n, "parent");
+    hidden = getp (n, "hidden");
+    s->hidden = hidden && strcmp (hidden, "yes") == 0;
+    created = getp (n, "created");
+    s->created = created ? g_ascii_strtoll (created, NULL, 10) : 0;
+    for (xmlNodePtr k = n->children; k; k = k->next) {
+      if (k->type != XML_ELEMENT_NODE)
+        continue;
+      if (xmlStrEqual (k->name, BAD_CAST "description"))
+        s->description = node_text (k);
+      else if (xmlStrEqual (k->name, BAD_CAST "domain-xml"))
+        s->domain_xml = node_text (k);
+      else if (xmlStrEqual (k->name, BAD_CAST "disk")) {
+        g_autofree char *t = getp (k, "target"), *b = getp (k, "backend"),
+                        *l = getp (k, "locator");
+        if (t && b && l)
+          g_ptr_array_add (s->disks, vmsnap_cat_disk_new (t, b, l));
+      }
+    }
+    g_ptr_array_add (c->snaps, s);
+  }
+  xmlFreeDoc (doc);
+  return g_steal_pointer (&c);
+}
+
+gboolean
+vmsnap_catalog_save (catalog *c, GError **err)
+{
+  xmlDocPtr doc = xmlNewDoc (BAD_CAST "1.0");
+  xmlNodePtr root = xmlNewNode (NULL, BAD_CAST "vmsnap-catalog");
+  xmlChar *buf = NULL;
+  int len = 0;
+  g_autofree char *next = g_strdup_printf ("%u", c->next_id);
+  gboolean ok;
+
+  xmlDocSetRootElement (doc, root);
+  xmlNewProp (root, BAD_CAST "version", BAD_CAST "1");
+  xmlNewProp (root, BAD_CAST "domain-uuid", BAD_CAST c->uuid);
+  xmlNewProp (root, BAD_CAST "domain-name", BAD_CAST c->name);
+  xmlNewProp (root, BAD_CAST "next-id", BAD_CAST next);
+  if (c->current)
+    xmlNewProp (root, BAD_CAST "current", BAD_CAST c->current);
+  for (guint i = 0; i < c->snaps->len; i++) {
+    cat_snap *s = c->snaps->pdata[i];
+    xmlNodePtr n = xmlNewChild (root, NULL, BAD_CAST "snapshot", NULL);
+    g_autofree char *created = g_strdup_printf ("%" G_GINT64_FORMAT, s->created);
+
+    xmlNewProp (n, BAD_CAST "id", BAD_CAST s->id);
+    xmlNewProp (n, BAD_CAST "name", BAD_CAST s->name);
+    if (s->parent)
+      xmlNewProp (n, BAD_CAST "parent", BAD_CAST s->parent);
+    xmlNewProp (n, BAD_CAST "created", BAD_CAST created);
+    if (s->hidden)
+      xmlNewProp (n, BAD_CAST "hidden", BAD_CAST "yes");
+    if (s->description)
+      xmlNewTextChild (n, NULL, BAD_CAST "description", BAD_CAST s->description);
+    for (guint k = 0; k < s->disks->len; k++) {
+      cat_disk *d = s->disks->pdata[k];
+      xmlNodePtr dn = xmlNewChild (n, NULL, BAD_CAST "disk", NULL);
+      xmlNewProp (dn, BAD_CAST "target", BAD_CAST d->target);
+      xmlNewProp (dn, BAD_CAST "backend", BAD_CAST d->backend);
+      xmlNewProp (dn, BAD_CAST "locator", BAD_CAST d->locator);
+    }
+    if (s->domain_xml)
+      xmlNewTextChild (n, NULL, BAD_CAST "domain-xml", BAD_CAST s->domain_xml);
+  }
+  xmlDocDumpFormatMemoryEnc (doc, &buf, &len, "UTF-8", 1);
+  xmlFreeDoc (doc);
+  ok = vmsnap_write_atomic (c->path, (const char *) buf, (size_t) len, 0600, err);
+  xmlFree (buf);
+  return ok;
+}
+
+cat_snap *
+vmsnap_catalog_find (catalog *c, const char *name)
+{
+  for (guint i = 0; i < c->snaps->len; i++) {
+    cat_snap *s = c->snaps->pdata[i];
+    if (!s->hidden && strcmp (s->name, name) == 0)
+      return s;
+  }
+  return NULL;
+}
+
+cat_snap *
+vmsnap_catalog_find_id (catalog *c, const char *id)
+{
+  for (guint i = 0; id && i < c->snaps->len; i++) {
+    cat_snap *s = c->snaps->pdata[i];
+    if (strcmp (s->id, id) == 0)
+      return s;
+  }
+  return NULL;
+}
+
+/* Every locator the catalog holds for a disk target. */
+GPtrArray *
+vmsnap_catalog_locators (catalog *c, const char *target)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func (g_free);
+
+  for (guint i = 0; i < c->snaps->len; i++) {
+    cat_snap *s = c->snaps->pdata[i];
+    for (guint k = 0; k < s->disks->len; k++) {
+      cat_disk *d = s->disks->pdata[k];
+      if (strcmp (d->target, target) == 0
+          && !g_ptr_array_find_with_equal_func (out, d->locator, g_str_equal, NULL))
+        g_ptr_array_add (out, g_strdup (d->locator));
+    }
+  }
+  return out;
+}
+
+/* The nearest visible ancestor of ID (or ID itself), or NULL. */
+cat_snap *
+vmsnap_catalog_visible (catalog *c, const char *id)
+{
+  cat_snap *s = vmsnap_catalog_find_id (c, id);
+
+  for (int guard = 0; s && s->hidden && guard < 100000; guard++)
+    s = vmsnap_catalog_find_id (c, s->parent);
+  return s;
+}
+
+/* Remove a snapshot entry; its children get its parent; current moves up. */
+void
+vmsnap_catalog_remove (catalog *c, cat_snap *s)
+{
+  for (guint i = 0; i < c->snaps->len; i++) {
+    cat_snap *o = c->snaps->pdata[i];
+    if (o->parent && strcmp (o->parent, s->id) == 0) {
+      g_free (o->parent);
+      o->parent = g_strdup (s->parent);
+    }
+  }
+  if (c->current && strcmp (c->current, s->id) == 0) {
+    g_free (c->current);
+    c->current = g_strdup (s->parent);
+  }
+  g_ptr_array_remove (c->snaps, s);
+}
+
+/* Apply a locator rename to every record of a disk target. */
+void
+vmsnap_catalog_rename (catalog *c, const char *target, const char *from,
+                       const char *to)
+{
+  for (guint i = 0; i < c->snaps->len; i++) {
+    cat_snap *s = c->snaps->pdata[i];
+    for (guint k = 0; k < s->disks->len; k++) {
+      cat_disk *d = s->disks->pdata[k];
+      if (strcmp (d->target, target) == 0 && strcmp (d->locator, from) == 0) {
+        g_free (d->locator);
+        d->locator = g_strdup (to);
+      }
+    }
+  }
+}
+
+/* Drop the record of LOCATOR for TARGET from hidden entries; hidden entries
+ * left with no record disappear. */
+void
+vmsnap_catalog_drop_hidden_locator (catalog *c, const char *target,
+                                    const char *locator)
+{
+  for (guint i = 0; i < c->snaps->len; i++) {
+    cat_snap *s = c->snaps->pdata[i];
+    if (!s->hidden)
+      continue;
+    for (guint k = 0; k < s->disks->len; k++) {
+      cat_disk *d = s->disks->pdata[k];
+      if (strcmp (d->target, target) == 0 && strcmp (d->locator, locator) == 0) {
+        g_ptr_array_remove_index (s->disks, k);
+        break;
+      }
+    }
+  }
+  for (guint i = 0; i < c->snaps->len;) {
+    cat_snap *s = c->snaps->pdata[i];
+    if (s->hidden && s->disks->len == 0)
+      vmsnap_catalog_remove (c, s);
+    else
+      i++;
+  }
+}

@@ -1,0 +1,1160 @@
+/* The snapshot engine: VM-level operations dispatched per disk to backends,
+ * under a per-domain lock, written ahead to a journal, recorded in the
+ * catalog, and reflected in the domain definition.
+ *
+ * Every operation (create, revert, delete, merge) runs the same journaled
+ * sequence, each step marked done in the journal when it completes:
+ *   disk-T   for each disk T: the backend slot (which journals its own
+ *            sub-steps through the op context); its result is saved
+ *   define   new active sources into the domain definition
+ *   catalog  the catalog change (new snapshot, current, removals, renames)
+ *   discard  storage the results named as garbage is discarded
+ * then the journal is removed.  After a crash, recovery re-runs the same
+ * sequence from the journal: steps marked done are skipped, the backend of
+ * an unfinished disk step is called again and resumes from what it recorded.
+ * If a create or revert cannot be finished before its "define" step, it is
+ * rolled back instead (the undo storage of finished disks is discarded), so
+ * the domain is as before.  Delete and merge only roll forward: once a
+ * commit has started, the deleted point's storage is already being
+ * rewritten; the current state and every other point stay intact. */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <libvirt/virterror.h>
+
+#include "internal.h"
+
+struct vmsnap_engine {
+  vmsnap_ctx *ctx;             /* borrowed */
+  char *spec;
+  char *uri;
+  char *state_dir;             /* STATE/UUID */
+  int lock_fd;
+  vmsnap_domain *dom;
+  catalog *cat;
+  char *recover_report;        /* JSON, or NULL */
+};
+
+typedef enum { OP_CREATE, OP_REVERT, OP_DELETE, OP_MERGE } op_kind;
+
+static const char *const op_names[] = { "create", "revert", "delete", "merge" };
+
+/* ------------------------------------------------------------- helpers */
+
+gboolean
+vmsnap_valid_snapshot_name (const char *name, GError **err)
+{
+  size_t len = name ? strlen (name) : 0;
+
+  if (len == 0 || len > 128 || !g_ascii_isalnum (name[0])) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_USAGE,
+                 "invalid snapshot name '%s': use 1 to 128 characters from "
+                 "A-Z a-z 0-9 . _ + -, starting with a letter or digit",
+                 name ? name : "");
+    return FALSE;
+  }
+  for (const char *p = name; *p; p++)
+    if (!g_ascii_isalnum (*p) && !strchr ("._+-", *p)) {
+      g_autofree char *shown = g_strescape (name, NULL);
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_USAGE,
+                   "invalid snapshot name '%s': character 0x%02x is not allowed "
+                   "(use A-Z a-z 0-9 . _ + -)", shown, (unsigned char) *p);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static vmsnap_disk_priv *
+find_disk (vmsnap_domain *dom, const char *target)
+{
+  for (guint i = 0; i < dom->disks->len; i++) {
+    vmsnap_disk_priv *d = dom->disks->pdata[i];
+    if (strcmp (d->pub.target, target) == 0)
+      return d;
+  }
+  return NULL;
+}
+
+static char *
+iso_time (gint64 t)
+{
+  g_autoptr (GDateTime) dt = g_date_time_new_from_unix_utc (t);
+
+  return dt ? g_date_time_format (dt, "%Y-%m-%dT%H:%M:%SZ") : g_strdup ("?");
+}
+
+static char *
+builder_to_json (JsonBuilder *b)
+{
+  g_autoptr (JsonGenerator) g = json_generator_new ();
+  g_autoptr (JsonNode) root = json_builder_get_root (b);
+
+  json_generator_set_root (g, root);
+  json_generator_set_pretty (g, TRUE);
+  json_generator_set_indent (g, 2);
+  return json_generator_to_data (g, NULL);
+}
+
+static void
+jstr (JsonBuilder *b, const char *k, const char *v)
+{
+  json_builder_set_member_name (b, k);
+  if (v)
+    json_builder_add_string_value (b, v);
+  else
+    json_builder_add_null_value (b);
+}
+
+/* -------------------------------------------------------------- locking */
+
+static gboolean
+take_lock (vmsnap_engine *e, unsigned int flags, GError **err)
+{
+  g_autofree char *path = g_build_filename (e->state_dir, "lock", NULL);
+  char pid[32];
+
+  e->lock_fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (e->lock_fd < 0) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot open lock %s: %s",
+                 path, g_strerror (errno));
+    return FALSE;
+  }
+  if (flock (e->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    g_autofree char *holder = NULL;
+    if (errno != EWOULDBLOCK) {
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot lock %s: %s",
+                   path, g_strerror (errno));
+      return FALSE;
+    }
+    g_file_get_contents (path, &holder, NULL, NULL);
+    if (holder)
+      g_strstrip (holder);
+    if (flags & VMSNAP_ENGINE_NO_WAIT) {
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_BUSY,
+                   "domain %s is busy: another vmsnap (pid %s) is working on "
+                   "it; try again later, or leave out --no-wait to wait",
+                   e->dom->name, holder && *holder ? holder : "unknown");
+      return FALSE;
+    }
+    fprintf (stderr, "vmsnap: waiting for another vmsnap (pid %s) working on "
+             "domain %s...\n", holder && *holder ? holder : "unknown", e->dom->name);
+    while (flock (e->lock_fd, LOCK_EX) != 0)
+      if (errno != EINTR) {
+        g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot lock %s: %s",
+                     path, g_strerror (errno));
+        return FALSE;
+      }
+  }
+  g_snprintf (pid, sizeof pid, "%d\n", (int) getpid ());
+  if (ftruncate (e->lock_fd, 0) == 0 && pwrite (e->lock_fd, pid, strlen (pid), 0) < 0) {
+    /* the pid is only informative */
+  }
+  return TRUE;
+}
+
+/* ------------------------------------------------- domain definition */
+
+/* Point disk TARGET of domain XML DOC at SOURCE (a file) with FORMAT. */
+static gboolean
+set_disk_source (xmlDocPtr doc, const char *target, const char *source,
+                 const char *format, GError **err)
+{
+  xmlNodePtr root = xmlDocGetRootElement (doc), devices = NULL;
+
+  for (xmlNodePtr c = root ? root->children : NULL; c; c = c->next)
+    if (c->type == XML_ELEMENT_NODE && xmlStrEqual (c->name, BAD_CAST "devices"))
+      devices = c;
+  for (xmlNodePtr d = devices ? devices->children : NULL; d; d = d->next) {
+    xmlNodePtr tgt = NULL, src = NULL, drv = NULL, bs = NULL;
+    xmlChar *dev;
+    gboolean match;
+
+    if (d->type != XML_ELEMENT_NODE || !xmlStrEqual (d->name, BAD_CAST "disk"))
+      continue;
+    for (xmlNodePtr k = d->children; k; k = k->next) {
+      if (k->type != XML_ELEMENT_NODE)
+        continue;
+      if (xmlStrEqual (k->name, BAD_CAST "target")) tgt = k;
+      else if (xmlStrEqual (k->name, BAD_CAST "source")) src = k;
+      else if (xmlStrEqual (k->name, BAD_CAST "driver")) drv = k;
+      else if (xmlStrEqual (k->name, BAD_CAST "backingStore")) bs = k;
+    }
+    dev = tgt ? xmlGetProp (tgt, BAD_CAST "dev") : NULL;
+    match = dev && strcmp ((const char *) dev, target) == 0;
+    xmlFree (dev);
+    if (!match)
+      continue;
+    /* An overlay on a block device is a file: the disk becomes type file. */
+    xmlSetProp (d, BAD_CAST "type", BAD_CAST "file");
+    if (src == NULL)
+      src = xmlNewChild (d, NULL, BAD_CAST "source", NULL);
+    xmlUnsetProp (src, BAD_CAST "dev");
+    xmlSetProp (src, BAD_CAST "file", BAD_CAST source);
+    if (drv == NULL) {
+      drv = xmlNewChild (d, NULL, BAD_CAST "driver", NULL);
+      xmlSetProp (drv, BAD_CAST "name", BAD_CAST "qemu");
+    }
+    xmlSetProp (drv, BAD_CAST "type", BAD_CAST format);
+    if (bs) {
+      /* libvirt re-reads the chain from the images; a stale one misleads. */
+      xmlUnlinkNode (bs);
+      xmlFreeNode (bs);
+    }
+    return TRUE;
+  }
+  g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+               "the domain definition has no disk %s any more", target);
+  return FALSE;
+}
+
+/* SOURCES: target -> "format\nsource".  Rewrites the domain XML file
+ * atomically, or redefines the libvirt domain. */
+static gboolean
+define_sources (vmsnap_engine *e, GHashTable *sources, GError **err)
+{
+  vmsnap_domain *dom = e->dom;
+  g_autofree char *orig = NULL;
+  xmlDocPtr doc;
+  xmlChar *buf = NULL;
+  int len = 0;
+  GHashTableIter it;
+  gpointer k, v;
+  gboolean ok = TRUE;
+
+  if (g_hash_table_size (sources) == 0)
+    return TRUE;
+  if (dom->path) {
+    if (!g_file_get_contents (dom->path, &orig, NULL, NULL)) {
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot read %s", dom->path);
+      return FALSE;
+    }
+  } else {
+    orig = virDomainGetXMLDesc (dom->dom, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+    if (orig == NULL) {
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                   "domain %s: cannot read its definition: %s", dom->name,
+                   virGetLastErrorMessage ());
+      return FALSE;
+    }
+  }
+  doc = xmlReadMemory (orig, (int) strlen (orig), dom->path ? dom->path : "domain.xml",
+                       NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+  if (doc == NULL) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "domain %s: its definition is no longer valid XML", dom->name);
+    return FALSE;
+  }
+  g_hash_table_iter_init (&it, sources);
+  while (ok && g_hash_table_iter_next (&it, &k, &v)) {
+    g_auto (GStrv) fs = g_strsplit (v, "\n", 2);
+    ok = set_disk_source (doc, k, fs[1], fs[0], err);
+  }
+  if (ok)
+    xmlDocDumpMemory (doc, &buf, &len);
+  xmlFreeDoc (doc);
+  if (!ok)
+    return FALSE;
+  if (dom->path) {
+    GStatBuf st;
+    int mode = g_stat (dom->path, &st) == 0 ? (int) (st.st_mode & 0777) : 0600;
+    ok = vmsnap_write_atomic (dom->path, (const char *) buf, (size_t) len, mode, err);
+  } else {
+    virDomainPtr nd = virDomainDefineXML (dom->conn, (const char *) buf);
+    if (nd == NULL) {
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                   "domain %s: libvirt refused the new definition: %s",
+                   dom->name, virGetLastErrorMessage ());
+      ok = FALSE;
+    } else
+      virDomainFree (nd);
+  }
+  xmlFree (buf);
+  return ok;
+}
+
+/* ------------------------------------------------------------- running */
+
+static const vmsnap_module *
+module_for (vmsnap_engine *e, const char *name, GError **err)
+{
+  const vmsnap_module *m = vmsnap_find_module (e->ctx, name);
+
+  if (m == NULL || m->info.status != VMSNAP_BACKEND_LOADED) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                 "backend %s is %s: %s", name,
+                 m ? vmsnap_backend_status_name (m->info.status) : "unknown",
+                 m && m->message ? m->message : "vmsnap backends lists what is available");
+    return NULL;
+  }
+  return m;
+}
+
+static vmsnap_op *
+make_op (vmsnap_engine *e, vmsnap_journal *j, const char *target)
+{
+  g_autoptr (GPtrArray) locs = vmsnap_catalog_locators (e->cat, target);
+  gboolean online = e->dom->state == VMSNAP_STATE_RUNNING
+                    || e->dom->state == VMSNAP_STATE_PAUSED;
+
+  return vmsnap_op_new (j, target, e->dom->name, e->dom->uuid, online,
+                        e->dom->conn, e->state_dir, locs);
+}
+
+static void
+discard_list (vmsnap_engine *e, vmsnap_journal *j, const vmsnap_module *m,
+              const char *target, GPtrArray *locs, JsonBuilder *warn)
+{
+  vmsnap_disk_priv *d = find_disk (e->dom, target);
+
+  for (guint i = 0; i < locs->len; i++) {
+    g_autoptr (GError) err = NULL;
+    g_autoptr (vmsnap_op) op = make_op (e, j, target);
+    if (m->be.discard == NULL)
+      continue;
+    if (m->be.discard (op, d ? &d->pub : NULL, locs->pdata[i], 0, &err) < 0) {
+      g_autofree char *w = g_strdup_printf ("disk %s: could not remove %s: %s "
+                                            "(remove it by hand)", target,
+                                            (char *) locs->pdata[i], err->message);
+      if (warn)
+        json_builder_add_string_value (warn, w);
+      else
+        fprintf (stderr, "vmsnap: warning: %s\n", w);
+    }
+  }
+}
+
+static GStrv
+journal_disks (vmsnap_journal *j)
+{
+  return g_key_file_get_string_list (j->kf, "op", "disks", NULL, NULL);
+}
+
+static const char *
+jop (vmsnap_journal *j, const char *key)
+{
+  return vmsnap_journal_get (j, "op", key);
+}
+
+/* Roll a create/revert back: discard what finished disks created. */
+static void
+roll_back (vmsnap_engine *e, vmsnap_journal *j)
+{
+  g_auto (GStrv) disks = journal_disks (j);
+
+  for (char **t = disks; t && *t; t++) {
+    g_autofree char *step = g_strconcat ("disk-", *t, NULL);
+    g_autofree char *group = g_strconcat ("disk.", *t, NULL);
+    g_autofree char *bkey = g_strconcat ("backend.", *t, NULL);
+    const vmsnap_module *m = vmsnap_find_module (e->ctx, jop (j, bkey));
+    g_autoptr (vmsnap_result) r = NULL;
+
+    if (!vmsnap_journal_done (j, "core", step) || m == NULL)
+      continue;
+    r = vmsnap_result_load (j, group);
+    discard_list (e, j, m, *t, r->undo, NULL);
+  }
+}
+
+/* Apply the finished operation to the catalog.  Idempotent. */
+static gboolean
+apply_catalog (vmsnap_engine *e, vmsnap_journal *j, op_kind kind,
+               GHashTable *results, GError **err)
+{
+  catalog *c = e->cat;
+  const char *id = jop (j, "id");
+  g_auto (GStrv) disks = journal_disks (j);
+
+  switch (kind) {
+  case OP_CREATE:
+    if (vmsnap_catalog_find_id (c, id) == NULL) {
+      cat_snap *s = vmsnap_cat_snap_new (id, jop (j, "name"));
+      const char *parent = jop (j, "parent");
+      s->parent = parent && *parent ? g_strdup (parent) : NULL;
+      s->created = g_ascii_strtoll (jop (j, "created"), NULL, 10);
+      s->description = jop (j, "description") && *jop (j, "description")
+                       ? g_strdup (jop (j, "description")) : NULL;
+      s->domain_xml = g_strdup (jop (j, "domain_xml"));
+      for (char **t = disks; t && *t; t++) {
+        vmsnap_result *r = g_hash_table_lookup (results, *t);
+        g_autofree char *bkey = g_strconcat ("backend.", *t, NULL);
+        g_ptr_array_add (s->disks, vmsnap_cat_disk_new (*t, jop (j, bkey), r->locator));
+      }
+      g_ptr_array_add (c->snaps, s);
+    }
+    c->next_id = MAX (c->next_id, (guint) g_ascii_strtoull (id, NULL, 10) + 1);
+    g_free (c->current);
+    c->current = g_strdup (id);
+    break;
+  case OP_REVERT:
+    g_free (c->current);
+    c->current = g_strdup (id);
+    break;
+  case OP_DELETE: {
+    cat_snap *s = vmsnap_catalog_find_id (c, id);
+    if (s && !s->hidden) {
+      for (guint k = 0; k < s->disks->len;) {
+        cat_disk *d = s->disks->pdata[k];
+        vmsnap_result *r = g_hash_table_lookup (results, d->target);
+        if (r && r->kept)
+          k++;
+        else
+          g_ptr_array_remove_index (s->disks, k);
+      }
+      if (s->disks->len > 0)
+        s->hidden = TRUE;
+      else
+        vmsnap_catalog_remove (c, s);
+    }
+  }
+    G_GNUC_FALLTHROUGH;
+  case OP_MERGE:
+    for (char **t = disks; t && *t; t++) {
+      vmsnap_result *r = g_hash_table_lookup (results, *t);
+      for (guint i = 0; r && i + 1 < r->renames->len; i += 2)
+        vmsnap_catalog_rename (c, *t, r->renames->pdata[i], r->renames->pdata[i + 1]);
+      for (guint i = 0; r && i < r->removed->len; i++)
+        vmsnap_catalog_drop_hidden_locator (c, *t, r->removed->pdata[i]);
+    }
+    break;
+  }
+  return vmsnap_catalog_save (c, err);
+}
+
+static int
+call_slot (vmsnap_engine *e, vmsnap_journal *j, op_kind kind,
+           const vmsnap_module *m, vmsnap_disk_priv *d, vmsnap_op *op,
+           vmsnap_result *r, GError **err)
+{
+  const char *t = d->pub.target;
+  g_autofree char *lkey = g_strconcat ("locator.", t, NULL);
+
+  switch (kind) {
+  case OP_CREATE:
+    return m->be.create (op, &d->pub, jop (j, "name"), 0, r, err);
+  case OP_REVERT:
+    return m->be.revert (op, &d->pub, jop (j, lkey), 0, r, err);
+  case OP_DELETE:
+    return m->be.delete (op, &d->pub, jop (j, lkey), 0, r, err);
+  case OP_MERGE: {
+    g_autoptr (GPtrArray) keep = g_ptr_array_new_with_free_func (g_free);
+    const char *md = jop (j, "max_depth");
+    vmsnap_merge_spec spec = { .struct_size = sizeof spec };
+    for (guint i = 0; i < e->cat->snaps->len; i++) {
+      cat_snap *s = e->cat->snaps->pdata[i];
+      for (guint k = 0; !s->hidden && k < s->disks->len; k++) {
+        cat_disk *cd = s->disks->pdata[k];
+        if (strcmp (cd->target, t) == 0)
+          g_ptr_array_add (keep, g_strdup (cd->locator));
+      }
+    }
+    spec.max_depth = md ? (unsigned) g_ascii_strtoull (md, NULL, 10) : 0;
+    spec.keep = (const char *const *) keep->pdata;
+    spec.n_keep = keep->len;
+    if (m->be.merge == NULL) {
+      vmsnap_result_set_note (r, "%s: nothing to consolidate", m->name);
+      return 0;
+    }
+    return m->be.merge (op, &d->pub, &spec, 0, r, err);
+  }
+  }
+  return -1;
+}
+
+/* Run (or resume) the operation in journal J.  REPORT gets one object per
+ * disk.  On failure of a create/revert before "define", roll back. */
+static gboolean
+run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
+             GError **err)
+{
+  const char *kind_s = jop (j, "kind");
+  op_kind kind = OP_CREATE;
+  g_auto (GStrv) disks = journal_disks (j);
+  g_autoptr (GHashTable) results =
+    g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                           (GDestroyNotify) vmsnap_result_free);
+  g_autoptr (GHashTable) sources =
+    g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+
+  for (guint i = 0; i < G_N_ELEMENTS (op_names); i++)
+    if (kind_s && strcmp (kind_s, op_names[i]) == 0)
+      kind = (op_kind) i;
+
+  for (char **t = disks; t && *t; t++) {
+    g_autofree char *step = g_strconcat ("disk-", *t, NULL);
+    g_autofree char *group = g_strconcat ("disk.", *t, NULL);
+    g_autofree char *bkey = g_strconcat ("backend.", *t, NULL);
+    vmsnap_result *r;
+
+    if (vmsnap_journal_done (j, "core", step))
+      r = vmsnap_result_load (j, group);
+    else {
+      const vmsnap_module *m = module_for (e, jop (j, bkey), err);
+      vmsnap_disk_priv *d = find_disk (e->dom, *t);
+      g_autoptr (vmsnap_op) op = NULL;
+      g_autoptr (GError) local = NULL;
+
+      if (m == NULL)
+        goto failed;
+      if (d == NULL) {
+        g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                     "domain %s has no disk %s any more", e->dom->name, *t);
+        goto failed;
+      }
+      op = make_op (e, j, *t);
+      op->quiet = report == NULL;
+      r = vmsnap_result_new ();
+      if (call_slot (e, j, kind, m, d, op, r, &local) < 0) {
+        vmsnap_result_free (r);
+        g_propagate_prefixed_error (err, g_steal_pointer (&local), "disk %s: ", *t);
+        goto failed;
+      }
+      if (!vmsnap_result_save (r, j, group, err)
+          || !vmsnap_journal_mark (j, "core", step, err)) {
+        vmsnap_result_free (r);
+        goto failed;
+      }
+    }
+    g_hash_table_insert (results, g_strdup (*t), r);
+    if (r->new_source)
+      g_hash_table_insert (sources, g_strdup (*t),
+                           g_strdup_printf ("%s\n%s", r->new_format ? r->new_format : "qcow2",
+                                            r->new_source));
+  }
+
+  if (!vmsnap_journal_done (j, "core", "define")) {
+    if (!define_sources (e, sources, err) || !vmsnap_journal_mark (j, "core", "define", err))
+      goto failed;
+  }
+  if (!vmsnap_journal_done (j, "core", "catalog")) {
+    if (!apply_catalog (e, j, kind, results, err)
+        || !vmsnap_journal_mark (j, "core", "catalog", err))
+      return FALSE;
+  }
+  if (report) {
+    json_builder_set_member_name (report, "warnings");
+    json_builder_begin_array (report);
+  }
+  if (!vmsnap_journal_done (j, "core", "discard")) {
+    for (char **t = disks; t && *t; t++) {
+      g_autofree char *bkey = g_strconcat ("backend.", *t, NULL);
+      const vmsnap_module *m = vmsnap_find_module (e->ctx, jop (j, bkey));
+      vmsnap_result *r = g_hash_table_lookup (results, *t);
+      if (m && r)
+        discard_list (e, j, m, *t, r->garbage, report);
+    }
+    if (!vmsnap_journal_mark (j, "core", "discard", err)) {
+      if (report)
+        json_builder_end_array (report);
+      return FALSE;
+    }
+  }
+  if (report) {
+    json_builder_end_array (report);
+    json_builder_set_member_name (report, "disks");
+    json_builder_begin_array (report);
+    for (char **t = disks; t && *t; t++) {
+      vmsnap_result *r = g_hash_table_lookup (results, *t);
+      g_autofree char *bkey = g_strconcat ("backend.", *t, NULL);
+      json_builder_begin_object (report);
+      jstr (report, "target", *t);
+      jstr (report, "backend", jop (j, bkey));
+      jstr (report, "locator", r->locator);
+      jstr (report, "new_source", r->new_source);
+      jstr (report, "note", r->note);
+      json_builder_set_member_name (report, "bytes_copied");
+      json_builder_add_int_value (report, (gint64) r->bytes_copied);
+      json_builder_set_member_name (report, "kept");
+      json_builder_add_boolean_value (report, r->kept);
+      json_builder_end_object (report);
+    }
+    json_builder_end_array (report);
+  }
+  return vmsnap_journal_remove (j, err);
+
+ failed:
+  if ((kind == OP_CREATE || kind == OP_REVERT)
+      && !vmsnap_journal_done (j, "core", "define")) {
+    roll_back (e, j);
+    vmsnap_journal_remove (j, NULL);
+    if (err && *err)
+      g_prefix_error (err, "%s %s failed and was rolled back, nothing changed: ",
+                      kind_s, jop (j, "name"));
+    return FALSE;
+  }
+  if (err && *err)
+    g_prefix_error (err, "%s %s did not finish; nothing is lost (the current "
+                    "state and every other snapshot are intact). Fix the cause "
+                    "and run 'vmsnap recover %s': ", kind_s,
+                    jop (j, "name") ? jop (j, "name") : "", e->spec);
+  {
+    g_autofree char *msg = g_strdup (err && *err ? (*err)->message : "failed");
+    vmsnap_journal_set (j, "op", "failed", msg, NULL);
+  }
+  return FALSE;
+}
+
+/* ------------------------------------------------------------ opening */
+
+static char *
+default_state_dir (void)
+{
+  const char *env = g_getenv ("VMSNAP_STATE_DIR");
+
+  return g_strdup (env && *env ? env : VMSNAP_STATE_DIR_DEFAULT);
+}
+
+static char *
+journal_path (vmsnap_engine *e)
+{
+  return g_build_filename (e->state_dir, "journal", NULL);
+}
+
+static gboolean
+reopen_domain (vmsnap_engine *e, GError **err)
+{
+  vmsnap_domain *dom = vmsnap_domain_open (e->ctx, e->spec, e->uri, err);
+
+  if (dom == NULL)
+    return FALSE;
+  vmsnap_domain_free (e->dom);
+  e->dom = dom;
+  return TRUE;
+}
+
+static gboolean
+recover (vmsnap_engine *e, GError **err)
+{
+  g_autofree char *path = journal_path (e);
+  g_autoptr (vmsnap_journal) j = vmsnap_journal_load (path, err);
+  g_autoptr (JsonBuilder) b = NULL;
+  g_autoptr (GError) local = NULL;
+  gboolean ok;
+
+  if (j == NULL)
+    return err == NULL || *err == NULL;
+  b = json_builder_new ();
+  json_builder_begin_object (b);
+  jstr (b, "recovered", jop (j, "kind"));
+  jstr (b, "snapshot", jop (j, "name"));
+  ok = run_journal (e, j, b, &local);
+  jstr (b, "result", ok ? "finished" : "failed");
+  jstr (b, "error", local ? local->message : NULL);
+  json_builder_end_object (b);
+  e->recover_report = builder_to_json (b);
+  if (!ok) {
+    g_propagate_prefixed_error (err, g_steal_pointer (&local),
+                                "recovering an interrupted operation: ");
+    return FALSE;
+  }
+  /* The definition may have changed: read it again. */
+  return reopen_domain (e, err);
+}
+
+vmsnap_engine *
+vmsnap_engine_open (vmsnap_ctx *ctx, const char *spec,
+                    const vmsnap_engine_options *opts, GError **err)
+{
+  g_autoptr (vmsnap_engine) e = g_new0 (vmsnap_engine, 1);
+  g_autofree char *root = NULL;
+  g_autofree char *catpath = NULL;
+  unsigned int flags = opts ? opts->flags : 0;
+
+  e->ctx = ctx;
+  e->lock_fd = -1;
+  e->spec = g_strdup (spec);
+  e->uri = g_strdup (opts ? opts->uri : NULL);
+  if (!reopen_domain (e, err))
+    return NULL;
+  if (e->dom->uuid == NULL) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_INVALID_INPUT,
+                 "domain %s has no <uuid>: vmsnap keys its catalog by UUID; "
+                 "add one (e.g. <uuid>%s</uuid>)", e->dom->name,
+                 g_uuid_string_random ());
+    return NULL;
+  }
+  if (!g_uuid_string_is_valid (e->dom->uuid)) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_INVALID_INPUT,
+                 "domain %s: '%s' is not a valid UUID", e->dom->name, e->dom->uuid);
+    return NULL;
+  }
+  root = opts && opts->state_dir ? g_strdup (opts->state_dir) : default_state_dir ();
+  e->state_dir = g_build_filename (root, e->dom->uuid, NULL);
+  if (!vmsnap_mkdir_private (e->state_dir, err) || !take_lock (e, flags, err))
+    return NULL;
+  if (!(flags & VMSNAP_ENGINE_READ_ONLY) && !recover (e, err))
+    return NULL;
+  catpath = g_build_filename (e->state_dir, "catalog.xml", NULL);
+  e->cat = vmsnap_catalog_load (catpath, e->dom->uuid, e->dom->name, err);
+  if (e->cat == NULL)
+    return NULL;
+  return g_steal_pointer (&e);
+}
+
+void
+vmsnap_engine_free (vmsnap_engine *e)
+{
+  if (e == NULL)
+    return;
+  if (e->lock_fd >= 0)
+    close (e->lock_fd);   /* releases the flock */
+  vmsnap_catalog_free (e->cat);
+  vmsnap_domain_free (e->dom);
+  g_free (e->spec);
+  g_free (e->uri);
+  g_free (e->state_dir);
+  g_free (e->recover_report);
+  g_free (e);
+}
+
+char *
+vmsnap_engine_recover_report (vmsnap_engine *e)
+{
+  return g_strdup (e->recover_report);
+}
+
+/* ----------------------------------------------------------- operations */
+
+static gboolean
+require_offline (vmsnap_engine *e, GError **err)
+{
+  if (e->dom->state == VMSNAP_STATE_SHUTOFF)
+    return TRUE;
+  g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+               "domain %s is %s: this vmsnap handles shut-off domains only "
+               "(running VMs come with the online support); shut it down "
+               "first (virsh shutdown %s)", e->dom->name,
+               vmsnap_state_name (e->dom->state), e->dom->name);
+  return FALSE;
+}
+
+static vmsnap_journal *
+begin (vmsnap_engine *e, op_kind kind, const char *name, const char *id)
+{
+  g_autofree char *path = journal_path (e);
+  vmsnap_journal *j = vmsnap_journal_new (path);
+
+  g_key_file_set_string (j->kf, "op", "kind", op_names[kind]);
+  g_key_file_set_string (j->kf, "op", "name", name ? name : "");
+  g_key_file_set_string (j->kf, "op", "id", id ? id : "");
+  return j;
+}
+
+static void
+set_disks (vmsnap_journal *j, GPtrArray *targets)
+{
+  g_ptr_array_add (targets, NULL);
+  g_key_file_set_string_list (j->kf, "op", "disks",
+                              (const char *const *) targets->pdata, targets->len - 1);
+  g_ptr_array_remove_index (targets, targets->len - 1);
+}
+
+static char *
+finish (vmsnap_engine *e, vmsnap_journal *j, const char *name, GError **err)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+
+  json_builder_begin_object (b);
+  jstr (b, "operation", jop (j, "kind"));
+  jstr (b, "domain", e->dom->name);
+  jstr (b, "snapshot", name);
+  if (!run_journal (e, j, b, err))
+    return NULL;
+  json_builder_end_object (b);
+  return builder_to_json (b);
+}
+
+char *
+vmsnap_engine_create (vmsnap_engine *e, const char *name,
+                      const char *description, GError **err)
+{
+  g_autoptr (vmsnap_plan) plan = NULL;
+  g_autoptr (vmsnap_journal) j = NULL;
+  g_autoptr (GPtrArray) targets = g_ptr_array_new_with_free_func (g_free);
+  g_autofree char *id = NULL, *created = NULL, *xml = NULL;
+  vmsnap_plan_options po = { 0 };
+
+  if (!vmsnap_valid_snapshot_name (name, err) || !require_offline (e, err))
+    return NULL;
+  if (vmsnap_catalog_find (e->cat, name)) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_USAGE,
+                 "domain %s already has a snapshot named '%s'", e->dom->name, name);
+    return NULL;
+  }
+  plan = vmsnap_plan_new (e->ctx, e->dom, &po, err);
+  if (plan == NULL)
+    return NULL;
+  if (!vmsnap_plan_possible (plan)) {
+    g_propagate_error (err, vmsnap_plan_error (plan));
+    return NULL;
+  }
+  id = g_strdup_printf ("%u", e->cat->next_id);
+  j = begin (e, OP_CREATE, name, id);
+  for (guint i = 0; i < e->dom->disks->len; i++) {
+    vmsnap_disk_priv *d = e->dom->disks->pdata[i];
+    const char *be = vmsnap_plan_backend (plan, d->pub.target);
+    g_autofree char *key = g_strconcat ("backend.", d->pub.target, NULL);
+    if (be == NULL)
+      continue;   /* excluded (cdrom, read-only, ...) */
+    g_ptr_array_add (targets, g_strdup (d->pub.target));
+    g_key_file_set_string (j->kf, "op", key, be);
+  }
+  if (targets->len == 0) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                 "domain %s has no disk to snapshot (vmsnap plan says why)", e->dom->name);
+    return NULL;
+  }
+  set_disks (j, targets);
+  created = g_strdup_printf ("%" G_GINT64_FORMAT, g_get_real_time () / G_USEC_PER_SEC);
+  g_key_file_set_string (j->kf, "op", "created", created);
+  g_key_file_set_string (j->kf, "op", "parent", e->cat->current ? e->cat->current : "");
+  vmsnap_journal_set (j, "op", "description", description ? description : "", NULL);
+  if (e->dom->path)
+    g_file_get_contents (e->dom->path, &xml, NULL, NULL);
+  else
+    xml = virDomainGetXMLDesc (e->dom->dom, VIR_DOMAIN_XML_INACTIVE);
+  if (!vmsnap_journal_set (j, "op", "domain_xml", xml ? xml : "", err))
+    return NULL;
+  return finish (e, j, name, err);
+}
+
+static cat_snap *
+find_named (vmsnap_engine *e, const char *name, GError **err)
+{
+  cat_snap *s;
+
+  if (!vmsnap_valid_snapshot_name (name, err))
+    return NULL;
+  s = vmsnap_catalog_find (e->cat, name);
+  if (s == NULL)
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_INVALID_INPUT,
+                 "domain %s has no snapshot named '%s' (vmsnap list %s shows them)",
+                 e->dom->name, name, e->spec);
+  return s;
+}
+
+static char *
+per_snapshot_op (vmsnap_engine *e, op_kind kind, const char *name, GError **err)
+{
+  cat_snap *s;
+  g_autoptr (vmsnap_journal) j = NULL;
+  g_autoptr (GPtrArray) targets = g_ptr_array_new_with_free_func (g_free);
+
+  if (!require_offline (e, err) || (s = find_named (e, name, err)) == NULL)
+    return NULL;
+  j = begin (e, kind, name, s->id);
+  for (guint k = 0; k < s->disks->len; k++) {
+    cat_disk *d = s->disks->pdata[k];
+    g_autofree char *bkey = g_strconcat ("backend.", d->target, NULL);
+    g_autofree char *lkey = g_strconcat ("locator.", d->target, NULL);
+    if (find_disk (e->dom, d->target) == NULL) {
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                   "snapshot %s has disk %s, which domain %s no longer has",
+                   name, d->target, e->dom->name);
+      return NULL;
+    }
+    if (module_for (e, d->backend, err) == NULL)
+      return NULL;
+    g_ptr_array_add (targets, g_strdup (d->target));
+    g_key_file_set_string (j->kf, "op", bkey, d->backend);
+    g_key_file_set_string (j->kf, "op", lkey, d->locator);
+  }
+  set_disks (j, targets);
+  if (!vmsnap_journal_save (j, err))
+    return NULL;
+  return finish (e, j, name, err);
+}
+
+char *
+vmsnap_engine_revert (vmsnap_engine *e, const char *name, GError **err)
+{
+  return per_snapshot_op (e, OP_REVERT, name, err);
+}
+
+static gboolean
+has_hidden (vmsnap_engine *e)
+{
+  for (guint i = 0; i < e->cat->snaps->len; i++)
+    if (((cat_snap *) e->cat->snaps->pdata[i])->hidden)
+      return TRUE;
+  return FALSE;
+}
+
+char *
+vmsnap_engine_merge (vmsnap_engine *e, const char *disk, unsigned int max_depth,
+                     GError **err)
+{
+  g_autoptr (vmsnap_journal) j = NULL;
+  g_autoptr (GPtrArray) targets = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GHashTable) seen = g_hash_table_new (g_str_hash, g_str_equal);
+  g_autofree char *md = g_strdup_printf ("%u", max_depth);
+
+  if (!require_offline (e, err))
+    return NULL;
+  if (disk && find_disk (e->dom, disk) == NULL) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_USAGE, "domain %s has no disk '%s'",
+                 e->dom->name, disk);
+    return NULL;
+  }
+  j = begin (e, OP_MERGE, NULL, NULL);
+  g_key_file_set_string (j->kf, "op", "max_depth", md);
+  for (guint i = 0; i < e->cat->snaps->len; i++) {
+    cat_snap *s = e->cat->snaps->pdata[i];
+    for (guint k = 0; k < s->disks->len; k++) {
+      cat_disk *d = s->disks->pdata[k];
+      g_autofree char *bkey = g_strconcat ("backend.", d->target, NULL);
+      if ((disk && strcmp (disk, d->target) != 0) || g_hash_table_contains (seen, d->target)
+          || find_disk (e->dom, d->target) == NULL)
+        continue;
+      g_hash_table_add (seen, d->target);
+      g_ptr_array_add (targets, g_strdup (d->target));
+      g_key_file_set_string (j->kf, "op", bkey, d->backend);
+    }
+  }
+  set_disks (j, targets);
+  if (!vmsnap_journal_save (j, err))
+    return NULL;
+  return finish (e, j, NULL, err);
+}
+
+char *
+vmsnap_engine_delete (vmsnap_engine *e, const char *name, GError **err)
+{
+  g_autofree char *report = per_snapshot_op (e, OP_DELETE, name, err);
+  g_autoptr (GError) local = NULL;
+  g_autofree char *merged = NULL;
+
+  if (report == NULL)
+    return NULL;
+  /* A kept (shared) point that is now down to one dependent is merged at
+   * once; one that still has several waits for `vmsnap merge`. */
+  if (!has_hidden (e))
+    return g_steal_pointer (&report);
+  if (!reopen_domain (e, &local))
+    return g_steal_pointer (&report);
+  merged = vmsnap_engine_merge (e, NULL, 0, &local);
+  if (merged == NULL) {
+    fprintf (stderr, "vmsnap: warning: %s was deleted, but consolidating what "
+             "it leaves failed: %s\n", name, local->message);
+    return g_steal_pointer (&report);
+  }
+  {
+    /* Append the merge report to the delete report. */
+    g_autoptr (JsonParser) p1 = json_parser_new ();
+    g_autoptr (JsonParser) p2 = json_parser_new ();
+    JsonObject *o;
+    g_autoptr (JsonGenerator) g = json_generator_new ();
+    if (!json_parser_load_from_data (p1, report, -1, NULL)
+        || !json_parser_load_from_data (p2, merged, -1, NULL))
+      return g_steal_pointer (&report);
+    o = json_node_get_object (json_parser_get_root (p1));
+    json_object_set_member (o, "then_merged", json_node_copy (json_parser_get_root (p2)));
+    json_generator_set_root (g, json_parser_get_root (p1));
+    json_generator_set_pretty (g, TRUE);
+    json_generator_set_indent (g, 2);
+    return json_generator_to_data (g, NULL);
+  }
+}
+
+/* ---------------------------------------------------------------- views */
+
+static void
+snap_json (vmsnap_engine *e, JsonBuilder *b, cat_snap *s)
+{
+  cat_snap *par = s->parent ? vmsnap_catalog_visible (e->cat, s->parent) : NULL;
+  cat_snap *cur = e->cat->current ? vmsnap_catalog_visible (e->cat, e->cat->current) : NULL;
+  g_autofree char *t = iso_time (s->created);
+
+  json_builder_begin_object (b);
+  jstr (b, "name", s->name);
+  jstr (b, "parent", par ? par->name : NULL);
+  jstr (b, "created", t);
+  jstr (b, "description", s->description);
+  json_builder_set_member_name (b, "current");
+  json_builder_add_boolean_value (b, cur == s);
+  json_builder_set_member_name (b, "disks");
+  json_builder_begin_array (b);
+  for (guint k = 0; k < s->disks->len; k++) {
+    cat_disk *d = s->disks->pdata[k];
+    json_builder_begin_object (b);
+    jstr (b, "target", d->target);
+    jstr (b, "backend", d->backend);
+    jstr (b, "locator", d->locator);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+}
+
+char *
+vmsnap_engine_list (vmsnap_engine *e, GError **err)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  g_autofree char *jpath = journal_path (e);
+  g_autoptr (vmsnap_journal) j = vmsnap_journal_load (jpath, NULL);
+  cat_snap *cur = e->cat->current ? vmsnap_catalog_visible (e->cat, e->cat->current) : NULL;
+  guint hidden = 0;
+
+  json_builder_begin_object (b);
+  jstr (b, "domain", e->dom->name);
+  jstr (b, "uuid", e->dom->uuid);
+  jstr (b, "current", cur ? cur->name : NULL);
+  json_builder_set_member_name (b, "pending");
+  if (j) {
+    json_builder_begin_object (b);
+    jstr (b, "operation", jop (j, "kind"));
+    jstr (b, "snapshot", jop (j, "name"));
+    jstr (b, "error", jop (j, "failed"));
+    json_builder_end_object (b);
+  } else
+    json_builder_add_null_value (b);
+  json_builder_set_member_name (b, "snapshots");
+  json_builder_begin_array (b);
+  for (guint i = 0; i < e->cat->snaps->len; i++) {
+    cat_snap *s = e->cat->snaps->pdata[i];
+    if (s->hidden)
+      hidden++;
+    else
+      snap_json (e, b, s);
+  }
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "kept_unnamed_points");
+  json_builder_add_int_value (b, hidden);
+  json_builder_end_object (b);
+  return builder_to_json (b);
+}
+
+/* Which snapshots (names, or "(unnamed)") hold LOCATOR on TARGET. */
+static void
+holders (vmsnap_engine *e, const char *target, const char *locator, JsonBuilder *b)
+{
+  json_builder_begin_array (b);
+  for (guint i = 0; i < e->cat->snaps->len; i++) {
+    cat_snap *s = e->cat->snaps->pdata[i];
+    for (guint k = 0; k < s->disks->len; k++) {
+      cat_disk *d = s->disks->pdata[k];
+      if (strcmp (d->target, target) == 0 && strcmp (d->locator, locator) == 0)
+        json_builder_add_string_value (b, s->hidden ? "(unnamed, kept)" : s->name);
+    }
+  }
+  json_builder_end_array (b);
+}
+
+/* Locators of file backends are FORMAT:PATH; others are shown as they are. */
+static gboolean
+split_locator (const char *loc, char **fmt, char **path)
+{
+  const char *c = strchr (loc, ':');
+
+  if (c == NULL || c[1] != '/')
+    return FALSE;
+  *fmt = g_strndup (loc, c - loc);
+  *path = g_strdup (c + 1);
+  return TRUE;
+}
+
+static void
+file_json (vmsnap_engine *e, JsonBuilder *b, const char *target, const char *path,
+           const char *fmt, const char *locator, gboolean active)
+{
+  GStatBuf st;
+  g_autofree char *backing = NULL, *bfmt = NULL;
+  guint64 vsize = 0;
+  g_autoptr (GError) err = NULL;
+
+  json_builder_begin_object (b);
+  jstr (b, "path", path);
+  jstr (b, "format", fmt);
+  jstr (b, "role", active ? "active" : "snapshot");
+  if (g_stat (path, &st) == 0) {
+    json_builder_set_member_name (b, "size");
+    json_builder_add_int_value (b, (gint64) st.st_size);
+    json_builder_set_member_name (b, "allocated");
+    json_builder_add_int_value (b, (gint64) st.st_blocks * 512);
+  } else
+    jstr (b, "error", g_strerror (errno));
+  if (vmsnap_image_info (path, fmt, &vsize, &backing, &bfmt, &err)) {
+    json_builder_set_member_name (b, "virtual_size");
+    json_builder_add_int_value (b, (gint64) vsize);
+    jstr (b, "backing", backing);
+    jstr (b, "backing_format", bfmt);
+  } else
+    jstr (b, "error", err->message);
+  json_builder_set_member_name (b, "holds");
+  if (locator)
+    holders (e, target, locator, b);
+  else {
+    json_builder_begin_array (b);
+    json_builder_end_array (b);
+  }
+  json_builder_end_object (b);
+}
+
+char *
+vmsnap_engine_chain (vmsnap_engine *e, const char *disk, GError **err)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+
+  if (disk && find_disk (e->dom, disk) == NULL) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_USAGE, "domain %s has no disk '%s'",
+                 e->dom->name, disk);
+    return NULL;
+  }
+  json_builder_begin_object (b);
+  jstr (b, "domain", e->dom->name);
+  json_builder_set_member_name (b, "disks");
+  json_builder_begin_array (b);
+  for (guint i = 0; i < e->dom->disks->len; i++) {
+    vmsnap_disk_priv *d = e->dom->disks->pdata[i];
+    g_autoptr (GPtrArray) locs = vmsnap_catalog_locators (e->cat, d->pub.target);
+    g_autoptr (GHashTable) shown = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+
+    if (disk && strcmp (disk, d->pub.target) != 0)
+      continue;
+    if (locs->len == 0 && d->pub.source == NULL)
+      continue;
+    json_builder_begin_object (b);
+    jstr (b, "target", d->pub.target);
+    jstr (b, "active", d->pub.source);
+    json_builder_set_member_name (b, "files");
+    json_builder_begin_array (b);
+    /* The active chain first, then every other point the catalog holds. */
+    for (size_t k = 0; k < d->pub.n_chain; k++) {
+      const vmsnap_layer *l = d->pub.chain[k];
+      g_autofree char *loc = g_strdup_printf ("%s:%s", l->format, l->path);
+      if (l->is_network)
+        continue;
+      g_hash_table_add (shown, g_strdup (l->path));
+      file_json (e, b, d->pub.target, l->path, l->format, loc, k == 0);
+    }
+    for (guint k = 0; k < locs->len; k++) {
+      g_autofree char *fmt = NULL, *path = NULL;
+      if (!split_locator (locs->pdata[k], &fmt, &path)) {
+        json_builder_begin_object (b);
+        jstr (b, "locator", locs->pdata[k]);
+        json_builder_set_member_name (b, "holds");
+        holders (e, d->pub.target, locs->pdata[k], b);
+        json_builder_end_object (b);
+        continue;
+      }
+      if (g_hash_table_contains (shown, path))
+        continue;
+      g_hash_table_add (shown, g_strdup (path));
+      file_json (e, b, d->pub.target, path, fmt, locs->pdata[k], FALSE);
+    }
+    json_builder_end_array (b);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  return builder_to_json (b);
+}
