@@ -691,11 +691,12 @@ vmsnap_engine_open (vmsnap_ctx *ctx, const char *spec,
   e->state_dir = g_build_filename (root, e->dom->uuid, NULL);
   if (!vmsnap_mkdir_private (e->state_dir, err) || !take_lock (e, flags, err))
     return NULL;
-  if (!(flags & VMSNAP_ENGINE_READ_ONLY) && !recover (e, err))
-    return NULL;
+  /* Catalog before recovery: recovery applies its change to it. */
   catpath = g_build_filename (e->state_dir, "catalog.xml", NULL);
   e->cat = vmsnap_catalog_load (catpath, e->dom->uuid, e->dom->name, err);
   if (e->cat == NULL)
+    return NULL;
+  if (!(flags & VMSNAP_ENGINE_READ_ONLY) && !recover (e, err))
     return NULL;
   return g_steal_pointer (&e);
 }
