@@ -310,6 +310,8 @@ make_op (vmsnap_engine *e, vmsnap_journal *j, const char *target)
                         e->dom->conn, e->state_dir, locs);
 }
 
+static gboolean reopen_domain (vmsnap_engine *e, GError **err);
+
 static void
 discard_list (vmsnap_engine *e, vmsnap_journal *j, const vmsnap_module *m,
               const char *target, GPtrArray *locs, JsonBuilder *warn)
@@ -343,6 +345,26 @@ static const char *
 jop (vmsnap_journal *j, const char *key)
 {
   return vmsnap_journal_get (j, "op", key);
+}
+
+/* Did any step of the operation record anything?  Backends record a
+ * decision (vmsnap_op_set) before they act on storage, so a journal with no
+ * recorded state and no step done means storage is untouched. */
+static gboolean
+journal_touched (vmsnap_journal *j)
+{
+  g_auto (GStrv) groups = g_key_file_get_groups (j->kf, NULL);
+
+  for (char **g = groups; g && *g; g++) {
+    g_auto (GStrv) keys = NULL;
+    if (strcmp (*g, "op") == 0)
+      continue;
+    keys = g_key_file_get_keys (j->kf, *g, NULL, NULL);
+    for (char **k = keys; k && *k; k++)
+      if (g_str_has_prefix (*k, "s.") || strcmp (*k, "done") == 0)
+        return TRUE;
+  }
+  return FALSE;
 }
 
 /* Roll a create/revert back: discard what finished disks created. */
@@ -545,6 +567,12 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
     json_builder_begin_array (report);
   }
   if (!vmsnap_journal_done (j, "core", "discard")) {
+    /* Backends see the domain as defined now (new active images). */
+    if (!reopen_domain (e, err)) {
+      if (report)
+        json_builder_end_array (report);
+      return FALSE;
+    }
     for (char **t = disks; t && *t; t++) {
       g_autofree char *bkey = g_strconcat ("backend.", *t, NULL);
       const vmsnap_module *m = vmsnap_find_module (e->ctx, jop (j, bkey));
@@ -582,6 +610,14 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
   return vmsnap_journal_remove (j, err);
 
  failed:
+  if (!journal_touched (j)) {
+    /* Nothing was recorded, so nothing was done: abandon the operation. */
+    vmsnap_journal_remove (j, NULL);
+    if (err && *err)
+      g_prefix_error (err, "%s %s failed, nothing changed: ", kind_s,
+                      jop (j, "name") ? jop (j, "name") : "");
+    return FALSE;
+  }
   if ((kind == OP_CREATE || kind == OP_REVERT)
       && !vmsnap_journal_done (j, "core", "define")) {
     roll_back (e, j);
@@ -690,6 +726,9 @@ vmsnap_engine_open (vmsnap_ctx *ctx, const char *spec,
   root = opts && opts->state_dir ? g_strdup (opts->state_dir) : default_state_dir ();
   e->state_dir = g_build_filename (root, e->dom->uuid, NULL);
   if (!vmsnap_mkdir_private (e->state_dir, err) || !take_lock (e, flags, err))
+    return NULL;
+  /* Another vmsnap may have changed the definition while we waited. */
+  if (!reopen_domain (e, err))
     return NULL;
   /* Catalog before recovery: recovery applies its change to it. */
   catpath = g_build_filename (e->state_dir, "catalog.xml", NULL);

@@ -232,7 +232,9 @@ void vmsnap_op_progress (vmsnap_op *op, uint64_t done, uint64_t total);
  * (vmsnap_op_is_recovering): the slot must skip the steps marked done,
  * reuse what it recorded, finish the rest and return the same result.  A
  * step must be safe to repeat (the crash may come after the step and before
- * its mark).  Keys and step names: [a-z0-9_-], unique within the slot. */
+ * its mark).  A slot that fails before it recorded anything must have
+ * changed nothing: the core then abandons the whole operation.  Keys and
+ * step names: [a-z0-9_-], unique within the slot. */
 const char *vmsnap_op_get (const vmsnap_op *op, const char *key);
 gboolean vmsnap_op_set (vmsnap_op *op, const char *key, const char *value,
                         GError **err);
