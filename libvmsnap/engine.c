@@ -536,8 +536,15 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
       op->quiet = report == NULL;
       r = vmsnap_result_new ();
       if (call_slot (e, j, kind, m, d, op, r, &local) < 0) {
+        g_autofree char *prefix = g_strdup_printf ("disk %s: ", *t);
         vmsnap_result_free (r);
-        g_propagate_prefixed_error (err, g_steal_pointer (&local), "disk %s: ", *t);
+        if (local == NULL)
+          g_set_error (&local, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                       "backend %s failed without saying why", m->name);
+        if (g_str_has_prefix (local->message, prefix))
+          g_propagate_error (err, g_steal_pointer (&local));
+        else
+          g_propagate_prefixed_error (err, g_steal_pointer (&local), "%s", prefix);
         goto failed;
       }
       if (!vmsnap_result_save (r, j, group, err)
@@ -627,15 +634,16 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
                       kind_s, jop (j, "name"));
     return FALSE;
   }
+  {
+    /* The cause alone goes to the journal: `list` adds its own words. */
+    g_autofree char *msg = g_strdup (err && *err ? (*err)->message : "failed");
+    vmsnap_journal_set (j, "op", "failed", msg, NULL);
+  }
   if (err && *err)
     g_prefix_error (err, "%s %s did not finish; nothing is lost (the current "
                     "state and every other snapshot are intact). Fix the cause "
                     "and run 'vmsnap recover %s': ", kind_s,
                     jop (j, "name") ? jop (j, "name") : "", e->spec);
-  {
-    g_autofree char *msg = g_strdup (err && *err ? (*err)->message : "failed");
-    vmsnap_journal_set (j, "op", "failed", msg, NULL);
-  }
   return FALSE;
 }
 
