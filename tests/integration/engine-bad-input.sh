@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# The snapshot engine on bad input: it must refuse cleanly, say what is
+# wrong, and change nothing (or, for a delete interrupted by a full file
+# system, lose nothing and finish after `vmsnap recover`).
+#   - unknown snapshot (exit 3), duplicate name (exit 2)
+#   - names with '/', '..', a newline, 300 characters, ... (exit 2)
+#   - an image kept open read-write by a QEMU process (qemu-io)
+#   - a qcow2 whose backing file is /etc/passwd with no backing format
+#   - a missing file in the middle of a chain (named in the error)
+#   - a full file system (tmpfs) during the commit of a delete
+set -euo pipefail
+: "${srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
+. "$srcdir/tests/fixtures/functions.sh"
+. "$srcdir/tests/fixtures/libvirt.sh"
+. "$srcdir/tests/fixtures/engine.sh"
+requires jq qemu-img qemu-io xmllint mkfifo
+: "${VMSNAP:?}"
+mk_tmpdir
+
+img=$TEST_TMP/img
+mkdir "$img"
+qemu-img create -q -f qcow2 "$img/vda.qcow2" 64M
+qemu-img create -q -f raw "$img/vdb.raw" 64M
+eng_mk_file_domain engbad "$TEST_TMP/engbad.xml" "vda:qcow2:$img/vda.qcow2" "vdb:raw:$img/vdb.raw"
+ENG_DOM=$TEST_TMP/engbad.xml ENG_KIND=file ENG_DISKS=(vda vdb) ENG_IMG_DIR=$img
+VMSNAP_STATE_DIR=$TEST_TMP/state
+eng_init
+uuid=$(xmllint --xpath 'string(/domain/uuid)' "$ENG_DOM")
+catalog=$VMSNAP_STATE_DIR/$uuid/catalog.xml
+
+eng_write A
+eng_create s1 "first"
+eng_write B
+eng_create s2
+eng_verify_all
+
+# state_of: everything a refused command must leave alone.
+state_of ()
+{
+    (cd "$img" && ls -la --time-style=full-iso)
+    cat "$catalog" "$ENG_DOM"
+    ls -A "$VMSNAP_STATE_DIR/$uuid"
+}
+# names_of: the same, without times (for commands that may create and
+# remove temporary files).
+names_of ()
+{
+    (cd "$img" && stat -c '%n %s' -- *)
+    cat "$catalog" "$ENG_DOM"
+    ls -A "$VMSNAP_STATE_DIR/$uuid"
+}
+unchanged ()   # WHAT BEFORE [names]
+{
+    local now
+    if [ "${3:-}" = names ]; then now=$(names_of); else now=$(state_of); fi
+    [ "$now" = "$2" ] || { diff <(printf '%s\n' "$2") <(printf '%s\n' "$now") >&2 || true; fail "$1 changed something (diff above)"; }
+}
+
+# ------------------------------------------------------------ unknown names
+before=$(state_of)
+expect_fail 3 "no snapshot named 'nosuch'" "$VMSNAP" revert "$ENG_DOM" nosuch
+expect_fail 3 "no snapshot named 'nosuch'" "$VMSNAP" delete "$ENG_DOM" nosuch
+expect_fail 3 "no snapshot named 'nosuch'" "$VMSNAP" info "$ENG_DOM" nosuch
+expect_fail 3 "no snapshot named 'nosuch'" "$VMSNAP" revert --json "$ENG_DOM" nosuch
+unchanged "an unknown snapshot" "$before"
+expect_fail 2 "already has a snapshot named 's1'" "$VMSNAP" create "$ENG_DOM" s1
+expect_fail 2 "already has a snapshot named 's2'" "$VMSNAP" create --description x "$ENG_DOM" s2
+unchanged "a duplicate name" "$before"
+echo "  unknown snapshot: exit 3; duplicate name: exit 2; nothing changed"
+
+# ------------------------------------------------------------ invalid names
+long=$(printf 'a%.0s' {1..300})
+for name in "a/b" "../evil" ".." "x/../y" $'a\nb' "$long" "" ".hidden" "-x" "a b" 'a$b' "é"; do
+    shown=$(printf '%q' "$name")
+    rc=0
+    out=$("$VMSNAP" create "$ENG_DOM" "$name" 2>&1) || rc=$?
+    [ "$rc" = 2 ] || { printf '%s\n' "$out" >&2; fail "create $shown: exit $rc, want 2"; }
+    [[ $out == *"invalid snapshot name"* || $out == *"Unknown option"* ]] ||
+        { printf '%s\n' "$out" >&2; fail "create $shown: no clear message"; }
+    unchanged "create $shown" "$before"
+done
+for cmd in revert delete; do
+    expect_fail 2 "invalid snapshot name" "$VMSNAP" "$cmd" "$ENG_DOM" "../s1"
+    expect_fail 2 "invalid snapshot name" "$VMSNAP" "$cmd" "$ENG_DOM" "$long"
+done
+unchanged "an invalid name" "$before"
+[ ! -e "$img/b" ] && [ ! -e "$TEST_TMP/evil" ] && [ ! -e "$TEST_TMP/y" ] || fail "a file named after a snapshot appeared"
+echo "  invalid names (/ .. newline 300 chars ...): exit 2; nothing changed"
+
+# ------------------------------------------ backing file /etc/passwd, no format
+# QEMU refuses to create such an image, so the header is patched (as
+# tests/integration/plan-golden.sh does).
+be_u32 () {
+    local b
+    b=$(od -An -v -tu1 -j "$2" -N 4 -- "$1") || return 1
+    set -- $b
+    echo $(( ($1 << 24) | ($2 << 16) | ($3 << 8) | $4 ))
+}
+put_be () {
+    local file=$1 off=$2 val=$3 n=$4 esc="" i
+    for (( i = n - 1; i >= 0; i-- )); do
+        esc+="\\$(printf '%03o' $(( (val >> (8 * i)) & 255 )))"
+    done
+    printf "$esc" | dd of="$file" bs=1 seek="$off" conv=notrunc status=none
+}
+set_backing_nofmt () {   # IMAGE NAME (IMAGE made without a backing file)
+    local img=$1 name=$2 hlen off t l nlen
+    hlen=$(be_u32 "$img" 100)
+    off=$hlen
+    while :; do
+        t=$(be_u32 "$img" "$off") l=$(be_u32 "$img" $(( off + 4 )))
+        if [ "$t" -eq 0 ]; then off=$(( off + 8 )); break; fi
+        off=$(( off + 8 + (l + 7) / 8 * 8 ))
+    done
+    nlen=${#name}
+    printf %s "$name" | dd of="$img" bs=1 seek="$off" conv=notrunc status=none
+    put_be "$img" 8 "$off" 8 && put_be "$img" 16 "$nlen" 4
+}
+evil=$TEST_TMP/evil
+mkdir "$evil"
+qemu-img create -q -f qcow2 "$evil/vda.qcow2" 64M
+set_backing_nofmt "$evil/vda.qcow2" /etc/passwd
+out=$(qemu-img info -U --output=json -f qcow2 "$evil/vda.qcow2")
+jq_check "$out" '.["backing-filename"] == "/etc/passwd" and (has("backing-filename-format") | not)' \
+    "the patched image does not name /etc/passwd without a format"
+eng_mk_file_domain engevil "$TEST_TMP/evil.xml" "vda:qcow2:$evil/vda.qcow2"
+passwd_before=$(stat -c '%s %Y %i' /etc/passwd; md5sum </etc/passwd)
+evil_before=$(cd "$evil" && ls -la --time-style=full-iso; md5sum vda.qcow2)
+rc=0
+out=$("$VMSNAP" create "$TEST_TMP/evil.xml" s1 2>&1) || rc=$?
+[ "$rc" != 0 ] && [ "$rc" -lt 99 ] || { printf '%s\n' "$out" >&2; fail "create on a backing file without format: exit $rc"; }
+[[ $out == *"/etc/passwd"* && $out == *"without a backing format"* ]] ||
+    { printf '%s\n' "$out" >&2; fail "the refusal does not say /etc/passwd has no backing format"; }
+echo "  backing /etc/passwd without format: exit $rc: $(head -n 1 <<<"$out" | cut -c1-160)..."
+evil_uuid=$(xmllint --xpath 'string(/domain/uuid)' "$TEST_TMP/evil.xml")
+[ ! -e "$VMSNAP_STATE_DIR/$evil_uuid/catalog.xml" ] || fail "the refused create wrote a catalog"
+[ "$(cd "$evil" && ls -la --time-style=full-iso; md5sum vda.qcow2)" = "$evil_before" ] || fail "the refused create changed $evil"
+# Nor may any other command open /etc/passwd as an image.
+for cmd in merge chain list; do
+    "$VMSNAP" "$cmd" "$TEST_TMP/evil.xml" >/dev/null 2>&1 || true
+done
+[ "$(stat -c '%s %Y %i' /etc/passwd; md5sum </etc/passwd)" = "$passwd_before" ] || fail "/etc/passwd changed"
+[ "$(cd "$evil" && ls -la --time-style=full-iso; md5sum vda.qcow2)" = "$evil_before" ] || fail "a command changed $evil"
+
+# ------------------------------------------- a missing file in the middle
+# The chain of vda is vda.qcow2 (s1) <- S2 (s2) <- active.  Take S2 away.
+eng_check_list
+mid=${LOCS[s2.vda]#*:}
+[ "$mid" != "$img/vda.qcow2" ] && [ -f "$mid" ] || fail "unexpected locator of s2: $mid"
+before=$(names_of)
+mv "$mid" "$TEST_TMP/mid.away"
+for op in "create s3" "revert s2" "delete s2" "delete s1" "revert s1"; do
+    rc=0
+    out=$("$VMSNAP" "${op% *}" "$ENG_DOM" "${op#* }" 2>&1) || rc=$?
+    [ "$rc" != 0 ] && [ "$rc" -lt 99 ] ||
+        { printf '%s\n' "$out" >&2; fail "$op with $mid missing: exit $rc, want a failure"; }
+    [[ $out == *"$mid"* ]] || { printf '%s\n' "$out" >&2; fail "$op with $mid missing: the error does not name it"; }
+    echo "  $op with a missing middle file: exit $rc: $(cut -c1-300 <<<"$out")"
+done
+rc=0
+out=$("$VMSNAP" chain --json "$ENG_DOM" 2>&1) || rc=$?
+[[ $out == *"$mid"* ]] || { printf '%s\n' "$out" >&2; fail "chain with $mid missing does not name it"; }
+mv "$TEST_TMP/mid.away" "$mid"
+# A delete refused before it touched any storage must not stay pending: the
+# next command (whatever it is) would finish it behind the user's back.
+vms_ok list --json "$ENG_DOM"
+jq_check "$VMS_OUT" '.pending == null' \
+    "a delete refused because $mid was missing (before any storage was touched) is left pending; the next command would carry it out"
+unchanged "commands with a missing middle file" "$before" names
+eng_verify_all
+echo "  missing middle file: refused, named, nothing changed"
+
+# ------------------------------------------------ a full file system
+# The domain's images on a small tmpfs: A (1 MiB) s1, B (6 MiB) s2, C
+# (4 MiB) in the active image; deleting s2 commits C into s2's image (or
+# pulls B into the active image): with the file system filled up, either
+# runs out of space.
+full_fs ()
+{
+    fs=$TEST_TMP/fs
+    mkdir "$fs"
+    if ! mount -t tmpfs -o size=40m,mode=0700 vmsnap-test-fs "$fs"; then
+        [ "${VMSNAP_TEST_STRICT:-0}" != 1 ] || fail "cannot mount a tmpfs on $fs"
+        echo "  full file system: SKIPPED (cannot mount a tmpfs)"
+        return 0
+    fi
+    cleanup_fn umount "$fs"
+    qemu-img create -q -f qcow2 "$fs/vda.qcow2" 64M
+    eng_mk_file_domain engfull "$TEST_TMP/full.xml" "vda:qcow2:$fs/vda.qcow2"
+    ENG_DOM=$TEST_TMP/full.xml ENG_DISKS=(vda) ENG_IMG_DIR=$fs
+    ENG_WRITTEN="" ENG_LEN=()
+    eng_reset_model
+    eng_write A 1M
+    eng_create s1
+    eng_write B 6M
+    eng_create s2
+    eng_write C 4M
+    eng_check_state "A B C"
+
+    avail=$(df -B1 --output=avail "$fs" | tail -n 1)
+    fallocate -l $(( avail - (512 << 10) )) "$fs/filler" 2>/dev/null ||
+        dd if=/dev/zero of="$fs/filler" bs=64k count=$(( (avail - (512 << 10)) / 65536 )) status=none
+    echo "  tmpfs: $(df -h --output=used,avail "$fs" | tail -n 1 | tr -s ' ')"
+    rc=0
+    out=$("$VMSNAP" delete --json "$ENG_DOM" s2 2>&1) || rc=$?
+    [ "$rc" = 1 ] || { printf '%s\n' "$out" >&2; fail "delete on a full file system: exit $rc, want 1"; }
+    [[ $out == *"No space left on device"* ]] ||
+        { printf '%s\n' "$out" >&2; fail "delete on a full file system: the error does not say 'No space left on device'"; }
+    [[ $out == *"vmsnap recover"* ]] || { printf '%s\n' "$out" >&2; fail "the error does not say to run vmsnap recover"; }
+    echo "  delete s2 on a full file system: exit 1: $(grep -o 'No space left on device' <<<"$out" | head -n 1)"
+    # Nothing lost: the current contents and s1 (through its locator; a revert
+    # would first try to finish the delete).
+    eng_check_state "A B C"
+    vms_ok list --json "$ENG_DOM"
+    jq_check "$VMS_OUT" '.pending.operation == "delete" and .pending.snapshot == "s2" and (.pending.error | test("space"))' \
+        "list does not show the pending delete"
+    loc=$(jq -r '.snapshots[] | select(.name == "s1") | .disks[0].locator' <<<"$VMS_OUT")
+    eng_check_image "${loc#*:}" "${loc%%:*}" 0 "A"
+    vms_ok list "$ENG_DOM"
+    [[ $VMS_OUT == *"PENDING: delete s2"* ]] || { echo "$VMS_OUT" >&2; fail "list (text) does not show the pending delete"; }
+    # Every state-changing command first tries to finish it, and fails again.
+    rc=0
+    out=$("$VMSNAP" create "$ENG_DOM" s3 2>&1) || rc=$?
+    [ "$rc" = 1 ] && [[ $out == *"No space left on device"* ]] ||
+        { printf '%s\n' "$out" >&2; fail "create while the delete is pending on a full fs: exit $rc"; }
+    eng_check_state "A B C"
+    # Space again: recover finishes the delete.
+    rm -f "$fs/filler"
+    vms_ok recover --json "$ENG_DOM"
+    jq_check "$VMS_OUT" '.recovered == "delete" and .result == "finished"' "recover did not finish the delete"
+    eng_forget s2
+    eng_check_state "A B C"
+    # The current state is not a snapshot: check it, then every snapshot.
+    eng_check_views
+    eng_check_locators
+    vms_ok revert "$ENG_DOM" s1
+    CUR_HIST="A" ENG_DIRTY=0
+    eng_verify_all
+    echo "  full file system: exit 1, nothing lost, pending shown, recover finished the delete"
+}
+if [ "$(id -u)" = 0 ]; then
+    full_fs
+elif [ "${VMSNAP_TEST_STRICT:-0}" = 1 ]; then
+    fail "the full file system case needs root (tmpfs mount)"
+else
+    echo "  full file system: SKIPPED (needs root to mount a tmpfs)"
+fi
+
+# --------------------------------------------- an image in use by a QEMU
+# (Last, so that a failure here does not hide the results above.)  Back to
+# the first domain: its disks hold "A B", the current snapshot is s2.
+# qemu-io holds the active vda image open read-write (with QEMU's image
+# locks), reading commands from a FIFO we keep open.
+ENG_DOM=$TEST_TMP/engbad.xml ENG_DISKS=(vda vdb) ENG_IMG_DIR=$img
+ENG_WRITTEN=AB ENG_LEN=([A]=1M [B]=1M)
+eng_reset_model
+SNAP_HIST=([s1]="A" [s2]="A B") SNAP_PARENT=([s1]="" [s2]=s1) SNAP_DESC=([s1]=first)
+CUR_HIST="A B" ENG_CURRENT=s2
+eng_check_state "A B"
+before=$(state_of)
+active=$(eng_active vda)
+mkfifo "$TEST_TMP/qio.fifo"
+qemu-io -f qcow2 "$active" <"$TEST_TMP/qio.fifo" >"$TEST_TMP/qio.log" 2>&1 &
+qio=$!
+exec 9>"$TEST_TMP/qio.fifo"
+stop_qio () { exec 9>&-; kill "$qio" 2>/dev/null || true; wait "$qio" 2>/dev/null || true; }
+cleanup_fn stop_qio
+for (( i = 0; i < 250; i++ )); do
+    qemu-img info -f qcow2 "$active" >/dev/null 2>&1 || break
+    sleep 0.02
+done
+out=$(qemu-img info -f qcow2 "$active" 2>&1) && fail "qemu-io did not lock $active"
+[[ $out == *lock* ]] || fail "qemu-img info on the image qemu-io holds: $out"
+for op in "create s3" "revert s1"; do
+    rc=0
+    out=$("$VMSNAP" "${op% *}" "$ENG_DOM" "${op#* }" 2>&1) || rc=$?
+    [ "$rc" != 0 ] && [ "$rc" -lt 99 ] ||
+        { printf '%s\n' "$out" >&2; fail "$op while QEMU holds $active: exit $rc, want a failure"; }
+    [[ $out == *lock* || $out == *"in use"* ]] ||
+        { printf '%s\n' "$out" >&2; fail "$op while QEMU holds $active: the message does not say the image is locked/in use"; }
+    echo "  $op with the image in use: exit $rc: $(tail -n 1 <<<"$out" | cut -c1-200)"
+    unchanged "$op with the image in use" "$before" names
+done
+# A delete whose child is the image in use: must not touch it either.  It
+# may stop before anything was done or leave the delete pending.
+rc=0
+out=$("$VMSNAP" delete "$ENG_DOM" s2 2>&1) || rc=$?
+[ "$rc" != 0 ] && [ "$rc" -lt 99 ] && [[ $out == *lock* || $out == *"in use"* ]] ||
+    { printf '%s\n' "$out" >&2; fail "delete s2 while QEMU holds its child $active: exit $rc, want a failure that says the image is locked/in use"; }
+echo "  delete s2 with its child in use: exit $rc"
+eng_check_state "A B"
+stop_qio
+vms_ok recover --json "$ENG_DOM"
+vms_ok list --json "$ENG_DOM"
+if jq -e '[.snapshots[].name] | index("s2") == null' <<<"$VMS_OUT" >/dev/null; then
+    eng_forget s2
+fi
+eng_check_state "A B"
+eng_check_views
+eng_check_locators
+echo "  image in use by QEMU: refused, nothing changed"
+echo "engine-bad-input: ok"
+
+
