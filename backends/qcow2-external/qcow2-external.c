@@ -1,23 +1,66 @@
 /* qcow2-external: the active image is frozen as the snapshot and a new
  * qcow2 overlay (backing format always explicit) goes on top.  Works for any
- * file base (qcow2, raw, vmdk, vdi, vpc, vhdx), for block devices and for
- * network disks QEMU can open as a backing image.
+ * file base (qcow2, raw, vmdk, vdi, vpc, vhdx) and for block devices (the
+ * overlay then lives in vmsnap's state directory).
  *
- * This issue delivers probe and capabilities; create/revert/merge/delete
- * arrive with the engine issue and fail with "not implemented yet" until
- * then. */
+ * This version works on shut-off domains, through qemu-img; running domains
+ * (libvirt snapshot/blockcommit/blockpull) come later and are refused with
+ * VMSNAP_ERR_UNSUPPORTED.  Network disks are refused too (a locator is
+ * "FORMAT:/absolute/path").
+ *
+ * Locators.  "FORMAT:ABSOLUTE-PATH" (the format up to the first ':', the path
+ * may contain ':'): the frozen image file that holds the point in time.  A
+ * locator names a file, and a delete or merge that commits a child into its
+ * backing file moves the child's point into the backing file's name: that
+ * is reported as a rename (DESIGN.md §5, "locators move").
+ *
+ * The image graph.  Files are nodes, "X is backed by Y" is an edge.  The
+ * files of interest for a disk are the active image, every locator the
+ * catalog holds for the disk, and the backing chains of all of them; the
+ * children (dependents) of an image are the files among these whose backing
+ * file is that image (compared by real path).  Every decision (garbage or
+ * not, commit or pull) is taken on this graph, read from the image headers
+ * with `qemu-img info --output=json -U -f FMT`; QEMU never probes a format.
+ *
+ * Crash safety, in general.  A slot records what it decided (vmsnap_op_set)
+ * before it acts and marks each step done after it; a re-run after a crash
+ * skips done steps and repeats the one that was running, so every step is
+ * chosen to be repeatable: `qemu-img create` of an overlay nothing refers to
+ * yet, `qemu-img commit -d` (the top image is not emptied, so a repeat
+ * copies the same data again), `qemu-img rebase -u` (rewrites a header
+ * field), and a safe `qemu-img rebase` (copies only what differs; the header
+ * changes last, and on an image already rebased it copies nothing).  Nothing
+ * is ever removed here: storage that is no longer needed is returned as
+ * garbage and removed by the discard slot once the core has recorded the
+ * result, so a crash never leaves the catalog naming a file that is gone. */
 #include <config.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <json-glib/json-glib.h>
 
 #include <vmsnap/backend.h>
-#include "../pending.h"
 
 #define NAME "qcow2-external"
+/* Hostile-input limits for the image graph. */
+#define MAX_NODES 4096
+/* "<stem>.vmsnap-" + 8 hex digits */
+#define TAG ".vmsnap-"
+#define TAG_LEN 8
+#define HEX_LEN 8
 
 static const char *const overlay_bases[] = {
   "qcow2", "raw", "vmdk", "vdi", "vpc", "vhdx", NULL,
 };
+
+/* ================================================================ probe */
 
 static int
 qext_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
@@ -90,10 +133,1768 @@ qext_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
   }
 }
 
-VMSNAP_PENDING_CREATE (qext_create, NAME)
-VMSNAP_PENDING_REVERT (qext_revert, NAME)
-VMSNAP_PENDING_MERGE (qext_merge, NAME)
-VMSNAP_PENDING_DELETE (qext_delete, NAME)
+/* =============================================================== errors */
+
+static int fail (GError **err, int code, const char *fmt, ...)
+  G_GNUC_PRINTF (3, 4);
+
+static int
+fail (GError **err, int code, const char *fmt, ...)
+{
+  va_list ap;
+  g_autofree char *msg = NULL;
+
+  va_start (ap, fmt);
+  msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  g_set_error_literal (err, VMSNAP_ERROR, code, msg);
+  return -1;
+}
+
+/* A tool (or journal) error E, with what was being done before it and what
+ * the user can do after it.  Consumes E. */
+static int fail_with (GError **err, GError *e, const char *hint,
+                      const char *fmt, ...) G_GNUC_PRINTF (4, 5);
+
+static int
+fail_with (GError **err, GError *e, const char *hint, const char *fmt, ...)
+{
+  va_list ap;
+  g_autofree char *what = NULL;
+  int code = e && e->domain == VMSNAP_ERROR ? e->code : VMSNAP_ERR_FAILED;
+
+  va_start (ap, fmt);
+  what = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  g_set_error (err, VMSNAP_ERROR, code, "%s: %s%s%s", what,
+               e ? e->message : "failed", hint ? ". " : "", hint ? hint : "");
+  if (e)
+    g_error_free (e);
+  return -1;
+}
+
+static char *
+fmt_size (guint64 bytes)
+{
+  /* "1.0 MiB (1048576 bytes)", "0 bytes" */
+  return g_format_size_full (bytes, G_FORMAT_SIZE_IEC_UNITS
+                                    | G_FORMAT_SIZE_LONG_FORMAT);
+}
+
+/* ============================================================= locators */
+
+static char *
+loc_make (const char *fmt, const char *path)
+{
+  return g_strconcat (fmt, ":", path, NULL);
+}
+
+/* Split "FORMAT:/abs/path" (the path may contain ':'). */
+static gboolean
+loc_split (const vmsnap_disk *d, const char *loc, char **fmt, char **path,
+           GError **err)
+{
+  const char *c = loc ? strchr (loc, ':') : NULL;
+  g_autofree char *f = NULL;
+
+  if (c == NULL || c == loc || !g_path_is_absolute (c + 1)) {
+    fail (err, VMSNAP_ERR_INVALID_INPUT,
+          "disk %s: '%s' is not a %s locator (FORMAT:/absolute/path)",
+          d->target, loc ? loc : "(null)", NAME);
+    return FALSE;
+  }
+  f = g_strndup (loc, c - loc);
+  if (!g_strv_contains (overlay_bases, f)) {
+    fail (err, VMSNAP_ERR_INVALID_INPUT,
+          "disk %s: locator '%s' names format '%s', which %s does not handle "
+          "(qcow2, raw, vmdk, vdi, vpc, vhdx)", d->target, loc, f, NAME);
+    return FALSE;
+  }
+  *fmt = g_steal_pointer (&f);
+  *path = g_strdup (c + 1);
+  return TRUE;
+}
+
+/* The real path of PATH, or PATH made canonical when it cannot be resolved
+ * (a missing file still compares equal to itself). */
+static char *
+real_or_self (const char *path)
+{
+  char *r = realpath (path, NULL);
+
+  if (r) {
+    char *g = g_strdup (r);
+    free (r);
+    return g;
+  }
+  return g_canonicalize_filename (path, "/");
+}
+
+/* ======================================================== the image graph */
+
+typedef struct node node;
+struct node {
+  char *path;        /* as first met (locator, source or backing name) */
+  char *real;        /* identity */
+  char *fmt;
+  char *locator;     /* the catalog's string for this file, or NULL */
+  gboolean active;
+  gboolean missing;  /* tolerant walks only: could not be read */
+  gboolean block;    /* not a regular file (block device) */
+  char *backing;     /* the backing file as the header names it (full path) */
+  char *backing_fmt;
+  node *parent;      /* the backing file's node */
+  guint64 vsize;
+};
+
+typedef struct {
+  GPtrArray *nodes;  /* node*, first met first */
+  node *active;
+} graph;
+
+static void
+node_free (gpointer p)
+{
+  node *n = p;
+
+  g_free (n->path);
+  g_free (n->real);
+  g_free (n->fmt);
+  g_free (n->locator);
+  g_free (n->backing);
+  g_free (n->backing_fmt);
+  g_free (n);
+}
+
+static void
+graph_free (graph *g)
+{
+  if (g == NULL)
+    return;
+  g_ptr_array_unref (g->nodes);
+  g_free (g);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (graph, graph_free)
+
+static graph *
+graph_new (void)
+{
+  graph *g = g_new0 (graph, 1);
+
+  g->nodes = g_ptr_array_new_with_free_func (node_free);
+  return g;
+}
+
+static node *
+graph_find (const graph *g, const char *path)
+{
+  g_autofree char *real = real_or_self (path);
+
+  for (guint i = 0; i < g->nodes->len; i++) {
+    node *n = g_ptr_array_index (g->nodes, i);
+    if (strcmp (n->real, real) == 0)
+      return n;
+  }
+  return NULL;
+}
+
+static node *
+graph_add (graph *g, const vmsnap_disk *d, const char *path, const char *fmt,
+           GError **err)
+{
+  node *n = graph_find (g, path);
+
+  if (n) {
+    if (strcmp (n->fmt, fmt) != 0) {
+      fail (err, VMSNAP_ERR_INVALID_INPUT,
+            "disk %s: image %s is named both as %s and as %s (by the catalog "
+            "or a backing file header); fix the image header with "
+            "`qemu-img rebase -u -F FORMAT` or the catalog", d->target,
+            n->path, n->fmt, fmt);
+      return NULL;
+    }
+    return n;
+  }
+  if (g->nodes->len >= MAX_NODES) {
+    fail (err, VMSNAP_ERR_INVALID_INPUT,
+          "disk %s: more than %d images in the snapshot graph", d->target,
+          MAX_NODES);
+    return NULL;
+  }
+  n = g_new0 (node, 1);
+  n->path = g_strdup (path);
+  n->real = real_or_self (path);
+  n->fmt = g_strdup (fmt);
+  g_ptr_array_add (g->nodes, n);
+  return n;
+}
+
+/* A backing name that is not a local file: a protocol prefix or json:. */
+static gboolean
+is_network_name (const char *name)
+{
+  const char *colon = strchr (name, ':');
+  const char *slash = strchr (name, '/');
+
+  return colon != NULL && (slash == NULL || colon < slash);
+}
+
+static gboolean
+run_json (vmsnap_op *op, const char *const *argv, JsonParser *p, GError **err)
+{
+  g_autofree char *out = NULL;
+
+  if (!vmsnap_op_run (op, argv, &out, err))
+    return FALSE;
+  return json_parser_load_from_data (p, out ? out : "", -1, err);
+}
+
+/* Read N's header: virtual size, backing file and its format. */
+static gboolean
+node_info (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img, node *n,
+           GError **err)
+{
+  const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", n->fmt,
+                         "--", n->path, NULL };
+  g_autoptr (JsonParser) p = json_parser_new ();
+  JsonNode *root;
+  JsonObject *o;
+  const char *b = NULL;
+
+  if (!run_json (op, argv, p, err))
+    return FALSE;
+  root = json_parser_get_root (p);
+  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root)) {
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: qemu-img info %s: unexpected "
+          "output", d->target, n->path);
+    return FALSE;
+  }
+  o = json_node_get_object (root);
+  n->vsize = json_object_get_int_member_with_default (o, "virtual-size", 0);
+  if (json_object_has_member (o, "full-backing-filename"))
+    b = json_object_get_string_member (o, "full-backing-filename");
+  else if (json_object_has_member (o, "backing-filename"))
+    b = json_object_get_string_member (o, "backing-filename");
+  if (b == NULL || *b == '\0')
+    return TRUE;
+  if (is_network_name (b)) {
+    fail (err, VMSNAP_ERR_UNSUPPORTED,
+          "disk %s: image %s is backed by %s, which is not a local file; %s "
+          "handles local files and block devices only", d->target, n->path, b,
+          NAME);
+    return FALSE;
+  }
+  if (g_path_is_absolute (b))
+    n->backing = g_strdup (b);
+  else {
+    g_autofree char *dir = g_path_get_dirname (n->path);
+    n->backing = g_build_filename (dir, b, NULL);
+  }
+  if (json_object_has_member (o, "backing-filename-format"))
+    n->backing_fmt = g_strdup (json_object_get_string_member (o, "backing-filename-format"));
+  if (n->backing_fmt == NULL) {
+    fail (err, VMSNAP_ERR_UNSUPPORTED,
+          "disk %s: image %s names its backing file %s without a format; "
+          "vmsnap never lets QEMU guess a format: record it with `qemu-img "
+          "rebase -u -f %s -F FORMAT -b %s %s`", d->target, n->path,
+          n->backing, n->fmt, n->backing, n->path);
+    return FALSE;
+  }
+  if (!g_strv_contains (overlay_bases, n->backing_fmt)) {
+    fail (err, VMSNAP_ERR_UNSUPPORTED,
+          "disk %s: image %s is backed by %s in format %s, which %s does not "
+          "handle", d->target, n->path, n->backing, n->backing_fmt, NAME);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Read every node's header and add the backing files until the graph is
+ * closed.  TOLERANT (list): files that cannot be read are marked missing
+ * instead of failing. */
+static gboolean
+graph_walk (graph *g, vmsnap_op *op, const vmsnap_disk *d,
+            const char *qemu_img, gboolean tolerant, GError **err)
+{
+  for (guint i = 0; i < g->nodes->len; i++) {
+    node *n = g_ptr_array_index (g->nodes, i);
+    struct stat st;
+    g_autoptr (GError) e = NULL;
+
+    if (stat (n->path, &st) < 0) {
+      int errsv = errno;
+      if (tolerant) {
+        n->missing = TRUE;
+        continue;
+      }
+      fail (err, VMSNAP_ERR_FAILED, "disk %s: image %s%s%s%s is missing: %s",
+            d->target, n->path, n->locator ? " (locator " : "",
+            n->locator ? n->locator : "", n->locator ? ")" : "",
+            g_strerror (errsv));
+      return FALSE;
+    }
+    n->block = !S_ISREG (st.st_mode);
+    if (!node_info (op, d, qemu_img, n, &e)) {
+      if (tolerant) {
+        n->missing = TRUE;
+        continue;
+      }
+      g_propagate_error (err, g_steal_pointer (&e));
+      return FALSE;
+    }
+    if (n->backing) {
+      node *p = graph_add (g, d, n->backing, n->backing_fmt, err);
+      if (p == NULL)
+        return FALSE;
+      n->parent = p;
+    }
+  }
+  /* Loops (a file backed, eventually, by itself) are refused. */
+  for (guint i = 0; i < g->nodes->len; i++) {
+    node *n = g_ptr_array_index (g->nodes, i);
+    guint steps = 0;
+    for (node *m = n; m; m = m->parent)
+      if (++steps > g->nodes->len) {
+        fail (err, VMSNAP_ERR_INVALID_INPUT,
+              "disk %s: the backing chain of %s loops", d->target, n->path);
+        return FALSE;
+      }
+  }
+  return TRUE;
+}
+
+/* The graph of ACTIVE (path, format) and LOCS (catalog strings). */
+static graph *
+graph_build (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+             const char *active_path, const char *active_fmt,
+             GPtrArray *locs, gboolean tolerant, GError **err)
+{
+  g_autoptr (graph) g = graph_new ();
+
+  g->active = graph_add (g, d, active_path, active_fmt, err);
+  if (g->active == NULL)
+    return NULL;
+  g->active->active = TRUE;
+  for (guint i = 0; locs && i < locs->len; i++) {
+    const char *loc = g_ptr_array_index (locs, i);
+    g_autofree char *fmt = NULL, *path = NULL;
+    node *n;
+
+    if (!loc_split (d, loc, &fmt, &path, err))
+      return NULL;
+    n = graph_add (g, d, path, fmt, err);
+    if (n == NULL)
+      return NULL;
+    if (n->locator == NULL)
+      n->locator = g_strdup (loc);
+  }
+  if (!graph_walk (g, op, d, qemu_img, tolerant, err))
+    return NULL;
+  return g_steal_pointer (&g);
+}
+
+/* The catalog's locators for the disk, plus EXTRA (the slot's own
+ * locator argument) if the catalog list does not hold it. */
+static GPtrArray *
+op_locators (const vmsnap_op *op, const char *extra)
+{
+  GPtrArray *a = g_ptr_array_new ();
+  size_t n = vmsnap_op_n_locators (op);
+  gboolean seen = extra == NULL;
+
+  for (size_t i = 0; i < n; i++) {
+    const char *l = vmsnap_op_locator (op, i);
+    if (l == NULL)
+      continue;
+    g_ptr_array_add (a, (gpointer) l);
+    seen = seen || strcmp (l, extra) == 0;
+  }
+  if (!seen)
+    g_ptr_array_add (a, (gpointer) extra);
+  return a;
+}
+
+/* The images whose backing file is N. */
+static GPtrArray *
+children (const graph *g, const node *n)
+{
+  GPtrArray *a = g_ptr_array_new ();
+
+  for (guint i = 0; i < g->nodes->len; i++) {
+    node *m = g_ptr_array_index (g->nodes, i);
+    if (m->parent == n && !m->missing)
+      g_ptr_array_add (a, m);
+  }
+  return a;
+}
+
+static char *
+node_loc (const node *n)
+{
+  return n->locator ? g_strdup (n->locator) : loc_make (n->fmt, n->path);
+}
+
+static char *
+nodes_text (GPtrArray *a)
+{
+  GString *s = g_string_new (NULL);
+
+  for (guint i = 0; i < a->len; i++) {
+    node *n = g_ptr_array_index (a, i);
+    g_string_append_printf (s, "%s%s", i ? ", " : "", n->path);
+  }
+  return g_string_free (s, FALSE);
+}
+
+/* ====================================================== measuring, space */
+
+/* Bytes allocated in the image itself (not in its backing files): the
+ * extents of `qemu-img map` with data and depth 0 (raw: with data). */
+static gboolean
+alloc_bytes (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+             const char *fmt, const char *path, guint64 *bytes, GError **err)
+{
+  const char *argv[] = { qemu_img, "map", "--output=json", "-f", fmt, "--",
+                         path, NULL };
+  g_autoptr (JsonParser) p = json_parser_new ();
+  JsonNode *root;
+  JsonArray *a;
+  guint64 sum = 0;
+
+  if (!run_json (op, argv, p, err))
+    return FALSE;
+  root = json_parser_get_root (p);
+  if (root == NULL || !JSON_NODE_HOLDS_ARRAY (root)) {
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: qemu-img map %s: unexpected "
+          "output", d->target, path);
+    return FALSE;
+  }
+  a = json_node_get_array (root);
+  for (guint i = 0; i < json_array_get_length (a); i++) {
+    JsonObject *o = json_array_get_object_element (a, i);
+    if (o == NULL)
+      continue;
+    if (json_object_get_boolean_member_with_default (o, "data", FALSE)
+        && json_object_get_int_member_with_default (o, "depth", 0) == 0)
+      sum += json_object_get_int_member_with_default (o, "length", 0);
+  }
+  *bytes = sum;
+  return TRUE;
+}
+
+/* Free bytes on the file system holding PATH (G_MAXUINT64: unknown, or a
+ * block device, which needs no new space). */
+static guint64
+free_bytes (const char *path, gboolean block)
+{
+  g_autofree char *dir = g_path_get_dirname (path);
+  struct statvfs sv;
+
+  if (block || statvfs (dir, &sv) < 0)
+    return G_MAXUINT64;
+  return (guint64) sv.f_bavail * sv.f_frsize;
+}
+
+/* ================================================================ common */
+
+static int
+check_slot (vmsnap_op *op, const vmsnap_disk *d, const char *slot,
+            unsigned int flags, gboolean offline_only, GError **err)
+{
+  if (!vmsnap_check_flags (NAME, slot, flags, 0, err))
+    return -1;
+  if (op == NULL || d == NULL)
+    return fail (err, VMSNAP_ERR_FAILED, "backend %s: %s called without an "
+                 "operation context or disk (internal error)", NAME, slot);
+  if (offline_only && vmsnap_op_is_online (op))
+    return fail (err, VMSNAP_ERR_UNSUPPORTED,
+                 "disk %s: %s with backend %s on a running or paused domain "
+                 "is not supported yet in this version of vmsnap; shut the "
+                 "domain off and run it again", d->target, slot, NAME);
+  if (d->type != VMSNAP_DISK_TYPE_FILE && d->type != VMSNAP_DISK_TYPE_BLOCK)
+    return fail (err, VMSNAP_ERR_UNSUPPORTED,
+                 "disk %s: %s with backend %s works on file and block disks "
+                 "only in this version of vmsnap (this is a %s disk)",
+                 d->target, slot, NAME, d->type_name ? d->type_name : "other");
+  if (d->source == NULL || !g_path_is_absolute (d->source))
+    return fail (err, VMSNAP_ERR_INVALID_INPUT,
+                 "disk %s: the source '%s' is not an absolute path; give "
+                 "the image's absolute path in the domain XML", d->target,
+                 d->source ? d->source : "(none)");
+  if (d->format == NULL || !g_strv_contains (overlay_bases, d->format))
+    return fail (err, VMSNAP_ERR_UNSUPPORTED,
+                 "disk %s: format '%s' cannot be the backing image of a qcow2 "
+                 "overlay (supported: qcow2, raw, vmdk, vdi, vpc, vhdx)",
+                 d->target, d->format ? d->format : "none");
+  return 0;
+}
+
+/* Record KEY=VALUE unless the journal holds it already (a re-run). */
+static gboolean
+op_set_once (vmsnap_op *op, const char *key, const char *value, GError **err)
+{
+  const char *old = vmsnap_op_get (op, key);
+
+  if (old && strcmp (old, value) == 0)
+    return TRUE;
+  return vmsnap_op_set (op, key, value, err);
+}
+
+/* "vda.vmsnap-0123abcd.qcow2" -> "vda"; "disk.raw" -> "disk". */
+static char *
+overlay_stem (const char *path)
+{
+  char *base = g_path_get_basename (path);
+  char *dot = strrchr (base, '.');
+  size_t len;
+
+  if (dot && dot != base)
+    *dot = '\0';
+  len = strlen (base);
+  if (len > TAG_LEN + HEX_LEN
+      && strncmp (base + len - TAG_LEN - HEX_LEN, TAG, TAG_LEN) == 0) {
+    gboolean hex = TRUE;
+    for (size_t i = len - HEX_LEN; i < len; i++)
+      hex = hex && g_ascii_isxdigit (base[i]);
+    if (hex)
+      base[len - TAG_LEN - HEX_LEN] = '\0';
+  }
+  return base;
+}
+
+/* Overlays go next to the active image; next to a block device they cannot,
+ * so they go to vmsnap's state directory for the domain. */
+static char *
+overlay_dir (vmsnap_op *op, const vmsnap_disk *d)
+{
+  struct stat st;
+
+  if (stat (d->source, &st) == 0 && !S_ISREG (st.st_mode)) {
+    const char *sd = vmsnap_op_state_dir (op);
+    return sd ? g_strdup (sd) : NULL;
+  }
+  return g_path_get_dirname (d->source);
+}
+
+/* Create a new qcow2 overlay backed by BPATH (format BFMT); *OUT: its path.
+ *
+ * Order (journal key "overlay", step "overlay-created"):
+ *  1. choose a free name and record it: a re-run after a crash reuses that
+ *     name, so at most one overlay file ever exists for this operation and
+ *     a rollback by the core knows which file to remove;
+ *  2. reserve it (O_EXCL, mode 0600 from the start: no window where another
+ *     user could open it), `qemu-img create` it, chmod 0600;
+ *  3. mark done.
+ * Nothing refers to the overlay until the core records the result, so a
+ * repeat of step 2 (crash before the mark) may simply overwrite it.  On
+ * failure the file is removed: nothing half-created remains. */
+static int
+make_overlay (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+              const char *bfmt, const char *bpath, char **out, GError **err)
+{
+  const char *rec = vmsnap_op_get (op, "overlay");
+  g_autofree char *path = NULL;
+  GError *e = NULL;
+  int fd;
+
+  if (rec) {
+    path = g_strdup (rec);
+    if (vmsnap_op_step_done (op, "overlay-created")
+        && g_file_test (path, G_FILE_TEST_IS_REGULAR)) {
+      *out = g_steal_pointer (&path);
+      return 0;
+    }
+  } else {
+    g_autofree char *dir = overlay_dir (op, d);
+    g_autofree char *stem = overlay_stem (d->source);
+    struct stat st;
+
+    if (dir == NULL)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: no directory for the "
+                   "overlay of %s (no state directory)", d->target, d->source);
+    for (int tries = 0; tries < 64 && path == NULL; tries++) {
+      g_autofree char *cand = g_strdup_printf ("%s/%s" TAG "%08x.qcow2", dir,
+                                               stem, g_random_int ());
+      if (lstat (cand, &st) < 0 && errno == ENOENT)
+        path = g_steal_pointer (&cand);
+    }
+    if (path == NULL)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: cannot find a free "
+                   "overlay name in %s", d->target, dir);
+    if (!vmsnap_op_set (op, "overlay", path, err))
+      return -1;
+  }
+
+  /* O_EXCL unless this file is ours from an interrupted run of this very
+   * operation (its name was recorded before it was created). */
+  fd = open (path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW
+                   | (rec ? 0 : O_EXCL), 0600);
+  if (fd < 0) {
+    int errsv = errno;
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: cannot create overlay "
+                 "%s: %s", d->target, path, g_strerror (errsv));
+  }
+  close (fd);
+  {
+    const char *argv[] = { qemu_img, "create", "-q", "-f", "qcow2",
+                           "-F", bfmt, "-b", bpath, "--", path, NULL };
+    if (!vmsnap_op_run (op, argv, NULL, &e)) {
+      unlink (path);
+      return fail_with (err, e, "nothing was changed; fix the cause and "
+                        "run the command again",
+                        "disk %s: creating overlay %s on %s (%s)", d->target,
+                        path, bpath, bfmt);
+    }
+  }
+  if (chmod (path, 0600) < 0) {
+    int errsv = errno;
+    unlink (path);
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: chmod 0600 %s: %s",
+                 d->target, path, g_strerror (errsv));
+  }
+  if (!vmsnap_op_mark_done (op, "overlay-created", err)) {
+    unlink (path);
+    return -1;
+  }
+  *out = g_steal_pointer (&path);
+  return 0;
+}
+
+/* ================================================================ create */
+
+/* The active image becomes the snapshot (its locator), a new overlay on
+ * top becomes the active source.  The active image is not modified at all:
+ * freezing it is just "nobody writes it any more", which the core makes
+ * true by switching the domain to the overlay when it records the result.
+ * A crash before that leaves an unreferenced overlay that the re-run reuses
+ * (or the core's rollback removes). */
+static int
+qext_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+             unsigned int flags, vmsnap_result *res, GError **err)
+{
+  g_autofree char *qemu_img = NULL;
+  g_autofree char *overlay = NULL;
+  g_autofree char *loc = NULL, *undo = NULL;
+
+  if (check_slot (op, d, "create", flags, TRUE, err) < 0)
+    return -1;
+  if (!g_file_test (d->source, G_FILE_TEST_EXISTS))
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: active image %s does not "
+                 "exist", d->target, d->source);
+  qemu_img = vmsnap_op_qemu_img (op, err);
+  if (qemu_img == NULL)
+    return -1;
+  if (make_overlay (op, d, qemu_img, d->format, d->source, &overlay, err) < 0)
+    return -1;
+  loc = loc_make (d->format, d->source);
+  undo = loc_make ("qcow2", overlay);
+  vmsnap_result_set_locator (res, loc);
+  vmsnap_result_set_new_source (res, overlay, "qcow2");
+  /* If the VM operation is rolled back (another disk failed), the core
+   * discards the overlay: the active image was never touched. */
+  vmsnap_result_add_undo (res, undo);
+  vmsnap_result_set_note (res, "%s frozen as snapshot '%s'; new active "
+                          "overlay %s", d->source, name ? name : "", overlay);
+  return 0;
+}
+
+/* ================================================================ revert */
+
+/* A new overlay on the snapshot's image becomes the active source; the
+ * snapshot's image is only read (it is the overlay's backing file), so it
+ * can be reverted to again.  The old active image is garbage unless it is a
+ * snapshot's image itself or something is backed by it; that decision is
+ * recorded ("discard-old-active") before the overlay is made, and the image
+ * is removed by the core only after the domain points to the new overlay. */
+static int
+qext_revert (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+             unsigned int flags, vmsnap_result *res, GError **err)
+{
+  g_autofree char *qemu_img = NULL;
+  g_autofree char *fmt = NULL, *path = NULL, *overlay = NULL;
+  g_autofree char *real_t = NULL, *real_a = NULL;
+  const char *rec;
+  gboolean garbage;
+
+  if (check_slot (op, d, "revert", flags, TRUE, err) < 0)
+    return -1;
+  if (!loc_split (d, locator, &fmt, &path, err))
+    return -1;
+  real_t = real_or_self (path);
+  real_a = real_or_self (d->source);
+  if (strcmp (real_t, real_a) == 0)
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot locator %s is the "
+                 "active image itself (internal error: the catalog and the "
+                 "domain disagree)", d->target, locator);
+  if (!g_file_test (path, G_FILE_TEST_EXISTS))
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: the snapshot's image %s "
+                 "is missing; it cannot be reverted to", d->target, path);
+  qemu_img = vmsnap_op_qemu_img (op, err);
+  if (qemu_img == NULL)
+    return -1;
+
+  rec = vmsnap_op_get (op, "discard-old-active");
+  if (rec)
+    garbage = strcmp (rec, "yes") == 0;
+  else {
+    g_autoptr (GPtrArray) locs = op_locators (op, locator);
+    g_autoptr (graph) g = graph_build (op, d, qemu_img, d->source, d->format,
+                                       locs, FALSE, err);
+    g_autoptr (GPtrArray) ch = NULL;
+
+    if (g == NULL)
+      return -1;
+    ch = children (g, g->active);
+    garbage = g->active->locator == NULL && ch->len == 0;
+    if (!vmsnap_op_set (op, "discard-old-active", garbage ? "yes" : "no", err))
+      return -1;
+  }
+  if (make_overlay (op, d, qemu_img, fmt, path, &overlay, err) < 0)
+    return -1;
+  vmsnap_result_set_new_source (res, overlay, "qcow2");
+  {
+    g_autofree char *undo = loc_make ("qcow2", overlay);
+    vmsnap_result_add_undo (res, undo);
+  }
+  if (garbage) {
+    g_autofree char *old = loc_make (d->format, d->source);
+    vmsnap_result_add_garbage (res, old);
+  }
+  vmsnap_result_set_note (res, "new active overlay %s on %s; previous active "
+                          "image %s %s", overlay, path, d->source,
+                          garbage ? "discarded"
+                                  : "kept (a snapshot's image or a backing file)");
+  return 0;
+}
+
+/* ========================================================= consolidation */
+
+/* Taking image U out of the graph (delete, merge).
+ *
+ *  drop    U has no dependents: nothing to copy, U is garbage.
+ *  commit  U's only dependent C is committed into U (`qemu-img commit -d`,
+ *          C unchanged), C's own dependents are rebased (-u) onto U, and
+ *          U's file now holds C's point: C's locator is renamed to U's (or
+ *          U becomes the active source when C was active); C is garbage.
+ *  pull    U's data is pulled into C (safe `qemu-img rebase` of C onto U's
+ *          backing file); U is garbage.  No locator moves.
+ *  spread  (merge with max_depth) U has several dependents: each is pulled
+ *          like above; U is garbage.
+ *
+ * The plan is recorded as one JSON value (key "<prefix>plan") with the
+ * byte counts ("<prefix>commit_bytes", "<prefix>pull_bytes"), then the
+ * direction ("<prefix>direction") last: the direction is the commit point
+ * of the decision, a re-run that finds it replays this plan exactly and
+ * never re-reads a graph the interrupted steps may have half-changed. */
+typedef struct {
+  char *direction;
+  char *u_fmt, *u_path, *u_loc;
+  char *c_fmt, *c_path, *c_loc, *c_backing;   /* commit / pull */
+  gboolean c_active;
+  GPtrArray *deps;       /* char* "fmt:path": commit: C's children;
+                            spread: U's dependents */
+  char *b_fmt, *b_path;  /* U's backing file, NULL when U has none */
+  guint64 commit_bytes, pull_bytes;
+} plan;
+
+static void
+plan_free (plan *p)
+{
+  if (p == NULL)
+    return;
+  g_free (p->direction);
+  g_free (p->u_fmt);
+  g_free (p->u_path);
+  g_free (p->u_loc);
+  g_free (p->c_fmt);
+  g_free (p->c_path);
+  g_free (p->c_loc);
+  g_free (p->c_backing);
+  if (p->deps)
+    g_ptr_array_unref (p->deps);
+  g_free (p->b_fmt);
+  g_free (p->b_path);
+  g_free (p);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (plan, plan_free)
+
+static plan *
+plan_new (const char *direction, const node *u)
+{
+  plan *p = g_new0 (plan, 1);
+
+  p->direction = g_strdup (direction);
+  p->u_fmt = g_strdup (u->fmt);
+  p->u_path = g_strdup (u->path);
+  p->u_loc = node_loc (u);
+  p->deps = g_ptr_array_new_with_free_func (g_free);
+  if (u->parent) {
+    p->b_fmt = g_strdup (u->backing_fmt);
+    p->b_path = g_strdup (u->backing);
+  }
+  return p;
+}
+
+static void
+json_add_str (JsonBuilder *b, const char *k, const char *v)
+{
+  json_builder_set_member_name (b, k);
+  if (v)
+    json_builder_add_string_value (b, v);
+  else
+    json_builder_add_null_value (b);
+}
+
+static char *
+plan_to_json (const plan *p)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  g_autoptr (JsonGenerator) gen = json_generator_new ();
+  g_autoptr (JsonNode) root = NULL;
+
+  json_builder_begin_object (b);
+  json_add_str (b, "direction", p->direction);
+  json_add_str (b, "u_fmt", p->u_fmt);
+  json_add_str (b, "u_path", p->u_path);
+  json_add_str (b, "u_loc", p->u_loc);
+  json_add_str (b, "c_fmt", p->c_fmt);
+  json_add_str (b, "c_path", p->c_path);
+  json_add_str (b, "c_loc", p->c_loc);
+  json_add_str (b, "c_backing", p->c_backing);
+  json_builder_set_member_name (b, "c_active");
+  json_builder_add_boolean_value (b, p->c_active);
+  json_builder_set_member_name (b, "deps");
+  json_builder_begin_array (b);
+  for (guint i = 0; i < p->deps->len; i++)
+    json_builder_add_string_value (b, g_ptr_array_index (p->deps, i));
+  json_builder_end_array (b);
+  json_add_str (b, "b_fmt", p->b_fmt);
+  json_add_str (b, "b_path", p->b_path);
+  json_builder_set_member_name (b, "commit_bytes");
+  json_builder_add_int_value (b, (gint64) p->commit_bytes);
+  json_builder_set_member_name (b, "pull_bytes");
+  json_builder_add_int_value (b, (gint64) p->pull_bytes);
+  json_builder_end_object (b);
+  root = json_builder_get_root (b);
+  json_generator_set_root (gen, root);
+  return json_generator_to_data (gen, NULL);
+}
+
+static char *
+json_str (JsonObject *o, const char *k)
+{
+  JsonNode *n = json_object_get_member (o, k);
+
+  if (n == NULL || JSON_NODE_HOLDS_NULL (n)
+      || json_node_get_value_type (n) != G_TYPE_STRING)
+    return NULL;
+  return g_strdup (json_node_get_string (n));
+}
+
+static plan *
+plan_load (vmsnap_op *op, const vmsnap_disk *d, const char *prefix,
+           GError **err)
+{
+  g_autofree char *kp = g_strconcat (prefix, "plan", NULL);
+  const char *s = vmsnap_op_get (op, kp);
+  g_autoptr (JsonParser) jp = json_parser_new ();
+  g_autoptr (plan) p = g_new0 (plan, 1);
+  JsonNode *root;
+  JsonObject *o;
+  JsonArray *a;
+
+  if (s == NULL || !json_parser_load_from_data (jp, s, -1, NULL)
+      || (root = json_parser_get_root (jp)) == NULL
+      || !JSON_NODE_HOLDS_OBJECT (root)) {
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: the journal of the interrupted "
+          "operation has no readable '%s' record; it cannot be resumed",
+          d->target, kp);
+    return NULL;
+  }
+  o = json_node_get_object (root);
+  p->direction = json_str (o, "direction");
+  p->u_fmt = json_str (o, "u_fmt");
+  p->u_path = json_str (o, "u_path");
+  p->u_loc = json_str (o, "u_loc");
+  p->c_fmt = json_str (o, "c_fmt");
+  p->c_path = json_str (o, "c_path");
+  p->c_loc = json_str (o, "c_loc");
+  p->c_backing = json_str (o, "c_backing");
+  p->c_active = json_object_get_boolean_member_with_default (o, "c_active", FALSE);
+  p->deps = g_ptr_array_new_with_free_func (g_free);
+  a = json_object_has_member (o, "deps")
+      ? json_object_get_array_member (o, "deps") : NULL;
+  for (guint i = 0; a && i < json_array_get_length (a); i++)
+    g_ptr_array_add (p->deps, g_strdup (json_array_get_string_element (a, i)));
+  p->b_fmt = json_str (o, "b_fmt");
+  p->b_path = json_str (o, "b_path");
+  p->commit_bytes = json_object_get_int_member_with_default (o, "commit_bytes", 0);
+  p->pull_bytes = json_object_get_int_member_with_default (o, "pull_bytes", 0);
+  if (p->direction == NULL || p->u_fmt == NULL || p->u_path == NULL
+      || p->u_loc == NULL
+      || ((!strcmp (p->direction, "commit") || !strcmp (p->direction, "pull"))
+          && (p->c_fmt == NULL || p->c_path == NULL || p->c_backing == NULL))) {
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: the journal record '%s' of the "
+          "interrupted operation is incomplete; it cannot be resumed",
+          d->target, kp);
+    return NULL;
+  }
+  return g_steal_pointer (&p);
+}
+
+/* Record P: byte counts and plan first, the direction last. */
+static gboolean
+plan_record (vmsnap_op *op, const char *prefix, const plan *p, GError **err)
+{
+  g_autofree char *kc = g_strconcat (prefix, "commit_bytes", NULL);
+  g_autofree char *kl = g_strconcat (prefix, "pull_bytes", NULL);
+  g_autofree char *kp = g_strconcat (prefix, "plan", NULL);
+  g_autofree char *kd = g_strconcat (prefix, "direction", NULL);
+  g_autofree char *vc = g_strdup_printf ("%" G_GUINT64_FORMAT, p->commit_bytes);
+  g_autofree char *vl = g_strdup_printf ("%" G_GUINT64_FORMAT, p->pull_bytes);
+  g_autofree char *vp = plan_to_json (p);
+
+  return op_set_once (op, kc, vc, err) && op_set_once (op, kl, vl, err)
+         && op_set_once (op, kp, vp, err)
+         && op_set_once (op, kd, p->direction, err);
+}
+
+/* Decide how to take U out of the graph given its only dependent C:
+ * the direction that copies fewer bytes (ties: commit). */
+static plan *
+plan_decide (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+             const graph *g, const node *u, const node *c, GError **err)
+{
+  g_autoptr (plan) p = NULL;
+  g_autoptr (GPtrArray) gc = children (g, c);
+  guint64 cb, pb, cfree, pfree;
+
+  if (c->vsize != u->vsize)
+    return fail (err, VMSNAP_ERR_UNSUPPORTED,
+                 "disk %s: %s (%" G_GUINT64_FORMAT " bytes) and the image "
+                 "backed by it, %s (%" G_GUINT64_FORMAT " bytes), have "
+                 "different virtual sizes; merging across a resize is not "
+                 "supported: nothing was changed", d->target, u->path,
+                 u->vsize, c->path, c->vsize), NULL;
+  if (strcmp (c->fmt, "qcow2") != 0)
+    return fail (err, VMSNAP_ERR_UNSUPPORTED,
+                 "disk %s: %s is a %s image backed by %s; %s commits and "
+                 "rebases qcow2 images only: nothing was changed", d->target,
+                 c->path, c->fmt, u->path, NAME), NULL;
+  for (guint i = 0; i < gc->len; i++) {
+    node *x = g_ptr_array_index (gc, i);
+    if (strcmp (x->fmt, "qcow2") != 0)
+      return fail (err, VMSNAP_ERR_UNSUPPORTED,
+                   "disk %s: %s is a %s image backed by %s; %s rebases "
+                   "qcow2 images only: nothing was changed", d->target,
+                   x->path, x->fmt, c->path, NAME), NULL;
+  }
+  if (!alloc_bytes (op, d, qemu_img, c->fmt, c->path, &cb, err)
+      || !alloc_bytes (op, d, qemu_img, u->fmt, u->path, &pb, err))
+    return NULL;
+
+  p = plan_new (cb <= pb ? "commit" : "pull", u);
+  p->commit_bytes = cb;
+  p->pull_bytes = pb;
+  p->c_fmt = g_strdup (c->fmt);
+  p->c_path = g_strdup (c->path);
+  p->c_loc = c->locator ? g_strdup (c->locator) : NULL;
+  p->c_backing = g_strdup (c->backing);
+  p->c_active = c->active;
+  for (guint i = 0; i < gc->len; i++)
+    g_ptr_array_add (p->deps, node_loc (g_ptr_array_index (gc, i)));
+
+  /* Space: commit writes into U's file, pull into C's.  When the cheaper
+   * direction clearly does not fit and the other does, take the other: a
+   * commit that runs out of space has already overwritten part of U. */
+  cfree = free_bytes (u->path, u->block);
+  pfree = free_bytes (c->path, c->block);
+  if (!strcmp (p->direction, "commit") && cb > cfree && pb <= pfree) {
+    g_free (p->direction);
+    p->direction = g_strdup ("pull");
+  } else if (!strcmp (p->direction, "pull") && pb > pfree && cb <= cfree) {
+    g_free (p->direction);
+    p->direction = g_strdup ("commit");
+  }
+  return g_steal_pointer (&p);
+}
+
+/* Run the plan's storage steps, skipping those marked done.
+ *
+ * Why each order is safe (a crash or a tool failure at any point):
+ *
+ *  commit, step "<prefix>commit": `qemu-img commit -d -b U C` writes C's
+ *   own clusters into U and leaves C unchanged.  C reads its own clusters
+ *   from itself and the rest from U, where commit wrote nothing, so C's
+ *   contents, and those of everything backed by C (the active image or
+ *   later snapshots), stay the same while U is half-written.  Only U's
+ *   own point is being lost, and that is the point being deleted.  U has no
+ *   other dependent (that is why this direction was allowed), so nothing
+ *   else reads U.  A repeat copies the same clusters again.
+ *  commit, step "<prefix>rebase-children": only once the commit is done
+ *   (U now reads exactly like C), C's dependents are pointed at U with
+ *   `rebase -u` (a header write, repeatable); before and after it they read
+ *   the same data.  C stays intact until the core has recorded the rename
+ *   and discards it.
+ *  pull, step "<prefix>pull" (and spread "<prefix>pull-N"): a safe rebase
+ *   copies into C the clusters where U's chain differs from the new backing
+ *   file, then rewrites C's header.  Every cluster it writes holds what C
+ *   read there through U anyway, and U is not modified at all, so U's own
+ *   point is intact until the core removes it.
+ *   BUT qemu-img (7.2) writes C's new header while the L2 table entries of
+ *   the copied clusters may still sit in its metadata cache (they reach the
+ *   file when it closes the image): killed in that window, C names the new
+ *   backing file without all of the copied data, and reads wrong (seen in
+ *   testing with kill -9).  So every run of the step first points C back at
+ *   U with `rebase -u` (a header write): whatever C holds is its own data
+ *   or a copy of what it read through U, so on U it reads right again,
+ *   whether the previous run stopped before, inside or after that window;
+ *   then the safe rebase runs from the start.  On a fresh run the header
+ *   already names U and the extra call changes nothing. */
+static int
+plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+          const char *prefix, const plan *p, GError **err)
+{
+  GError *e = NULL;
+
+  if (!strcmp (p->direction, "commit")) {
+    g_autofree char *s1 = g_strconcat (prefix, "commit", NULL);
+    g_autofree char *s2 = g_strconcat (prefix, "rebase-children", NULL);
+
+    if (!vmsnap_op_step_done (op, s1)) {
+      const char *argv[] = { qemu_img, "commit", "-p", "-d", "-f", p->c_fmt,
+                             "-b", p->c_backing, "--", p->c_path, NULL };
+      g_autofree char *size = fmt_size (p->commit_bytes);
+      g_autofree char *hint = g_strdup_printf (
+        "%s and every other snapshot are unchanged, but %s was partly "
+        "overwritten: the point being removed (%s) is no longer valid and "
+        "the operation must be finished, not undone: make room for about "
+        "%s on the file system of %s, then run `vmsnap recover` (or the "
+        "same command again)", p->c_path, p->u_path, p->u_loc, size,
+        p->u_path);
+      if (!vmsnap_op_run_progress (op, argv, &e))
+        return fail_with (err, e, hint, "disk %s: committing %s into %s",
+                          d->target, p->c_path, p->u_path);
+      if (!vmsnap_op_mark_done (op, s1, err))
+        return -1;
+    }
+    if (!vmsnap_op_step_done (op, s2)) {
+      for (guint i = 0; i < p->deps->len; i++) {
+        g_autofree char *f = NULL, *path = NULL;
+        if (!loc_split (d, g_ptr_array_index (p->deps, i), &f, &path, err))
+          return -1;
+        const char *argv[] = { qemu_img, "rebase", "-u", "-f", f, "-F",
+                               p->u_fmt, "-b", p->u_path, "--", path, NULL };
+        if (!vmsnap_op_run (op, argv, NULL, &e))
+          return fail_with (err, e, "no data was lost (the image reads the "
+                            "same through either backing file); fix the "
+                            "cause and run `vmsnap recover`",
+                            "disk %s: pointing %s at %s", d->target, path,
+                            p->u_path);
+      }
+      if (!vmsnap_op_mark_done (op, s2, err))
+        return -1;
+    }
+    return 0;
+  }
+
+  if (!strcmp (p->direction, "pull") || !strcmp (p->direction, "spread")) {
+    gboolean spread = !strcmp (p->direction, "spread");
+    guint n = spread ? p->deps->len : 1;
+
+    for (guint i = 0; i < n; i++) {
+      g_autofree char *step = spread
+        ? g_strdup_printf ("%spull-%u", prefix, i)
+        : g_strconcat (prefix, "pull", NULL);
+      g_autofree char *f = NULL, *path = NULL;
+      g_autofree char *size = fmt_size (p->pull_bytes);
+      g_autofree char *hint = NULL;
+
+      if (vmsnap_op_step_done (op, step))
+        continue;
+      if (spread) {
+        if (!loc_split (d, g_ptr_array_index (p->deps, i), &f, &path, err))
+          return -1;
+      } else {
+        f = g_strdup (p->c_fmt);
+        path = g_strdup (p->c_path);
+      }
+      hint = g_strdup_printf ("nothing was lost: %s still reads through %s, "
+                              "which is unchanged; make room for about %s on "
+                              "the file system of %s and run the command "
+                              "again", path, p->u_path, size, path);
+      {
+        const char *argv_u[] = { qemu_img, "rebase", "-u", "-f", f,
+                                 "-F", p->u_fmt, "-b",
+                                 !spread && p->c_backing ? p->c_backing
+                                                         : p->u_path,
+                                 "--", path, NULL };
+        if (!vmsnap_op_run (op, argv_u, NULL, &e))
+          return fail_with (err, e, "nothing was changed; fix the cause and "
+                            "run `vmsnap recover`",
+                            "disk %s: pointing %s at %s before pulling",
+                            d->target, path, p->u_path);
+      }
+      {
+        const char *argv_b[] = { qemu_img, "rebase", "-p", "-f", f,
+                                 "-F", p->b_fmt, "-b", p->b_path, "--", path,
+                                 NULL };
+        const char *argv_n[] = { qemu_img, "rebase", "-p", "-f", f, "-b", "",
+                                 "--", path, NULL };
+        if (!vmsnap_op_run_progress (op, p->b_path ? argv_b : argv_n, &e))
+          return fail_with (err, e, hint, "disk %s: pulling %s into %s",
+                            d->target, p->u_path, path);
+      }
+      if (!vmsnap_op_mark_done (op, step, err))
+        return -1;
+    }
+    return 0;
+  }
+  if (!strcmp (p->direction, "drop"))
+    return 0;
+  return fail (err, VMSNAP_ERR_FAILED, "disk %s: unknown direction '%s' in "
+               "the journal", d->target, p->direction);
+}
+
+static const char *
+plan_other_bytes_text (const plan *p, char **buf)
+{
+  g_autofree char *c = fmt_size (p->commit_bytes);
+  g_autofree char *l = fmt_size (p->pull_bytes);
+
+  *buf = g_strdup_printf ("%s: commit would copy %s, pull %s",
+                          !strcmp (p->direction, "commit") ? "commit chosen"
+                          : "pull chosen", c, l);
+  return *buf;
+}
+
+/* ================================================================ delete */
+
+static int
+qext_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+             unsigned int flags, vmsnap_result *res, GError **err)
+{
+  g_autofree char *qemu_img = NULL;
+  g_autofree char *fmt = NULL, *path = NULL, *both = NULL;
+  g_autoptr (plan) p = NULL;
+  g_autoptr (graph) g = NULL;
+  g_autoptr (GPtrArray) ch = NULL;
+  g_autoptr (GPtrArray) locs = NULL;
+  node *u;
+
+  if (check_slot (op, d, "delete", flags, TRUE, err) < 0)
+    return -1;
+  if (!loc_split (d, locator, &fmt, &path, err))
+    return -1;
+  qemu_img = vmsnap_op_qemu_img (op, err);
+  if (qemu_img == NULL)
+    return -1;
+
+  /* Resuming: replay the recorded plan; the graph on storage may be half
+   * way between before and after and is not read again. */
+  if (vmsnap_op_get (op, "direction")) {
+    p = plan_load (op, d, "", err);
+    if (p == NULL)
+      return -1;
+  } else {
+    locs = op_locators (op, locator);
+    g = graph_build (op, d, qemu_img, d->source, d->format, locs, FALSE, err);
+    if (g == NULL)
+      return -1;
+    u = graph_find (g, path);
+    g_assert (u != NULL);
+    if (u->active)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot locator %s is "
+                   "the active image (internal error: the catalog and the "
+                   "domain disagree); nothing was changed", d->target, locator);
+    ch = children (g, u);
+    if (ch->len == 0) {
+      /* Nothing reads U: removing it changes nobody's contents. */
+      vmsnap_result_add_garbage (res, locator);
+      vmsnap_result_set_note (res, "%s was the backing file of no other "
+                              "image: removed without copying data", path);
+      return 0;
+    }
+    if (ch->len > 1) {
+      g_autofree char *list = nodes_text (ch);
+      vmsnap_result_set_kept (res, true);
+      vmsnap_result_set_note (res, "%s is still the backing file of %u images "
+                              "(%s): its data stays as an unnamed point until "
+                              "`vmsnap merge` can consolidate it", path,
+                              ch->len, list);
+      return 0;
+    }
+    p = plan_decide (op, d, qemu_img, g, u, g_ptr_array_index (ch, 0), err);
+    if (p == NULL)
+      return -1;
+    g_free (p->u_loc);
+    p->u_loc = g_strdup (locator);   /* the catalog's exact string */
+    if (!plan_record (op, "", p, err))
+      return -1;
+  }
+
+  if (plan_run (op, d, qemu_img, "", p, err) < 0)
+    return -1;
+
+  plan_other_bytes_text (p, &both);
+  if (!strcmp (p->direction, "commit")) {
+    g_autofree char *cg = p->c_loc ? g_strdup (p->c_loc)
+                                    : loc_make (p->c_fmt, p->c_path);
+    /* U's file now holds C's point in time. */
+    if (p->c_active)
+      vmsnap_result_set_new_source (res, p->u_path, p->u_fmt);
+    else if (p->c_loc)
+      vmsnap_result_add_rename (res, p->c_loc, p->u_loc);
+    vmsnap_result_add_garbage (res, cg);
+    vmsnap_result_add_bytes_copied (res, p->commit_bytes);
+    vmsnap_result_set_note (res, "committed %s into %s, which now holds %s; "
+                            "%s", p->c_path, p->u_path,
+                            p->c_active ? "the disk's current contents (it "
+                                          "is the new active image)"
+                                        : "the later point in time", both);
+  } else {
+    vmsnap_result_add_garbage (res, p->u_loc);
+    vmsnap_result_add_bytes_copied (res, p->pull_bytes);
+    vmsnap_result_set_note (res, "pulled %s into %s (now backed by %s); %s",
+                            p->u_path, p->c_path,
+                            p->b_path ? p->b_path : "nothing", both);
+  }
+  return 0;
+}
+
+/* ================================================================= merge */
+
+/* The merge's view of the catalog while it works: where each point lives
+ * now, which are gone, and what the active image is. */
+typedef struct {
+  char *orig;       /* the catalog's locator when the merge started */
+  char *cur;        /* where the point lives now */
+  gboolean named;
+  gboolean removed;
+} mpoint;
+
+typedef struct {
+  GPtrArray *points;        /* mpoint* */
+  char *active_path, *active_fmt;
+  gboolean active_moved;
+  GPtrArray *garbage;       /* char* locators */
+  guint64 copied;
+  GString *log;
+  GHashTable *skip;         /* points (cur) that cannot be consolidated */
+  GString *skipped;         /* why, for the note */
+} mstate;
+
+static void
+mpoint_free (gpointer x)
+{
+  mpoint *m = x;
+
+  g_free (m->orig);
+  g_free (m->cur);
+  g_free (m);
+}
+
+static void
+mstate_clear (mstate *s)
+{
+  g_ptr_array_unref (s->points);
+  g_free (s->active_path);
+  g_free (s->active_fmt);
+  g_ptr_array_unref (s->garbage);
+  g_string_free (s->log, TRUE);
+  g_hash_table_unref (s->skip);
+  g_string_free (s->skipped, TRUE);
+}
+
+static mpoint *
+mstate_find (mstate *s, const char *cur)
+{
+  for (guint i = 0; i < s->points->len; i++) {
+    mpoint *m = g_ptr_array_index (s->points, i);
+    if (!m->removed && strcmp (m->cur, cur) == 0)
+      return m;
+  }
+  return NULL;
+}
+
+/* The catalog-level effect of a plan whose storage steps are done. */
+static void
+mstate_apply (mstate *s, const plan *p)
+{
+  mpoint *mu = mstate_find (s, p->u_loc);
+  g_autofree char *both = NULL;
+
+  if (mu)
+    mu->removed = TRUE;
+  if (s->log->len)
+    g_string_append (s->log, "; ");
+  if (!strcmp (p->direction, "commit")) {
+    mpoint *mc = p->c_loc ? mstate_find (s, p->c_loc) : NULL;
+    if (p->c_active) {
+      g_free (s->active_path);
+      g_free (s->active_fmt);
+      s->active_path = g_strdup (p->u_path);
+      s->active_fmt = g_strdup (p->u_fmt);
+      s->active_moved = TRUE;
+    } else if (mc) {
+      g_free (mc->cur);
+      mc->cur = g_strdup (p->u_loc);
+    }
+    g_ptr_array_add (s->garbage, p->c_loc ? g_strdup (p->c_loc)
+                                          : loc_make (p->c_fmt, p->c_path));
+    s->copied += p->commit_bytes;
+    g_string_append_printf (s->log, "committed %s into %s (%s)", p->c_path,
+                            p->u_path, plan_other_bytes_text (p, &both));
+  } else if (!strcmp (p->direction, "pull")) {
+    g_ptr_array_add (s->garbage, g_strdup (p->u_loc));
+    s->copied += p->pull_bytes;
+    g_string_append_printf (s->log, "pulled %s into %s (%s)", p->u_path,
+                            p->c_path, plan_other_bytes_text (p, &both));
+  } else if (!strcmp (p->direction, "spread")) {
+    g_ptr_array_add (s->garbage, g_strdup (p->u_loc));
+    s->copied += p->pull_bytes * p->deps->len;
+    g_string_append_printf (s->log, "copied %s into its %u dependents",
+                            p->u_path, p->deps->len);
+  } else {
+    g_ptr_array_add (s->garbage, g_strdup (p->u_loc));
+    g_string_append_printf (s->log, "dropped %s (nothing depended on it)",
+                            p->u_path);
+  }
+}
+
+static GPtrArray *
+mstate_locs (mstate *s)
+{
+  GPtrArray *a = g_ptr_array_new ();
+
+  for (guint i = 0; i < s->points->len; i++) {
+    mpoint *m = g_ptr_array_index (s->points, i);
+    if (!m->removed)
+      g_ptr_array_add (a, m->cur);
+  }
+  return a;
+}
+
+/* Layers from N down to its root (N counts). */
+static guint
+chain_depth (const node *n)
+{
+  guint k = 0;
+
+  for (; n; n = n->parent)
+    k++;
+  return k;
+}
+
+static gboolean
+chain_has (const node *leaf, const node *x)
+{
+  for (const node *n = leaf; n; n = n->parent)
+    if (n == x)
+      return TRUE;
+  return FALSE;
+}
+
+/* Is some chain (from a leaf: an image nothing is backed by) through U
+ * deeper than MAX? */
+static gboolean
+too_deep_through (const graph *g, const node *u, guint max)
+{
+  for (guint i = 0; i < g->nodes->len; i++) {
+    node *n = g_ptr_array_index (g->nodes, i);
+    g_autoptr (GPtrArray) ch = NULL;
+    if (n->missing)
+      continue;
+    ch = children (g, n);
+    if (ch->len == 0 && chain_depth (n) > max && chain_has (n, u))
+      return TRUE;
+  }
+  return FALSE;
+}
+
+static gboolean
+is_kept (const vmsnap_merge_spec *spec, const char *loc)
+{
+  for (size_t i = 0; spec->keep && i < spec->n_keep; i++)
+    if (spec->keep[i] && strcmp (spec->keep[i], loc) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+/* A point whose consolidation is refused (different virtual sizes, a
+ * dependent that is not qcow2) is left as it is and named in the note: merge
+ * does what it can, and a refusal is not a reason to stop the rest.  The
+ * refusal is a pure function of the images, so a re-run after a crash skips
+ * the same points. */
+static gboolean
+merge_skip (const vmsnap_disk *d, mstate *s, const char *cur, GError **e)
+{
+  g_autofree char *pre = g_strdup_printf ("disk %s: ", d->target);
+  const char *msg;
+
+  if (*e == NULL || (*e)->domain != VMSNAP_ERROR
+      || (*e)->code != VMSNAP_ERR_UNSUPPORTED)
+    return FALSE;
+  msg = g_str_has_prefix ((*e)->message, pre)
+        ? (*e)->message + strlen (pre) : (*e)->message;
+  g_hash_table_add (s->skip, g_strdup (cur));
+  g_string_append_printf (s->skipped, "%s%s", s->skipped->len ? "; " : "",
+                          msg);
+  g_clear_error (e);
+  return TRUE;
+}
+
+/* Decide the next consolidation on the current graph, or NULL (and no
+ * error) when there is nothing more to do. */
+static plan *
+merge_next (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+            mstate *s, const vmsnap_merge_spec *spec, GError **err)
+{
+  g_autoptr (GPtrArray) locs = mstate_locs (s);
+  g_autoptr (graph) g = graph_build (op, d, qemu_img, s->active_path,
+                                     s->active_fmt, locs, FALSE, err);
+
+  if (g == NULL)
+    return NULL;
+  for (guint i = 0; i < s->points->len; i++) {
+    mpoint *m = g_ptr_array_index (s->points, i);
+    g_autofree char *f = NULL, *path = NULL;
+    g_autoptr (GPtrArray) ch = NULL;
+    node *u;
+
+    if (m->removed || m->named || g_hash_table_contains (s->skip, m->cur))
+      continue;
+    if (!loc_split (d, m->cur, &f, &path, err))
+      return NULL;
+    u = graph_find (g, path);
+    if (u == NULL || u->active)
+      continue;
+    ch = children (g, u);
+    if (ch->len == 0)
+      return plan_new ("drop", u);
+    if (ch->len == 1) {
+      GError *e = NULL;
+      plan *p = plan_decide (op, d, qemu_img, g, u, g_ptr_array_index (ch, 0), &e);
+      if (p || !merge_skip (d, s, m->cur, &e)) {
+        if (e)
+          g_propagate_error (err, e);
+        return p;
+      }
+      continue;
+    }
+    if (spec->max_depth > 0 && too_deep_through (g, u, spec->max_depth)) {
+      plan *p = plan_new ("spread", u);
+      gboolean refused = FALSE;
+      for (guint j = 0; j < ch->len && !refused; j++) {
+        node *c = g_ptr_array_index (ch, j);
+        if (c->vsize != u->vsize || strcmp (c->fmt, "qcow2") != 0) {
+          GError *e = NULL;
+          fail (&e, VMSNAP_ERR_UNSUPPORTED, "%s cannot be copied into %s "
+                "(a %s image of %" G_GUINT64_FORMAT " bytes; %s has %"
+                G_GUINT64_FORMAT ")", u->path, c->path, c->fmt, c->vsize,
+                u->path, u->vsize);
+          merge_skip (d, s, m->cur, &e);
+          refused = TRUE;
+        } else
+          g_ptr_array_add (p->deps, node_loc (c));
+      }
+      if (refused) {
+        plan_free (p);
+        continue;
+      }
+      if (!alloc_bytes (op, d, qemu_img, u->fmt, u->path, &p->pull_bytes, err)) {
+        plan_free (p);
+        return NULL;
+      }
+      return p;
+    }
+  }
+  return NULL;
+}
+
+/* What is left that merge could not (or may not) shorten, for the note. */
+static char *
+merge_leftover (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+                mstate *s, const vmsnap_merge_spec *spec)
+{
+  g_autoptr (GPtrArray) locs = mstate_locs (s);
+  g_autoptr (graph) g = graph_build (op, d, qemu_img, s->active_path,
+                                     s->active_fmt, locs, TRUE, NULL);
+  GString *out = g_string_new (NULL);
+  g_autoptr (GPtrArray) named = g_ptr_array_new ();
+  gboolean deep = FALSE;
+
+  if (g == NULL)
+    return g_string_free (out, FALSE);
+  for (guint i = 0; i < s->points->len; i++) {
+    mpoint *m = g_ptr_array_index (s->points, i);
+    g_autofree char *f = NULL, *path = NULL;
+    g_autoptr (GPtrArray) ch = NULL;
+    node *u;
+
+    if (m->removed || m->named || g_hash_table_contains (s->skip, m->cur)
+        || !loc_split (d, m->cur, &f, &path, NULL))
+      continue;
+    if ((u = graph_find (g, path)) == NULL)
+      continue;
+    ch = children (g, u);
+    g_string_append_printf (out, "%sunnamed point %s kept: shared by %u "
+                            "images%s", out->len ? "; " : "", path, ch->len,
+                            spec->max_depth ? ""
+                            : " (a depth limit would copy it into each)");
+  }
+  if (s->skipped->len)
+    g_string_append_printf (out, "%sleft as is: %s", out->len ? "; " : "",
+                            s->skipped->str);
+  if (spec->max_depth == 0)
+    return g_string_free (out, FALSE);
+  for (guint i = 0; i < g->nodes->len; i++) {
+    node *n = g_ptr_array_index (g->nodes, i);
+    g_autoptr (GPtrArray) ch = NULL;
+    if (n->missing)
+      continue;
+    ch = children (g, n);
+    if (ch->len || chain_depth (n) <= spec->max_depth)
+      continue;
+    deep = TRUE;
+    for (node *x = n->parent; x; x = x->parent)
+      if (x->locator && !g_ptr_array_find (named, x, NULL)
+          && mstate_find (s, x->locator) && mstate_find (s, x->locator)->named)
+        g_ptr_array_add (named, x);
+  }
+  if (deep && named->len) {
+    g_string_append_printf (out, "%schains stay deeper than %u layer(s): they "
+                            "cannot get shorter without losing a named "
+                            "snapshot", out->len ? "; " : "", spec->max_depth);
+    for (guint i = 0; i < named->len; i++)
+      g_string_append_printf (out, "%s%s", i ? ", " : " (",
+                              ((node *) g_ptr_array_index (named, i))->locator);
+    g_string_append (out, ")");
+  } else if (deep)
+    g_string_append_printf (out, "%schains stay deeper than %u layer(s): "
+                            "their other layers are base images vmsnap did "
+                            "not make or points left as they are",
+                            out->len ? "; " : "", spec->max_depth);
+  return g_string_free (out, FALSE);
+}
+
+/* Merge: take every unnamed point out that can go without losing a named
+ * one.  Each consolidation is recorded as plan number K under the prefix
+ * "aK-" (keys aK-commit_bytes, aK-pull_bytes, aK-plan, aK-direction; steps
+ * aK-commit, aK-rebase-children, aK-pull, aK-pull-J) before it runs; a
+ * re-run replays the recorded plans in order (skipping their done steps),
+ * which rebuilds the same catalog view, then goes on deciding from the
+ * graph on storage, which by then is exactly the view's graph. */
+static int
+qext_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
+            unsigned int flags, vmsnap_result *res, GError **err)
+{
+  g_autofree char *qemu_img = NULL;
+  g_autofree char *left = NULL;
+  mstate s = { 0 };
+  guint k = 0, removed = 0;
+  int ret = -1;
+
+  if (check_slot (op, d, "merge", flags, TRUE, err) < 0)
+    return -1;
+  if (spec == NULL)
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: merge without a spec "
+                 "(internal error)", d->target);
+  qemu_img = vmsnap_op_qemu_img (op, err);
+  if (qemu_img == NULL)
+    return -1;
+
+  s.points = g_ptr_array_new_with_free_func (mpoint_free);
+  s.garbage = g_ptr_array_new_with_free_func (g_free);
+  s.log = g_string_new (NULL);
+  s.skip = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  s.skipped = g_string_new (NULL);
+  s.active_path = g_strdup (d->source);
+  s.active_fmt = g_strdup (d->format);
+  for (size_t i = 0; i < vmsnap_op_n_locators (op); i++) {
+    mpoint *m = g_new0 (mpoint, 1);
+    m->orig = g_strdup (vmsnap_op_locator (op, i));
+    m->cur = g_strdup (m->orig);
+    m->named = is_kept (spec, m->orig);
+    g_ptr_array_add (s.points, m);
+  }
+
+  for (;; k++) {
+    g_autofree char *prefix = g_strdup_printf ("a%u-", k);
+    g_autofree char *kd = g_strconcat (prefix, "direction", NULL);
+    g_autoptr (plan) p = NULL;
+    GError *e = NULL;
+
+    if (k >= 10000) {
+      fail (err, VMSNAP_ERR_FAILED, "disk %s: merge does not converge "
+            "(internal error)", d->target);
+      goto out;
+    }
+    if (vmsnap_op_get (op, kd)) {
+      p = plan_load (op, d, prefix, err);     /* replay */
+      if (p == NULL)
+        goto out;
+    } else {
+      p = merge_next (op, d, qemu_img, &s, spec, &e);
+      if (p == NULL && e) {
+        g_propagate_error (err, e);
+        goto out;
+      }
+      if (p == NULL)
+        break;
+      if (!plan_record (op, prefix, p, err))
+        goto out;
+    }
+    if (plan_run (op, d, qemu_img, prefix, p, err) < 0)
+      goto out;
+    mstate_apply (&s, p);
+  }
+
+  for (guint i = 0; i < s.points->len; i++) {
+    mpoint *m = g_ptr_array_index (s.points, i);
+    if (m->removed) {
+      vmsnap_result_add_removed (res, m->orig);
+      removed++;
+    } else if (strcmp (m->orig, m->cur) != 0)
+      vmsnap_result_add_rename (res, m->orig, m->cur);
+  }
+  if (s.active_moved)
+    vmsnap_result_set_new_source (res, s.active_path, s.active_fmt);
+  for (guint i = 0; i < s.garbage->len; i++)
+    vmsnap_result_add_garbage (res, g_ptr_array_index (s.garbage, i));
+  vmsnap_result_add_bytes_copied (res, s.copied);
+  left = merge_leftover (op, d, qemu_img, &s, spec);
+  {
+    g_autofree char *size = fmt_size (s.copied);
+    if (removed)
+      vmsnap_result_set_note (res, "consolidated %u unnamed point(s), %s "
+                              "copied: %s%s%s", removed, size, s.log->str,
+                              *left ? "; " : "", left);
+    else
+      vmsnap_result_set_note (res, "nothing to consolidate%s%s",
+                              *left ? ": " : "", left);
+  }
+  ret = 0;
+out:
+  mstate_clear (&s);
+  return ret;
+}
+
+/* ================================================================== list */
+
+/* The files of the disk's graph (active chain, the catalog's locators and
+ * their chains) plus overlays named like ours next to the active image
+ * (an interrupted create, a lost catalog), each as a point. */
+static int
+qext_list (vmsnap_op *op, const vmsnap_disk *d, GPtrArray **points,
+           GError **err)
+{
+  g_autofree char *qemu_img = NULL;
+  g_autoptr (GPtrArray) locs = NULL;
+  g_autoptr (graph) g = NULL;
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func ((GDestroyNotify) vmsnap_point_free);
+  g_autofree char *dir = NULL, *stem = NULL;
+  GDir *dh;
+
+  if (check_slot (op, d, "list", 0, FALSE, err) < 0)
+    return -1;
+  qemu_img = vmsnap_op_qemu_img (op, err);
+  if (qemu_img == NULL)
+    return -1;
+  locs = op_locators (op, NULL);
+  g = graph_new ();
+  g->active = graph_add (g, d, d->source, d->format, err);
+  if (g->active == NULL)
+    return -1;
+  g->active->active = TRUE;
+  for (guint i = 0; i < locs->len; i++) {
+    g_autofree char *f = NULL, *path = NULL;
+    node *n;
+    if (!loc_split (d, g_ptr_array_index (locs, i), &f, &path, err)
+        || (n = graph_add (g, d, path, f, err)) == NULL)
+      return -1;
+    if (n->locator == NULL)
+      n->locator = g_strdup (g_ptr_array_index (locs, i));
+  }
+  dir = overlay_dir (op, d);
+  stem = overlay_stem (d->source);
+  if (dir && (dh = g_dir_open (dir, 0, NULL))) {
+    g_autofree char *pre = g_strconcat (stem, TAG, NULL);
+    const char *e;
+    while ((e = g_dir_read_name (dh))) {
+      size_t len = strlen (e), pl = strlen (pre);
+      if (len == pl + HEX_LEN + 6 && g_str_has_prefix (e, pre)
+          && g_str_has_suffix (e, ".qcow2")) {
+        g_autofree char *full = g_build_filename (dir, e, NULL);
+        if (graph_find (g, full) == NULL && graph_add (g, d, full, "qcow2", NULL) == NULL)
+          break;
+      }
+    }
+    g_dir_close (dh);
+  }
+  if (!graph_walk (g, op, d, qemu_img, TRUE, err))
+    return -1;
+  for (guint i = 0; i < g->nodes->len; i++) {
+    node *n = g_ptr_array_index (g->nodes, i);
+    vmsnap_point *pt;
+    g_autofree char *base = NULL;
+    if (n->missing)
+      continue;
+    pt = g_new0 (vmsnap_point, 1);
+    base = g_path_get_basename (n->path);
+    pt->locator = node_loc (n);
+    pt->owner = strstr (base, TAG) ? g_strdup ("vmsnap") : NULL;
+    g_ptr_array_add (out, pt);
+  }
+  *points = g_steal_pointer (&out);
+  return 0;
+}
+
+/* =============================================================== discard */
+
+/* Remove a file the core no longer references.  Never the active image or
+ * a file of its backing chain; block devices are never removed (the
+ * device is the user's storage, there is no space to reclaim by unlinking
+ * its node).  Already gone: success. */
+static int
+qext_discard (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+              unsigned int flags, GError **err)
+{
+  g_autofree char *fmt = NULL, *path = NULL, *real = NULL;
+  struct stat st;
+
+  if (check_slot (op, d, "discard", flags, FALSE, err) < 0)
+    return -1;
+  if (!loc_split (d, locator, &fmt, &path, err))
+    return -1;
+  real = real_or_self (path);
+  for (size_t i = 0; i <= d->n_chain; i++) {
+    const char *c = i == 0 ? d->source : d->chain[i - 1]->path;
+    g_autofree char *rc = NULL;
+    if (c == NULL || (i > 0 && d->chain[i - 1]->is_network))
+      continue;
+    rc = real_or_self (c);
+    if (strcmp (rc, real) == 0)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: refusing to discard %s: "
+                   "it is the disk's active image or in its backing chain "
+                   "(internal error)", d->target, path);
+  }
+  if (lstat (path, &st) < 0) {
+    int errsv = errno;
+    if (errsv == ENOENT)
+      return 0;
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: discarding %s: %s",
+                 d->target, path, g_strerror (errsv));
+  }
+  if (!S_ISREG (st.st_mode))
+    return 0;
+  if (unlink (path) < 0 && errno != ENOENT) {
+    int errsv = errno;
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: discarding %s: %s",
+                 d->target, path, g_strerror (errsv));
+  }
+  return 0;
+}
 
 static vmsnap_backend qcow2_external = {
   .name = NAME,
@@ -109,6 +1910,8 @@ static vmsnap_backend qcow2_external = {
   .revert = qext_revert,
   .merge = qext_merge,
   .delete = qext_delete,
+  .list = qext_list,
+  .discard = qext_discard,
 };
 
 VMSNAP_REGISTER_BACKEND (qcow2_external)
