@@ -597,6 +597,37 @@ free_bytes (const char *path, gboolean block)
 
 /* ================================================================ common */
 
+/* Offline operations freeze, discard or rewrite the active image: refuse
+ * when another process (a QEMU the domain's state does not show, a qemu-io,
+ * a qemu-nbd) holds it.  Opening it without -U takes QEMU's image locks,
+ * which is exactly the check; the format is given, nothing is probed. */
+static gboolean
+active_not_in_use (vmsnap_op *op, const vmsnap_disk *d, GError **err)
+{
+  g_autofree char *qemu_img = vmsnap_op_qemu_img (op, err);
+  g_autoptr (GError) local = NULL;
+
+  if (qemu_img == NULL)
+    return FALSE;
+  {
+    const char *argv[] = { qemu_img, "info", "--output=json", "-f", d->format,
+                           "--", d->source, NULL };
+    if (vmsnap_op_run (op, argv, NULL, &local))
+      return TRUE;
+  }
+  if (strstr (local->message, "lock") != NULL) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "disk %s: image %s is in use by another process (%s); is a "
+                 "QEMU still running it? Stop it first: vmsnap changes images "
+                 "of a shut-off domain only", d->target, d->source,
+                 local->message);
+    return FALSE;
+  }
+  g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "disk %s: cannot open %s: %s",
+               d->target, d->source, local->message);
+  return FALSE;
+}
+
 static int
 check_slot (vmsnap_op *op, const vmsnap_disk *d, const char *slot,
             unsigned int flags, gboolean offline_only, GError **err)
@@ -626,6 +657,8 @@ check_slot (vmsnap_op *op, const vmsnap_disk *d, const char *slot,
                  "disk %s: format '%s' cannot be the backing image of a qcow2 "
                  "overlay (supported: qcow2, raw, vmdk, vdi, vpc, vhdx)",
                  d->target, d->format ? d->format : "none");
+  if (offline_only && !active_not_in_use (op, d, err))
+    return -1;
   return 0;
 }
 

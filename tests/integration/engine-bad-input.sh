@@ -257,7 +257,7 @@ eng_reset_model
 SNAP_HIST=([s1]="A" [s2]="A B") SNAP_PARENT=([s1]="" [s2]=s1) SNAP_DESC=([s1]=first)
 CUR_HIST="A B" ENG_CURRENT=s2
 eng_check_state "A B"
-before=$(state_of)
+before=$(names_of)
 active=$(eng_active vda)
 mkfifo "$TEST_TMP/qio.fifo"
 qemu-io -f qcow2 "$active" <"$TEST_TMP/qio.fifo" >"$TEST_TMP/qio.log" 2>&1 &
