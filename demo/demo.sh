@@ -29,17 +29,64 @@ mk_domain_xml demo-vm "$TEST_TMP/demo-vm.xml" \
     "vda:qcow2:$TEST_TMP/demo-vda.qcow2" "vdb:raw:$TEST_TMP/demo-vdb.raw"
 libvirt_define_test_domain demo-vm "$TEST_TMP/demo-vm.xml"
 
+active() {  # the active image of disk $1, from the libvirt definition
+    virsh domblklist demo-vm --details | awk -v t="$1" '$3 == t { print $4 }'
+}
+fmt_of() {  # the demo's images: *.raw are raw, everything else qcow2
+    case "$1" in *.raw) echo raw ;; *) echo qcow2 ;; esac
+}
+show_data() {  # what the guest would read at offset 0 of each disk
+    local t f p
+    for t in vda vdb; do
+        f=$(active "$t")
+        for p in 0xa1 0xa2 0xa3 0xb1 0xb2 0xb3; do
+            if ( img_read "$f" "$(fmt_of "$f")" "$p" 0 1M ) >/dev/null 2>&1; then
+                echo "    $t reads pattern $p (active image $(basename "$f"))"; break
+            fi
+        done
+    done
+}
+write_both() {  # write_both VDA-PATTERN VDB-PATTERN (shut-off domain: qemu-io on the active images)
+    local a b
+    a=$(active vda) b=$(active vdb)
+    img_write "$a" "$(fmt_of "$a")" "$1" 0 1M
+    img_write "$b" "$(fmt_of "$b")" "$2" 0 1M
+    echo "    wrote $1 to vda, $2 to vdb"
+}
+export VMSNAP_STATE_DIR=$TEST_TMP/state
+
 run "$VMSNAP" backends
 run "$VMSNAP" plan demo-vm
 run virsh start demo-vm
-run "$VMSNAP" plan demo-vm
 run "$VMSNAP" plan demo-vm --memory
 run "$VMSNAP" plan demo-vm --backend vda=qcow2-internal
-run "$VMSNAP" plan demo-vm --json
-say "vmsnap plan on the domain XML file (no daemon needed)"
-"$VMSNAP" plan "$TEST_TMP/demo-vm.xml" || true
 run virsh destroy demo-vm
+
+say "snapshots of the shut-off VM: A, s1, B, s2, C, s3"
+show_data
+run "$VMSNAP" create demo-vm s1 --description "pattern A"
+write_both 0xa2 0xb2
+run "$VMSNAP" create demo-vm s2 --description "pattern B"
+write_both 0xa3 0xb3
+run "$VMSNAP" create demo-vm s3 --description "pattern C"
+run "$VMSNAP" list demo-vm --tree
+run "$VMSNAP" revert demo-vm s1
+show_data
+say "a branch: write B again on top of s1 and snapshot it"
+write_both 0xa2 0xb2
+run "$VMSNAP" create demo-vm s4 --description "branch from s1"
+run "$VMSNAP" list demo-vm --tree
+run "$VMSNAP" chain demo-vm
+run "$VMSNAP" delete demo-vm s2
+run "$VMSNAP" delete demo-vm s1
+run "$VMSNAP" merge demo-vm --max-depth 1
+run "$VMSNAP" list demo-vm --tree
+run "$VMSNAP" chain demo-vm
+run "$VMSNAP" revert demo-vm s3
+show_data
+run virsh domblklist demo-vm
 virsh undefine demo-vm >/dev/null
 echo
-echo "demo done: snapshot create/revert/merge/delete arrive with the engine issue;"
-echo "today's backends report them as not implemented yet."
+echo "demo done: every snapshot above was created, reverted, deleted and merged"
+echo "on real images; libvirt's own tools refuse external revert and deleting"
+echo "a snapshot with children."
