@@ -28,8 +28,10 @@
  * chosen to be repeatable: `qemu-img create` of an overlay nothing refers to
  * yet, `qemu-img commit -d` (the top image is not emptied, so a repeat
  * copies the same data again), `qemu-img rebase -u` (rewrites a header
- * field), and a safe `qemu-img rebase` (copies only what differs; the header
- * changes last, and on an image already rebased it copies nothing).  Nothing
+ * field), and a safe `qemu-img rebase` (copies only what differs, and is
+ * always preceded by a `rebase -u` back onto the old backing file, because
+ * qemu-img may write the new header before the copied clusters' metadata:
+ * see plan_run).  Nothing
  * is ever removed here: storage that is no longer needed is returned as
  * garbage and removed by the discard slot once the core has recorded the
  * result, so a crash never leaves the catalog naming a file that is gone. */
@@ -802,8 +804,8 @@ make_overlay (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
  * A crash before that leaves an unreferenced overlay that the re-run reuses
  * (or the core's rollback removes). */
 static int
-qext_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
-             unsigned int flags, vmsnap_result *res, GError **err)
+create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+          unsigned int flags, vmsnap_result *res, GError **err)
 {
   g_autofree char *qemu_img = NULL;
   g_autofree char *overlay = NULL;
@@ -840,8 +842,8 @@ qext_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
  * recorded ("discard-old-active") before the overlay is made, and the image
  * is removed by the core only after the domain points to the new overlay. */
 static int
-qext_revert (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
-             unsigned int flags, vmsnap_result *res, GError **err)
+revert_1 (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+          unsigned int flags, vmsnap_result *res, GError **err)
 {
   g_autofree char *qemu_img = NULL;
   g_autofree char *fmt = NULL, *path = NULL, *overlay = NULL;
@@ -898,6 +900,44 @@ qext_revert (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
                           garbage ? "discarded"
                                   : "kept (a snapshot's image or a backing file)");
   return 0;
+}
+
+/* A failed create or revert is rolled back by the core, which knows only
+ * the undo storage of the disks that finished: an overlay recorded by an
+ * earlier, interrupted run of this slot (and not finished now) is removed
+ * here, so that nothing this slot made remains. */
+static void
+drop_recorded_overlay (vmsnap_op *op)
+{
+  const char *rec = op ? vmsnap_op_get (op, "overlay") : NULL;
+  struct stat st;
+
+  if (rec && lstat (rec, &st) == 0 && S_ISREG (st.st_mode))
+    unlink (rec);
+}
+
+static int
+qext_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+             unsigned int flags, vmsnap_result *res, GError **err)
+{
+  if (!vmsnap_check_flags (NAME, "create", flags, 0, err))
+    return -1;
+  if (create_1 (op, d, name, flags, res, err) == 0)
+    return 0;
+  drop_recorded_overlay (op);
+  return -1;
+}
+
+static int
+qext_revert (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+             unsigned int flags, vmsnap_result *res, GError **err)
+{
+  if (!vmsnap_check_flags (NAME, "revert", flags, 0, err))
+    return -1;
+  if (revert_1 (op, d, locator, flags, res, err) == 0)
+    return 0;
+  drop_recorded_overlay (op);
+  return -1;
 }
 
 /* ========================================================= consolidation */
