@@ -194,12 +194,17 @@ set_disk_source (xmlDocPtr doc, const char *target, const char *source,
     xmlFree (dev);
     if (!match)
       continue;
-    /* An overlay on a block device is a file: the disk becomes type file. */
-    xmlSetProp (d, BAD_CAST "type", BAD_CAST "file");
-    if (src == NULL)
-      src = xmlNewChild (d, NULL, BAD_CAST "source", NULL);
-    xmlUnsetProp (src, BAD_CAST "dev");
-    xmlSetProp (src, BAD_CAST "file", BAD_CAST source);
+    /* An overlay on a block device is a file (type file); a commit back
+     * into a block device makes the disk a block disk again. */
+    {
+      GStatBuf st;
+      gboolean blk = g_stat (source, &st) == 0 && S_ISBLK (st.st_mode);
+      xmlSetProp (d, BAD_CAST "type", BAD_CAST (blk ? "block" : "file"));
+      if (src == NULL)
+        src = xmlNewChild (d, NULL, BAD_CAST "source", NULL);
+      xmlUnsetProp (src, BAD_CAST (blk ? "file" : "dev"));
+      xmlSetProp (src, BAD_CAST (blk ? "dev" : "file"), BAD_CAST source);
+    }
     if (drv == NULL) {
       drv = xmlNewChild (d, NULL, BAD_CAST "driver", NULL);
       xmlSetProp (drv, BAD_CAST "name", BAD_CAST "qemu");
@@ -440,12 +445,15 @@ apply_catalog (vmsnap_engine *e, vmsnap_journal *j, op_kind kind,
   }
     G_GNUC_FALLTHROUGH;
   case OP_MERGE:
+    /* Removed points first: a rename may give another point the locator
+     * of one that was consolidated away (C committed into U: removed U,
+     * rename C -> U). */
     for (char **t = disks; t && *t; t++) {
       vmsnap_result *r = g_hash_table_lookup (results, *t);
-      for (guint i = 0; r && i + 1 < r->renames->len; i += 2)
-        vmsnap_catalog_rename (c, *t, r->renames->pdata[i], r->renames->pdata[i + 1]);
       for (guint i = 0; r && i < r->removed->len; i++)
         vmsnap_catalog_drop_hidden_locator (c, *t, r->removed->pdata[i]);
+      for (guint i = 0; r && i + 1 < r->renames->len; i += 2)
+        vmsnap_catalog_rename (c, *t, r->renames->pdata[i], r->renames->pdata[i + 1]);
     }
     break;
   }

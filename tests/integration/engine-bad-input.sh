@@ -265,7 +265,7 @@ qio=$!
 exec 9>"$TEST_TMP/qio.fifo"
 stop_qio () { exec 9>&-; kill "$qio" 2>/dev/null || true; wait "$qio" 2>/dev/null || true; }
 cleanup_fn stop_qio
-for (( i = 0; i < 250; i++ )); do
+for (( i = 0; i < 1500; i++ )); do
     qemu-img info -f qcow2 "$active" >/dev/null 2>&1 || break
     sleep 0.02
 done
