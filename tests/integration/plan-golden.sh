@@ -25,7 +25,7 @@
 #                           the header, so a relative NAME stays relative)
 #   backing-nofmt=NAME      qcow2 only: record backing file NAME but no backing
 #                           format (QEMU >= 6.1 refuses to create that, so the
-#                           header is patched; see set_backing_nofmt below)
+#                           header is patched; see qcow2_set_backing_nofmt in tests/fixtures/functions.sh)
 #   loop-with=NAME          qcow2 only: make this image and NAME (created as qcow2
 #                           of the same size if not declared earlier) backing
 #                           files of each other; loop-with=<itself> is allowed
@@ -142,54 +142,6 @@ mkdir -p "$dir" "$cwd" "$TEST_TMP/config" || die "mkdir failed"
 
 # ---- image helpers ---------------------------------------------------------
 
-# Print the big-endian u32 at OFFSET of FILE.
-be_u32() {
-    local b
-    b=$(od -An -v -tu1 -j "$2" -N 4 -- "$1") || return 1
-    set -- $b
-    [ $# -eq 4 ] || return 1
-    echo $(( ($1 << 24) | ($2 << 16) | ($3 << 8) | $4 ))
-}
-
-# Write VALUE as an NBYTES big-endian integer at OFFSET of FILE.
-put_be() {
-    local file=$1 off=$2 val=$3 n=$4 esc="" i
-    for (( i = n - 1; i >= 0; i-- )); do
-        esc+="\\$(printf '%03o' $(( (val >> (8 * i)) & 255 )))"
-    done
-    printf "$esc" | dd of="$file" bs=1 seek="$off" conv=notrunc status=none
-}
-
-# Record backing file NAME in qcow2 IMAGE without a backing format extension.
-# QEMU 7.2 refuses this both in "create -b" and in "rebase -u -b" without -F
-# ("backing format must be specified"), so the header is written directly: the
-# name goes right after the header extensions (as QEMU itself places it, in
-# cluster 0), then backing_file_offset (u64 at 8) and backing_file_size (u32 at
-# 16) point to it.  The image must have been created without a backing file.
-set_backing_nofmt() {
-    local img=$1 name=$2 magic version hlen cbits csize off t l nlen
-    magic=$(be_u32 "$img" 0) || return 1
-    [ "$magic" -eq $(( 0x514649fb )) ] || { echo "$img: not a qcow2 image" >&2; return 1; }
-    version=$(be_u32 "$img" 4) || return 1
-    if [ "$version" -ge 3 ]; then hlen=$(be_u32 "$img" 100) || return 1; else hlen=72; fi
-    cbits=$(be_u32 "$img" 20) || return 1
-    csize=$(( 1 << cbits ))
-    [ "$(be_u32 "$img" 16)" -eq 0 ] || { echo "$img: already has a backing file" >&2; return 1; }
-    off=$hlen
-    while :; do
-        [ $(( off + 8 )) -le "$csize" ] || { echo "$img: header extensions overrun cluster 0" >&2; return 1; }
-        t=$(be_u32 "$img" "$off") || return 1
-        l=$(be_u32 "$img" $(( off + 4 ))) || return 1
-        if [ "$t" -eq 0 ]; then off=$(( off + 8 )); break; fi
-        [ "$t" -ne $(( 0xe2792aca )) ] || { echo "$img: has a backing format extension" >&2; return 1; }
-        off=$(( off + 8 + (l + 7) / 8 * 8 ))
-    done
-    nlen=$(printf %s "$name" | wc -c)
-    [ $(( off + nlen )) -le "$csize" ] || { echo "$img: no room for the backing name" >&2; return 1; }
-    printf %s "$name" | dd of="$img" bs=1 seek="$off" conv=notrunc status=none || return 1
-    put_be "$img" 8 "$off" 8 && put_be "$img" 16 "$nlen" 4
-}
-
 # Run a command in $dir, logging it; die on failure.
 run_in_dir() {
     echo "+ $*"
@@ -243,7 +195,7 @@ do_image() {
     fi
     if [ -n "$nofmt" ]; then
         echo "+ set_backing_nofmt $name $nofmt"
-        set_backing_nofmt "$dir/$name" "$nofmt" || die "$case_name: cannot patch $name"
+        qcow2_set_backing_nofmt "$dir/$name" "$nofmt" || die "$case_name: cannot patch $name"
         # Prove the result: a backing file name, and no backing format.
         local info
         info=$(cd "$dir" && qemu-img info -U -f qcow2 --output=json "$name") ||
