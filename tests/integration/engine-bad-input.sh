@@ -88,38 +88,12 @@ unchanged "an invalid name" "$before"
 echo "  invalid names (/ .. newline 300 chars ...): exit 2; nothing changed"
 
 # ------------------------------------------ backing file /etc/passwd, no format
-# QEMU refuses to create such an image, so the header is patched (as
-# tests/integration/plan-golden.sh does).
-be_u32 () {
-    local b
-    b=$(od -An -v -tu1 -j "$2" -N 4 -- "$1") || return 1
-    set -- $b
-    echo $(( ($1 << 24) | ($2 << 16) | ($3 << 8) | $4 ))
-}
-put_be () {
-    local file=$1 off=$2 val=$3 n=$4 esc="" i
-    for (( i = n - 1; i >= 0; i-- )); do
-        esc+="\\$(printf '%03o' $(( (val >> (8 * i)) & 255 )))"
-    done
-    printf "$esc" | dd of="$file" bs=1 seek="$off" conv=notrunc status=none
-}
-set_backing_nofmt () {   # IMAGE NAME (IMAGE made without a backing file)
-    local img=$1 name=$2 hlen off t l nlen
-    hlen=$(be_u32 "$img" 100)
-    off=$hlen
-    while :; do
-        t=$(be_u32 "$img" "$off") l=$(be_u32 "$img" $(( off + 4 )))
-        if [ "$t" -eq 0 ]; then off=$(( off + 8 )); break; fi
-        off=$(( off + 8 + (l + 7) / 8 * 8 ))
-    done
-    nlen=${#name}
-    printf %s "$name" | dd of="$img" bs=1 seek="$off" conv=notrunc status=none
-    put_be "$img" 8 "$off" 8 && put_be "$img" 16 "$nlen" 4
-}
+# QEMU refuses to create such an image, so the header is patched
+# (qcow2_set_backing_nofmt, tests/fixtures/functions.sh).
 evil=$TEST_TMP/evil
 mkdir "$evil"
 qemu-img create -q -f qcow2 "$evil/vda.qcow2" 64M
-set_backing_nofmt "$evil/vda.qcow2" /etc/passwd
+qcow2_set_backing_nofmt "$evil/vda.qcow2" /etc/passwd
 out=$(qemu-img info -U --output=json -f qcow2 "$evil/vda.qcow2")
 jq_check "$out" '.["backing-filename"] == "/etc/passwd" and (has("backing-filename-format") | not)' \
     "the patched image does not name /etc/passwd without a format"
@@ -265,8 +239,11 @@ qio=$!
 exec 9>"$TEST_TMP/qio.fifo"
 stop_qio () { exec 9>&-; kill "$qio" 2>/dev/null || true; wait "$qio" 2>/dev/null || true; }
 cleanup_fn stop_qio
+# Wait for qemu-io to have the image open (its prompt, or its error).  Do
+# not poll with qemu-img info meanwhile: its own shared lock can make
+# qemu-io's open fail ("Failed to get write lock").
 for (( i = 0; i < 1500; i++ )); do
-    qemu-img info -f qcow2 "$active" >/dev/null 2>&1 || break
+    grep -q -e 'qemu-io>' -e "can't open" "$TEST_TMP/qio.log" 2>/dev/null && break
     sleep 0.02
 done
 out=$(qemu-img info -f qcow2 "$active" 2>&1) && fail "qemu-io did not lock $active"
