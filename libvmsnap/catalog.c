@@ -46,6 +46,7 @@ cat_snap_free (gpointer p)
   g_free (s->parent);
   g_free (s->description);
   g_free (s->domain_xml);
+  g_free (s->libvirt_xml);
   g_ptr_array_unref (s->disks);
   g_free (s);
 }
@@ -159,6 +160,8 @@ vmsnap_catalog_load (const char *path, const char *uuid, const char *name,
         s->description = node_text (k);
       else if (xmlStrEqual (k->name, BAD_CAST "domain-xml"))
         s->domain_xml = node_text (k);
+      else if (xmlStrEqual (k->name, BAD_CAST "libvirt-snapshot-xml"))
+        s->libvirt_xml = node_text (k);
       else if (xmlStrEqual (k->name, BAD_CAST "disk")) {
         g_autofree char *t = getp (k, "target"), *b = getp (k, "backend"),
                         *l = getp (k, "locator");
@@ -212,6 +215,8 @@ vmsnap_catalog_save (catalog *c, GError **err)
     }
     if (s->domain_xml)
       xmlNewTextChild (n, NULL, BAD_CAST "domain-xml", BAD_CAST s->domain_xml);
+    if (s->libvirt_xml)
+      xmlNewTextChild (n, NULL, BAD_CAST "libvirt-snapshot-xml", BAD_CAST s->libvirt_xml);
   }
   xmlDocDumpFormatMemoryEnc (doc, &buf, &len, "UTF-8", 1);
   xmlFreeDoc (doc);

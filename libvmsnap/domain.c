@@ -532,6 +532,9 @@ open_libvirt (vmsnap_domain *dom, const char *spec, const char *uri,
   gboolean ok;
 
   virSetErrorFunc (NULL, silent_virerror);
+  /* Block jobs of running domains are waited for on events, which need an
+   * event implementation registered before the connection opens. */
+  vmsnap_libvirt_events_init ();
   dom->conn = virConnectOpen (uri);
   if (dom->conn == NULL) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,

@@ -372,6 +372,29 @@ journal_touched (vmsnap_journal *j)
   return FALSE;
 }
 
+/* The VM-level part of a rollback: an internal snapshot libvirt took is
+ * deleted again, a domain stopped for a revert is started again. */
+static void
+online_roll_back (vmsnap_engine *e, vmsnap_journal *j)
+{
+  const char *mode = jop (j, "online");
+  const char *kind = jop (j, "kind");
+  g_autoptr (GError) err = NULL;
+
+  if (mode == NULL || !vmsnap_journal_done (j, "core", "vm") || e->dom->dom == NULL)
+    return;
+  if (!strcmp (mode, "internal") && !strcmp (kind, "create")) {
+    g_auto (GStrv) disks = journal_disks (j);
+    if (!vmsnap_online_internal_delete (e->dom, jop (j, "name"), jop (j, "libvirt_xml"),
+                                        (const char *const *) disks, &err))
+      fprintf (stderr, "vmsnap: warning: rolling back: %s\n", err->message);
+  } else if (!strcmp (mode, "restart")) {
+    const char *was = jop (j, "was");
+    if (was && !vmsnap_online_start (e->dom, !strcmp (was, "paused"), &err))
+      fprintf (stderr, "vmsnap: warning: rolling back: %s\n", err->message);
+  }
+}
+
 /* Roll a create/revert back: discard what finished disks created. */
 static void
 roll_back (vmsnap_engine *e, vmsnap_journal *j)
@@ -390,6 +413,7 @@ roll_back (vmsnap_engine *e, vmsnap_journal *j)
     r = vmsnap_result_load (j, group);
     discard_list (e, j, m, *t, r->undo, NULL);
   }
+  online_roll_back (e, j);
 }
 
 /* Apply the finished operation to the catalog.  Idempotent. */
@@ -411,6 +435,7 @@ apply_catalog (vmsnap_engine *e, vmsnap_journal *j, op_kind kind,
       s->description = jop (j, "description") && *jop (j, "description")
                        ? g_strdup (jop (j, "description")) : NULL;
       s->domain_xml = g_strdup (jop (j, "domain_xml"));
+      s->libvirt_xml = g_strdup (jop (j, "libvirt_xml"));
       for (char **t = disks; t && *t; t++) {
         vmsnap_result *r = g_hash_table_lookup (results, *t);
         g_autofree char *bkey = g_strconcat ("backend.", *t, NULL);
@@ -500,6 +525,66 @@ call_slot (vmsnap_engine *e, vmsnap_journal *j, op_kind kind,
   return -1;
 }
 
+/* The VM-level step of an operation on a running domain, before the disk
+ * steps (journal key "online"):
+ *  internal  libvirt's internal snapshot with memory: created (its XML kept,
+ *            libvirt's metadata dropped: the catalog owns it), reverted to
+ *            or deleted, for every disk at once; the backends' online slots
+ *            then only confirm what the images hold
+ *  restart   a revert: QEMU is stopped, the disks are reverted offline, the
+ *            domain is started again at the end ("start")
+ * Repeatable: each call finds what an interrupted one did. */
+static gboolean
+vm_step (vmsnap_engine *e, vmsnap_journal *j, op_kind kind, GError **err)
+{
+  const char *mode = jop (j, "online");
+  const char *tag = jop (j, "name");
+  gboolean active = e->dom->dom && virDomainIsActive (e->dom->dom) == 1;
+
+  if (!strcmp (mode, "restart"))
+    return vmsnap_online_stop (e->dom, err);
+  if (strcmp (mode, "internal") != 0)
+    return TRUE;
+  switch (kind) {
+  case OP_CREATE: {
+    g_autofree char *xml = NULL;
+    if (jop (j, "libvirt_xml") == NULL) {
+      if (!active) {
+        g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                     "domain %s is no longer running: its memory state "
+                     "cannot be saved", e->dom->name);
+        return FALSE;
+      }
+      if (!vmsnap_online_internal_take (e->dom, tag, &xml, err)
+          || !vmsnap_journal_set (j, "op", "libvirt_xml", xml, err))
+        return FALSE;
+    }
+    return vmsnap_online_internal_forget (e->dom, tag, err);
+  }
+  case OP_REVERT: {
+    const char *after = jop (j, "after");
+    unsigned int flags = 0;
+    if (after && !strcmp (after, "running"))
+      flags = VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING;
+    else if (after && !strcmp (after, "paused"))
+      flags = VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED;
+    if (!vmsnap_online_internal_revert (e->dom, tag, jop (j, "libvirt_xml"), flags, err))
+      return FALSE;
+    return after && !strcmp (after, "stopped") ? vmsnap_online_stop (e->dom, err) : TRUE;
+  }
+  case OP_DELETE: {
+    g_auto (GStrv) disks = journal_disks (j);
+    if (!active)
+      return TRUE;   /* shut off since: the backends delete offline */
+    return vmsnap_online_internal_delete (e->dom, tag, jop (j, "libvirt_xml"),
+                                          (const char *const *) disks, err);
+  }
+  case OP_MERGE:
+    break;
+  }
+  return TRUE;
+}
+
 /* Run (or resume) the operation in journal J.  REPORT gets one object per
  * disk.  On failure of a create/revert before "define", roll back. */
 static gboolean
@@ -518,6 +603,12 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
   for (guint i = 0; i < G_N_ELEMENTS (op_names); i++)
     if (kind_s && strcmp (kind_s, op_names[i]) == 0)
       kind = (op_kind) i;
+
+  if (jop (j, "online") && !vmsnap_journal_done (j, "core", "vm")) {
+    if (!vm_step (e, j, kind, err) || !vmsnap_journal_mark (j, "core", "vm", err)
+        || !reopen_domain (e, err))
+      goto failed;
+  }
 
   for (char **t = disks; t && *t; t++) {
     g_autofree char *step = g_strconcat ("disk-", *t, NULL);
@@ -568,6 +659,16 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
                                             r->new_source));
   }
 
+  if (g_strcmp0 (jop (j, "online"), "transaction") == 0
+      && !vmsnap_journal_done (j, "core", "switch")) {
+    /* One libvirt transaction for every disk.  A domain shut off since
+     * (recovery) needs none: the definition below is all it takes. */
+    if (e->dom->dom && virDomainIsActive (e->dom->dom) == 1
+        && !vmsnap_online_switch (e->dom, jop (j, "name"), sources, err))
+      goto failed;
+    if (!vmsnap_journal_mark (j, "core", "switch", err))
+      goto failed;
+  }
   if (!vmsnap_journal_done (j, "core", "define")) {
     if (!define_sources (e, sources, err) || !vmsnap_journal_mark (j, "core", "define", err))
       goto failed;
@@ -601,8 +702,24 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
       return FALSE;
     }
   }
+  if (jop (j, "start") && *jop (j, "start") && !vmsnap_journal_done (j, "core", "start")) {
+    if (!vmsnap_online_start (e->dom, !strcmp (jop (j, "start"), "paused"), err)
+        || !vmsnap_journal_mark (j, "core", "start", err)) {
+      if (report)
+        json_builder_end_array (report);
+      return FALSE;
+    }
+  }
   if (report) {
     json_builder_end_array (report);
+    jstr (report, "online", jop (j, "online"));
+    if (e->dom->dom) {
+      int st = 0, reason = 0;
+      if (virDomainGetState (e->dom->dom, &st, &reason, 0) == 0)
+        jstr (report, "domain_state", st == VIR_DOMAIN_RUNNING ? "running"
+                                      : st == VIR_DOMAIN_PAUSED ? "paused"
+                                      : st == VIR_DOMAIN_SHUTOFF ? "shut off" : "other");
+    }
     json_builder_set_member_name (report, "disks");
     json_builder_begin_array (report);
     for (char **t = disks; t && *t; t++) {
@@ -634,7 +751,9 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
     return FALSE;
   }
   if ((kind == OP_CREATE || kind == OP_REVERT)
-      && !vmsnap_journal_done (j, "core", "define")) {
+      && !vmsnap_journal_done (j, "core", "define")
+      && !(kind == OP_REVERT && g_strcmp0 (jop (j, "online"), "internal") == 0
+           && vmsnap_journal_done (j, "core", "vm"))) {
     roll_back (e, j);
     vmsnap_journal_remove (j, NULL);
     if (err && *err)
@@ -781,15 +900,38 @@ vmsnap_engine_recover_report (vmsnap_engine *e)
 /* ----------------------------------------------------------- operations */
 
 static gboolean
-require_offline (vmsnap_engine *e, GError **err)
+is_online (vmsnap_engine *e)
 {
-  if (e->dom->state == VMSNAP_STATE_SHUTOFF)
+  return e->dom->state == VMSNAP_STATE_RUNNING || e->dom->state == VMSNAP_STATE_PAUSED;
+}
+
+static gboolean
+check_state (vmsnap_engine *e, GError **err)
+{
+  if (e->dom->state != VMSNAP_STATE_OTHER)
     return TRUE;
   g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
-               "domain %s is %s: this vmsnap handles shut-off domains only "
-               "(running VMs come with the online support); shut it down "
-               "first (virsh shutdown %s)", e->dom->name,
-               vmsnap_state_name (e->dom->state), e->dom->name);
+               "domain %s is neither running, paused nor shut off (crashed, "
+               "suspended to disk, shutting down?); bring it to one of these "
+               "states first", e->dom->name);
+  return FALSE;
+}
+
+/* On a running domain, every backend involved must do SLOT online. */
+static gboolean
+check_online_cap (vmsnap_engine *e, const char *backend, const char *target,
+                  uint64_t cap, const char *slot, GError **err)
+{
+  const vmsnap_module *m = module_for (e, backend, err);
+
+  if (m == NULL)
+    return FALSE;
+  if (!is_online (e) || (m->be.caps & cap))
+    return TRUE;
+  g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+               "disk %s: backend %s cannot %s on a running domain; shut %s "
+               "off first (nothing was changed)", target, backend, slot,
+               e->dom->name);
   return FALSE;
 }
 
@@ -831,16 +973,20 @@ finish (vmsnap_engine *e, vmsnap_journal *j, const char *name, GError **err)
 
 char *
 vmsnap_engine_create (vmsnap_engine *e, const char *name,
-                      const char *description, GError **err)
+                      const vmsnap_create_options *opts, GError **err)
 {
+  const char *description = opts ? opts->description : NULL;
+  const char *mode;
   g_autoptr (vmsnap_plan) plan = NULL;
   g_autoptr (vmsnap_journal) j = NULL;
   g_autoptr (GPtrArray) targets = g_ptr_array_new_with_free_func (g_free);
   g_autofree char *id = NULL, *created = NULL, *xml = NULL;
   vmsnap_plan_options po = { 0 };
 
-  if (!vmsnap_valid_snapshot_name (name, err) || !require_offline (e, err))
+  if (!vmsnap_valid_snapshot_name (name, err) || !check_state (e, err))
     return NULL;
+  po.memory = opts && opts->memory;
+  po.overrides = opts ? opts->overrides : NULL;
   if (vmsnap_catalog_find (e->cat, name)) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_USAGE,
                  "domain %s already has a snapshot named '%s'", e->dom->name, name);
@@ -853,8 +999,38 @@ vmsnap_engine_create (vmsnap_engine *e, const char *name,
     g_propagate_error (err, vmsnap_plan_error (plan));
     return NULL;
   }
+  mode = vmsnap_plan_mode (plan);
+  if (is_online (e)) {
+    if (!strcmp (mode, "internal") && !po.memory) {
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                   "domain %s is running: internal snapshots of a running "
+                   "domain are taken by libvirt together with its memory "
+                   "state; add --memory, or let the disks get external "
+                   "overlays (drop --backend ...=qcow2-internal)", e->dom->name);
+      return NULL;
+    }
+    if (!strcmp (mode, "external") && po.memory) {
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                   "domain %s: --memory on a running domain needs every disk "
+                   "on qcow2 (an internal snapshot); with external overlays "
+                   "the memory state is not supported yet: drop --memory for "
+                   "a disk-only snapshot", e->dom->name);
+      return NULL;
+    }
+    if (!strcmp (mode, "mixed")) {
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                   "domain %s is running and its disks need different kinds "
+                   "of backends (vmsnap plan %s shows them); one consistent "
+                   "instant across them is not supported yet: shut it off, "
+                   "or choose one kind with --backend", e->dom->name, e->spec);
+      return NULL;
+    }
+  }
   id = g_strdup_printf ("%u", e->cat->next_id);
   j = begin (e, OP_CREATE, name, id);
+  if (is_online (e))
+    g_key_file_set_string (j->kf, "op", "online",
+                           !strcmp (mode, "internal") ? "internal" : "transaction");
   for (guint i = 0; i < e->dom->disks->len; i++) {
     vmsnap_disk_priv *d = e->dom->disks->pdata[i];
     const char *be = vmsnap_plan_backend (plan, d->pub.target);
@@ -898,15 +1074,26 @@ find_named (vmsnap_engine *e, const char *name, GError **err)
   return s;
 }
 
+static const char *const after_names[] = { "default", "running", "paused", "stopped" };
+
 static char *
-per_snapshot_op (vmsnap_engine *e, op_kind kind, const char *name, GError **err)
+per_snapshot_op (vmsnap_engine *e, op_kind kind, const char *name,
+                 vmsnap_after_revert after, GError **err)
 {
   cat_snap *s;
   g_autoptr (vmsnap_journal) j = NULL;
   g_autoptr (GPtrArray) targets = g_ptr_array_new_with_free_func (g_free);
+  gboolean internal = FALSE;
 
-  if (!require_offline (e, err) || (s = find_named (e, name, err)) == NULL)
+  if (!check_state (e, err) || (s = find_named (e, name, err)) == NULL)
     return NULL;
+  if (after != VMSNAP_AFTER_REVERT_DEFAULT && e->dom->dom == NULL) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_USAGE,
+                 "%s is a domain XML file, which vmsnap cannot start or stop: "
+                 "--running, --paused and --stopped need a libvirt domain",
+                 e->spec);
+    return NULL;
+  }
   j = begin (e, kind, name, s->id);
   for (guint k = 0; k < s->disks->len; k++) {
     cat_disk *d = s->disks->pdata[k];
@@ -920,20 +1107,57 @@ per_snapshot_op (vmsnap_engine *e, op_kind kind, const char *name, GError **err)
     }
     if (module_for (e, d->backend, err) == NULL)
       return NULL;
+    if (kind == OP_DELETE
+        && !check_online_cap (e, d->backend, d->target, VMSNAP_CAP_DELETE_ONLINE,
+                              "delete snapshots", err))
+      return NULL;
+    if (vmsnap_find_module (e->ctx, d->backend)->be.caps & VMSNAP_CAP_VM_INTERNAL)
+      internal = TRUE;
     g_ptr_array_add (targets, g_strdup (d->target));
     g_key_file_set_string (j->kf, "op", bkey, d->backend);
     g_key_file_set_string (j->kf, "op", lkey, d->locator);
   }
   set_disks (j, targets);
+  if (s->libvirt_xml)
+    vmsnap_journal_set (j, "op", "libvirt_xml", s->libvirt_xml, NULL);
+  if (kind == OP_REVERT) {
+    g_key_file_set_string (j->kf, "op", "after", after_names[after]);
+    if (s->libvirt_xml && e->dom->dom) {
+      /* Memory and disks come back through libvirt, running or not. */
+      g_key_file_set_string (j->kf, "op", "online", "internal");
+    } else if (is_online (e)) {
+      const char *was = e->dom->state == VMSNAP_STATE_PAUSED ? "paused" : "running";
+      if (virDomainIsPersistent (e->dom->dom) != 1) {
+        g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                     "domain %s is transient: a revert stops QEMU, and a "
+                     "transient domain would be gone; define it (virsh "
+                     "define) first", e->dom->name);
+        return NULL;
+      }
+      g_key_file_set_string (j->kf, "op", "online", "restart");
+      g_key_file_set_string (j->kf, "op", "was", was);
+      g_key_file_set_string (j->kf, "op", "start",
+                             after == VMSNAP_AFTER_REVERT_DEFAULT ? was
+                             : after == VMSNAP_AFTER_REVERT_STOPPED ? ""
+                             : after_names[after]);
+    } else if (after == VMSNAP_AFTER_REVERT_RUNNING || after == VMSNAP_AFTER_REVERT_PAUSED)
+      g_key_file_set_string (j->kf, "op", "start", after_names[after]);
+  } else if (kind == OP_DELETE && internal && is_online (e))
+    g_key_file_set_string (j->kf, "op", "online", "internal");
   if (!vmsnap_journal_save (j, err))
     return NULL;
   return finish (e, j, name, err);
 }
 
 char *
-vmsnap_engine_revert (vmsnap_engine *e, const char *name, GError **err)
+vmsnap_engine_revert (vmsnap_engine *e, const char *name,
+                      vmsnap_after_revert after, GError **err)
 {
-  return per_snapshot_op (e, OP_REVERT, name, err);
+  if ((unsigned) after >= G_N_ELEMENTS (after_names)) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_USAGE, "invalid after-revert state");
+    return NULL;
+  }
+  return per_snapshot_op (e, OP_REVERT, name, after, err);
 }
 
 static gboolean
@@ -954,7 +1178,7 @@ vmsnap_engine_merge (vmsnap_engine *e, const char *disk, unsigned int max_depth,
   g_autoptr (GHashTable) seen = g_hash_table_new (g_str_hash, g_str_equal);
   g_autofree char *md = g_strdup_printf ("%u", max_depth);
 
-  if (!require_offline (e, err))
+  if (!check_state (e, err))
     return NULL;
   if (disk && find_disk (e->dom, disk) == NULL) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_USAGE, "domain %s has no disk '%s'",
@@ -972,6 +1196,9 @@ vmsnap_engine_merge (vmsnap_engine *e, const char *disk, unsigned int max_depth,
           || find_disk (e->dom, d->target) == NULL)
         continue;
       g_hash_table_add (seen, d->target);
+      if (!check_online_cap (e, d->backend, d->target, VMSNAP_CAP_MERGE_ONLINE,
+                             "merge", err))
+        return NULL;
       g_ptr_array_add (targets, g_strdup (d->target));
       g_key_file_set_string (j->kf, "op", bkey, d->backend);
     }
@@ -985,7 +1212,8 @@ vmsnap_engine_merge (vmsnap_engine *e, const char *disk, unsigned int max_depth,
 char *
 vmsnap_engine_delete (vmsnap_engine *e, const char *name, GError **err)
 {
-  g_autofree char *report = per_snapshot_op (e, OP_DELETE, name, err);
+  g_autofree char *report = per_snapshot_op (e, OP_DELETE, name,
+                                             VMSNAP_AFTER_REVERT_DEFAULT, err);
   g_autoptr (GError) local = NULL;
   g_autofree char *merged = NULL;
 

@@ -188,6 +188,7 @@ typedef struct {
   gint64 created;
   char *description;
   char *domain_xml;
+  char *libvirt_xml;   /* libvirt's snapshot XML (internal with memory) */
   GPtrArray *disks;      /* cat_disk* */
 } cat_snap;
 
@@ -218,5 +219,26 @@ void vmsnap_catalog_rename (catalog *c, const char *target, const char *from,
                             const char *to);
 void vmsnap_catalog_drop_hidden_locator (catalog *c, const char *target,
                                          const char *locator);
+
+/* ------------------------------------------------- running domains */
+
+void vmsnap_libvirt_events_init (void);
+GPtrArray *vmsnap_live_chain (virDomainPtr dom, const char *target, GError **err);
+gboolean vmsnap_online_switch (vmsnap_domain *dom, const char *snapname,
+                               GHashTable *sources, GError **err);
+gboolean vmsnap_online_internal_take (vmsnap_domain *dom, const char *tag,
+                                      char **xml, GError **err);
+gboolean vmsnap_online_internal_forget (vmsnap_domain *dom, const char *tag,
+                                        GError **err);
+gboolean vmsnap_online_internal_revert (vmsnap_domain *dom, const char *tag,
+                                        const char *xml, unsigned int flags,
+                                        GError **err);
+gboolean vmsnap_online_internal_delete (vmsnap_domain *dom, const char *tag,
+                                        const char *xml, const char *const *disks,
+                                        GError **err);
+gboolean vmsnap_online_stop (vmsnap_domain *dom, GError **err);
+gboolean vmsnap_online_start (vmsnap_domain *dom, gboolean paused, GError **err);
+/* "internal", "external", "mixed" or "none" */
+const char *vmsnap_plan_mode (const vmsnap_plan *plan);
 
 #endif

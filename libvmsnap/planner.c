@@ -686,3 +686,9 @@ vmsnap_plan_backend (const vmsnap_plan *plan, const char *target)
   }
   return NULL;
 }
+
+const char *
+vmsnap_plan_mode (const vmsnap_plan *plan)
+{
+  return plan->mode ? plan->mode : "none";
+}

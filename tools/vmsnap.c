@@ -396,9 +396,24 @@ snapshot_cmd (int argc, char **argv, snap_cmd which)
                                       "DOMAIN NAME - delete a snapshot" };
   common_opts co = { 0 };
   g_autofree char *description = NULL;
+  gboolean memory = FALSE, running = FALSE, paused = FALSE, stopped = FALSE;
+  g_auto (GStrv) overrides = NULL;
   GOptionEntry create_entries[] = {
     { "description", 'd', 0, G_OPTION_ARG_STRING, &description,
       "a description kept with the snapshot", "TEXT" },
+    { "memory", 0, 0, G_OPTION_ARG_NONE, &memory,
+      "also keep the memory state of the running VM", NULL },
+    { "backend", 'b', 0, G_OPTION_ARG_STRING_ARRAY, &overrides,
+      "use BACKEND for disk TARGET (repeatable)", "TARGET=BACKEND" },
+    { NULL },
+  };
+  GOptionEntry revert_entries[] = {
+    { "running", 0, 0, G_OPTION_ARG_NONE, &running,
+      "the domain runs after the revert", NULL },
+    { "paused", 0, 0, G_OPTION_ARG_NONE, &paused,
+      "the domain is started paused after the revert", NULL },
+    { "stopped", 0, 0, G_OPTION_ARG_NONE, &stopped,
+      "the domain is left shut off after the revert", NULL },
     { NULL },
   };
   g_autoptr (GOptionContext) oc = g_option_context_new (what[which]);
@@ -410,12 +425,16 @@ snapshot_cmd (int argc, char **argv, snap_cmd which)
 
   if (which == SNAP_CREATE)
     g_option_context_add_main_entries (oc, create_entries, NULL);
+  if (which == SNAP_REVERT)
+    g_option_context_add_main_entries (oc, revert_entries, NULL);
   add_common (oc, &co);
   if (which == SNAP_REVERT)
     g_option_context_set_summary (oc,
       "The disks become what they were at snapshot NAME; NAME stays and can be\n"
       "reverted to again; later snapshots stay (the tree branches); the state\n"
-      "before the revert is discarded.");
+      "before the revert is discarded.  A running domain is restarted on the\n"
+      "reverted disks and keeps running (a snapshot with memory resumes where\n"
+      "it was taken) unless --paused or --stopped says otherwise.");
   if (which == SNAP_DELETE)
     g_option_context_set_summary (oc,
       "Any snapshot can be deleted, also one with children.  Its data is merged\n"
@@ -430,12 +449,24 @@ snapshot_cmd (int argc, char **argv, snap_cmd which)
     common_clear (&co);
     return usage_error (oc, "needs DOMAIN and NAME");
   }
+  if ((running ? 1 : 0) + (paused ? 1 : 0) + (stopped ? 1 : 0) > 1) {
+    common_clear (&co);
+    return usage_error (oc, "--running, --paused and --stopped exclude each other");
+  }
   e = open_engine (&ctx, argv[1], &co, 0, &err);
   if (e != NULL) {
-    if (which == SNAP_CREATE)
-      report = vmsnap_engine_create (e, argv[2], description, &err);
-    else if (which == SNAP_REVERT)
-      report = vmsnap_engine_revert (e, argv[2], &err);
+    if (which == SNAP_CREATE) {
+      vmsnap_create_options copts = {
+        .description = description, .memory = memory,
+        .overrides = (const char *const *) overrides,
+      };
+      report = vmsnap_engine_create (e, argv[2], &copts, &err);
+    } else if (which == SNAP_REVERT)
+      report = vmsnap_engine_revert (e, argv[2],
+                                     running ? VMSNAP_AFTER_REVERT_RUNNING
+                                     : paused ? VMSNAP_AFTER_REVERT_PAUSED
+                                     : stopped ? VMSNAP_AFTER_REVERT_STOPPED
+                                     : VMSNAP_AFTER_REVERT_DEFAULT, &err);
     else
       report = vmsnap_engine_delete (e, argv[2], &err);
   }

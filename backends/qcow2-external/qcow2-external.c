@@ -556,8 +556,8 @@ static gboolean
 alloc_bytes (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
              const char *fmt, const char *path, guint64 *bytes, GError **err)
 {
-  const char *argv[] = { qemu_img, "map", "--output=json", "-f", fmt, "--",
-                         path, NULL };
+  const char *argv[] = { qemu_img, "map", "--output=json", "-U", "-f", fmt,
+                         "--", path, NULL };
   g_autoptr (JsonParser) p = json_parser_new ();
   JsonNode *root;
   JsonArray *a;
@@ -659,7 +659,8 @@ check_slot (vmsnap_op *op, const vmsnap_disk *d, const char *slot,
                  "disk %s: format '%s' cannot be the backing image of a qcow2 "
                  "overlay (supported: qcow2, raw, vmdk, vdi, vpc, vhdx)",
                  d->target, d->format ? d->format : "none");
-  if (offline_only && !active_not_in_use (op, d, err))
+  if (strcmp (slot, "list") != 0 && strcmp (slot, "discard") != 0
+      && !vmsnap_op_is_online (op) && !active_not_in_use (op, d, err))
     return -1;
   return 0;
 }
@@ -811,7 +812,7 @@ create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
   g_autofree char *overlay = NULL;
   g_autofree char *loc = NULL, *undo = NULL;
 
-  if (check_slot (op, d, "create", flags, TRUE, err) < 0)
+  if (check_slot (op, d, "create", flags, FALSE, err) < 0)
     return -1;
   if (!g_file_test (d->source, G_FILE_TEST_EXISTS))
     return fail (err, VMSNAP_ERR_FAILED, "disk %s: active image %s does not "
@@ -964,6 +965,8 @@ typedef struct {
   char *u_fmt, *u_path, *u_loc;
   char *c_fmt, *c_path, *c_loc, *c_backing;   /* commit / pull */
   gboolean c_active;
+  gboolean c_held;       /* online: C is in the running VM's chain */
+  char *held_active;     /* spread online: the dependent the VM runs on */
   GPtrArray *deps;       /* char* "fmt:path": commit: C's children;
                             spread: U's dependents */
   char *b_fmt, *b_path;  /* U's backing file, NULL when U has none */
@@ -983,6 +986,7 @@ plan_free (plan *p)
   g_free (p->c_path);
   g_free (p->c_loc);
   g_free (p->c_backing);
+  g_free (p->held_active);
   if (p->deps)
     g_ptr_array_unref (p->deps);
   g_free (p->b_fmt);
@@ -1036,6 +1040,9 @@ plan_to_json (const plan *p)
   json_add_str (b, "c_backing", p->c_backing);
   json_builder_set_member_name (b, "c_active");
   json_builder_add_boolean_value (b, p->c_active);
+  json_builder_set_member_name (b, "c_held");
+  json_builder_add_boolean_value (b, p->c_held);
+  json_add_str (b, "held_active", p->held_active);
   json_builder_set_member_name (b, "deps");
   json_builder_begin_array (b);
   for (guint i = 0; i < p->deps->len; i++)
@@ -1094,6 +1101,8 @@ plan_load (vmsnap_op *op, const vmsnap_disk *d, const char *prefix,
   p->c_loc = json_str (o, "c_loc");
   p->c_backing = json_str (o, "c_backing");
   p->c_active = json_object_get_boolean_member_with_default (o, "c_active", FALSE);
+  p->c_held = json_object_get_boolean_member_with_default (o, "c_held", FALSE);
+  p->held_active = json_str (o, "held_active");
   p->deps = g_ptr_array_new_with_free_func (g_free);
   a = json_object_has_member (o, "deps")
       ? json_object_get_array_member (o, "deps") : NULL;
@@ -1131,6 +1140,8 @@ plan_record (vmsnap_op *op, const char *prefix, const plan *p, GError **err)
          && op_set_once (op, kp, vp, err)
          && op_set_once (op, kd, p->direction, err);
 }
+
+static gboolean chain_has (const node *leaf, const node *x);
 
 /* Decide how to take U out of the graph given its only dependent C:
  * the direction that copies fewer bytes (ties: commit). */
@@ -1189,7 +1200,41 @@ plan_decide (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
     g_free (p->direction);
     p->direction = g_strdup ("commit");
   }
+  /* Running VM: images in its chain change only through QEMU's block
+   * jobs.  libvirt pulls only into the active image, so an inner layer of
+   * the running chain is committed (the note says so). */
+  if (vmsnap_op_is_online (op) && g->active && chain_has (g->active, c)) {
+    p->c_held = TRUE;
+    if (!c->active && !strcmp (p->direction, "pull")) {
+      g_free (p->direction);
+      p->direction = g_strdup ("commit");
+    }
+  }
   return g_steal_pointer (&p);
+}
+
+/* Does image PATH (format FMT) name TARGET as its backing file already? */
+static gboolean
+backing_is (vmsnap_op *op, const char *qemu_img, const char *fmt,
+            const char *path, const char *target)
+{
+  const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", fmt,
+                         "--", path, NULL };
+  g_autoptr (JsonParser) jp = json_parser_new ();
+  JsonNode *root;
+  const char *b;
+  g_autofree char *rb = NULL, *rt = NULL;
+
+  if (!run_json (op, argv, jp, NULL) || (root = json_parser_get_root (jp)) == NULL
+      || !JSON_NODE_HOLDS_OBJECT (root))
+    return FALSE;
+  b = json_object_get_string_member_with_default (json_node_get_object (root),
+                                                  "full-backing-filename", NULL);
+  if (b == NULL)
+    return FALSE;
+  rb = real_or_self (b);
+  rt = real_or_self (target);
+  return strcmp (rb, rt) == 0;
 }
 
 /* Run the plan's storage steps, skipping those marked done.
@@ -1234,6 +1279,16 @@ plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
     g_autofree char *s1 = g_strconcat (prefix, "commit", NULL);
     g_autofree char *s2 = g_strconcat (prefix, "rebase-children", NULL);
 
+    if (!vmsnap_op_step_done (op, s1) && p->c_held && vmsnap_op_is_online (op)) {
+      /* QEMU commits; an active commit ends with the VM switched (pivot)
+       * to U, an inner one with QEMU pointing C's overlay at U. */
+      if (!vmsnap_op_block_job (op, p->c_active ? VMSNAP_BLOCK_ACTIVE_COMMIT
+                                                : VMSNAP_BLOCK_COMMIT,
+                                p->c_path, p->u_path, err))
+        return -1;
+      if (!vmsnap_op_mark_done (op, s1, err))
+        return -1;
+    }
     if (!vmsnap_op_step_done (op, s1)) {
       const char *argv[] = { qemu_img, "commit", "-p", "-d", "-f", p->c_fmt,
                              "-b", p->c_backing, "--", p->c_path, NULL };
@@ -1256,6 +1311,9 @@ plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
         g_autofree char *f = NULL, *path = NULL;
         if (!loc_split (d, g_ptr_array_index (p->deps, i), &f, &path, err))
           return -1;
+        /* The overlay in a running chain was pointed at U by QEMU. */
+        if (backing_is (op, qemu_img, f, path, p->u_path))
+          continue;
         const char *argv[] = { qemu_img, "rebase", "-u", "-f", f, "-F",
                                p->u_fmt, "-b", p->u_path, "--", path, NULL };
         if (!vmsnap_op_run (op, argv, NULL, &e))
@@ -1296,6 +1354,15 @@ plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
                               "which is unchanged; make room for about %s on "
                               "the file system of %s and run the command "
                               "again", path, p->u_path, size, path);
+      if (vmsnap_op_is_online (op)
+          && ((!spread && p->c_held)
+              || (spread && p->held_active && !strcmp (p->held_active, path)))) {
+        /* The VM runs on PATH: QEMU pulls into it. */
+        if (!vmsnap_op_block_job (op, VMSNAP_BLOCK_PULL, path, p->b_path, err)
+            || !vmsnap_op_mark_done (op, step, err))
+          return -1;
+        continue;
+      }
       {
         const char *argv_u[] = { qemu_img, "rebase", "-u", "-f", f,
                                  "-F", p->u_fmt, "-b",
@@ -1355,7 +1422,7 @@ qext_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
   g_autoptr (GPtrArray) locs = NULL;
   node *u;
 
-  if (check_slot (op, d, "delete", flags, TRUE, err) < 0)
+  if (check_slot (op, d, "delete", flags, FALSE, err) < 0)
     return -1;
   if (!loc_split (d, locator, &fmt, &path, err))
     return -1;
@@ -1660,6 +1727,19 @@ merge_next (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
       gboolean refused = FALSE;
       for (guint j = 0; j < ch->len && !refused; j++) {
         node *c = g_ptr_array_index (ch, j);
+        if (vmsnap_op_is_online (op) && g->active && chain_has (g->active, c)) {
+          if (c->active)
+            p->held_active = g_strdup (c->path);
+          else {
+            GError *e = NULL;
+            fail (&e, VMSNAP_ERR_UNSUPPORTED, "%s cannot be copied into %s "
+                  "while the VM runs on it (libvirt pulls only into the "
+                  "active image; merge with the VM shut off)", u->path, c->path);
+            merge_skip (d, s, m->cur, &e);
+            refused = TRUE;
+            continue;
+          }
+        }
         if (c->vsize != u->vsize || strcmp (c->fmt, "qcow2") != 0) {
           GError *e = NULL;
           fail (&e, VMSNAP_ERR_UNSUPPORTED, "%s cannot be copied into %s "
@@ -1768,7 +1848,7 @@ qext_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
   guint k = 0, removed = 0;
   int ret = -1;
 
-  if (check_slot (op, d, "merge", flags, TRUE, err) < 0)
+  if (check_slot (op, d, "merge", flags, FALSE, err) < 0)
     return -1;
   if (spec == NULL)
     return fail (err, VMSNAP_ERR_FAILED, "disk %s: merge without a spec "

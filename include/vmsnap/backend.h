@@ -254,6 +254,28 @@ gboolean vmsnap_op_run_progress (vmsnap_op *op, const char *const *argv,
 /* The qemu-img to run ($VMSNAP_QEMU_IMG or PATH), or NULL with *err. */
 char *vmsnap_op_qemu_img (vmsnap_op *op, GError **err);
 
+/* Block jobs on a running domain (online slots only).  The core runs the
+ * job on the op's disk through libvirt, waits for it on libvirt's block job
+ * events, shows progress on a terminal, and pivots an active commit.
+ *  VMSNAP_BLOCK_COMMIT         commit TOP (an inner layer) into BASE; QEMU
+ *                              points TOP's overlay in the chain at BASE
+ *  VMSNAP_BLOCK_ACTIVE_COMMIT  commit the active image TOP into BASE, then
+ *                              pivot: the VM runs on BASE
+ *  VMSNAP_BLOCK_PULL           pull into the active image everything above
+ *                              BASE (NULL: everything); its backing file
+ *                              becomes BASE
+ * Repeatable: a job an interrupted run started is waited for, and a job
+ * whose effect the live chain already shows is not started again.  On
+ * failure the running chain is unchanged and *err says so. */
+typedef enum {
+  VMSNAP_BLOCK_COMMIT = 0,
+  VMSNAP_BLOCK_ACTIVE_COMMIT,
+  VMSNAP_BLOCK_PULL,
+} vmsnap_block_job;
+
+gboolean vmsnap_op_block_job (vmsnap_op *op, vmsnap_block_job kind,
+                              const char *top, const char *base, GError **err);
+
 /* ------------------------------------------------- results of an op */
 
 typedef struct vmsnap_result vmsnap_result;

@@ -129,9 +129,27 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_engine, vmsnap_engine_free)
  * it), or NULL with *err.  Names: [A-Za-z0-9._+-], starting with a letter
  * or digit, at most 128 bytes. */
 gboolean vmsnap_valid_snapshot_name (const char *name, GError **err);
+
+typedef struct {
+  const char *description;      /* kept with the snapshot, or NULL */
+  bool memory;                  /* --memory: keep the VM's memory state */
+  const char *const *overrides; /* "vda=qcow2-internal", NULL-terminated */
+} vmsnap_create_options;
+
 char *vmsnap_engine_create (vmsnap_engine *e, const char *name,
-                            const char *description, GError **err);
-char *vmsnap_engine_revert (vmsnap_engine *e, const char *name, GError **err);
+                            const vmsnap_create_options *opts, GError **err);
+
+/* What a running domain does after a revert (see vmsnap(1)). */
+typedef enum {
+  VMSNAP_AFTER_REVERT_DEFAULT = 0, /* as before the revert (memory snapshot:
+                                      as it was when taken) */
+  VMSNAP_AFTER_REVERT_RUNNING,
+  VMSNAP_AFTER_REVERT_PAUSED,
+  VMSNAP_AFTER_REVERT_STOPPED,
+} vmsnap_after_revert;
+
+char *vmsnap_engine_revert (vmsnap_engine *e, const char *name,
+                            vmsnap_after_revert after, GError **err);
 char *vmsnap_engine_delete (vmsnap_engine *e, const char *name, GError **err);
 /* DISK: one target or NULL for all; MAX_DEPTH 0: only what copies nothing twice. */
 char *vmsnap_engine_merge (vmsnap_engine *e, const char *disk,
