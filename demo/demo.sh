@@ -85,8 +85,45 @@ run "$VMSNAP" chain demo-vm
 run "$VMSNAP" revert demo-vm s3
 show_data
 run virsh domblklist demo-vm
-virsh undefine demo-vm >/dev/null
+
+say "the same while the VM runs: data written and read inside the running guest"
+live_write() {  # live_write VDA-PATTERN VDB-PATTERN
+    hmp_qemu_io demo-vm ua-vda "write -P $1 0 1M" >/dev/null
+    hmp_qemu_io demo-vm ua-vdb "write -P $2 0 1M" >/dev/null
+    echo "    the running guest wrote $1 to vda, $2 to vdb"
+}
+live_data() {  # what the running guest reads at offset 0 of each disk
+    local t p
+    for t in vda vdb; do
+        for p in 0xa1 0xa2 0xa3 0xa4 0xa5 0xb1 0xb2 0xb3 0xb4 0xb5; do
+            if ( hmp_qemu_io demo-vm "ua-$t" "read -P $p 0 1M" ) >/dev/null 2>&1; then
+                echo "    the running guest reads pattern $p on $t"; break
+            fi
+        done
+    done
+}
+run virsh start demo-vm
+live_write 0xa4 0xb4
+run "$VMSNAP" create demo-vm r1 --description "running, pattern 4"
+live_write 0xa5 0xb5
+run "$VMSNAP" create demo-vm r2 --description "running, pattern 5"
+run "$VMSNAP" list demo-vm --tree
+run "$VMSNAP" revert demo-vm r1
+run virsh domstate demo-vm
+live_data
+run "$VMSNAP" delete demo-vm s3
+run "$VMSNAP" delete demo-vm r1
+run "$VMSNAP" merge demo-vm --max-depth 1
+run "$VMSNAP" list demo-vm --tree
+run "$VMSNAP" chain demo-vm
+live_data
+say "libvirt itself on the same running VM: an external snapshot, then revert to it"
+run virsh snapshot-create-as demo-vm v1 --disk-only --atomic \
+    --diskspec "vda,file=$TEST_TMP/virsh-vda.qcow2" --diskspec "vdb,file=$TEST_TMP/virsh-vdb.qcow2"
+run virsh snapshot-revert demo-vm v1
+run virsh destroy demo-vm
+virsh undefine --snapshots-metadata demo-vm >/dev/null
 echo
 echo "demo done: every snapshot above was created, reverted, deleted and merged"
-echo "on real images; libvirt's own tools refuse external revert and deleting"
-echo "a snapshot with children."
+echo "on real images, shut off and while the VM ran; libvirt's own tools refuse"
+echo "external revert and deleting a snapshot with children."
