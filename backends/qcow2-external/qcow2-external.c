@@ -1402,9 +1402,13 @@ plan_other_bytes_text (const plan *p, char **buf)
   g_autofree char *c = fmt_size (p->commit_bytes);
   g_autofree char *l = fmt_size (p->pull_bytes);
 
-  *buf = g_strdup_printf ("%s: commit would copy %s, pull %s",
+  *buf = g_strdup_printf ("%s: commit would copy %s, pull %s%s",
                           !strcmp (p->direction, "commit") ? "commit chosen"
-                          : "pull chosen", c, l);
+                          : "pull chosen", c, l,
+                          p->c_held && !p->c_active && !strcmp (p->direction, "commit")
+                          && p->pull_bytes < p->commit_bytes
+                          ? " (commit forced: the running VM reads this layer, "
+                            "and libvirt pulls only into the active image)" : "");
   return *buf;
 }
 
