@@ -13,6 +13,7 @@
 
 #include <glib/gstdio.h>
 
+#include <json-glib/json-glib.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 #include <libxml/parser.h>
@@ -500,6 +501,44 @@ vmsnap_online_internal_revert (vmsnap_domain *dom, const char *tag,
   return vmsnap_online_internal_forget (dom, tag, err);
 }
 
+/* Does any active image of DISKS (targets) of the running domain still
+ * hold internal snapshot TAG?  Unknown (unreadable) counts as yes. */
+static gboolean
+tag_somewhere (vmsnap_domain *dom, const char *tag, const char *const *disks)
+{
+  g_autofree char *qemu_img = vmsnap_find_qemu_img (NULL);
+
+  if (qemu_img == NULL)
+    return TRUE;
+  for (const char *const *d = disks; d && *d; d++) {
+    g_autoptr (GPtrArray) chain = vmsnap_live_chain (dom->dom, *d, NULL);
+    g_autofree char *out = NULL;
+    g_autoptr (JsonParser) jp = json_parser_new ();
+    JsonNode *root;
+    JsonArray *a;
+
+    if (chain == NULL)
+      return TRUE;
+    {
+      const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", "qcow2",
+                             "--", chain->pdata[0], NULL };
+      if (!vmsnap_run (argv, &out, NULL)
+          || !json_parser_load_from_data (jp, out, -1, NULL)
+          || (root = json_parser_get_root (jp)) == NULL || !JSON_NODE_HOLDS_OBJECT (root))
+        return TRUE;
+    }
+    if (!json_object_has_member (json_node_get_object (root), "snapshots"))
+      continue;
+    a = json_object_get_array_member (json_node_get_object (root), "snapshots");
+    for (guint i = 0; a && i < json_array_get_length (a); i++) {
+      JsonObject *o = json_array_get_object_element (a, i);
+      if (o && g_strcmp0 (json_object_get_string_member_with_default (o, "name", ""), tag) == 0)
+        return TRUE;
+    }
+  }
+  return FALSE;
+}
+
 /* Delete internal snapshot TAG from every image of the running domain
  * through libvirt (QEMU holds the images).  XML: the snapshot's libvirt
  * XML, or NULL for one vmsnap took offline: then a disk-only description
@@ -536,6 +575,9 @@ vmsnap_online_internal_delete (vmsnap_domain *dom, const char *tag,
     made = g_string_free (g_steal_pointer (&x), FALSE);
     xml = made;
   }
+  /* An interrupted run may have deleted it already. */
+  if (!tag_somewhere (dom, tag, disks))
+    return vmsnap_online_internal_forget (dom, tag, err);
   s = redefine (dom, tag, xml, err);
   if (s == NULL)
     return FALSE;
