@@ -194,6 +194,27 @@ set_disk_source (xmlDocPtr doc, const char *target, const char *source,
     xmlFree (dev);
     if (!match)
       continue;
+    /* A network disk whose backend names a new image (an RBD clone):
+     * "pool/image" becomes <source name>; protocol, hosts, auth stay. */
+    {
+      xmlChar *ty = xmlGetProp (d, BAD_CAST "type");
+      gboolean net = ty && xmlStrEqual (ty, BAD_CAST "network") && source[0] != '/';
+      xmlFree (ty);
+      if (net) {
+        if (src == NULL) {
+          g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                       "network disk %s has no <source>", target);
+          return FALSE;
+        }
+        xmlSetProp (src, BAD_CAST "name", BAD_CAST source);
+        if (drv == NULL) {
+          drv = xmlNewChild (d, NULL, BAD_CAST "driver", NULL);
+          xmlSetProp (drv, BAD_CAST "name", BAD_CAST "qemu");
+        }
+        xmlSetProp (drv, BAD_CAST "type", BAD_CAST format);
+        return TRUE;
+      }
+    }
     /* An overlay on a block device is a file (type file); a commit back
      * into a block device makes the disk a block disk again. */
     {
