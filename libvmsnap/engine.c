@@ -43,6 +43,8 @@ struct vmsnap_engine {
   vmsnap_domain *dom;
   catalog *cat;
   char *recover_report;        /* JSON, or NULL */
+  gint64 paused_at;            /* monotonic µs when we suspended the VM, or 0 */
+  gint64 pause_us;             /* how long it stayed suspended */
 };
 
 typedef enum { OP_CREATE, OP_REVERT, OP_DELETE, OP_MERGE } op_kind;
@@ -393,6 +395,8 @@ journal_touched (vmsnap_journal *j)
   return FALSE;
 }
 
+static gboolean resume_if_paused (vmsnap_engine *e, vmsnap_journal *j, GError **err);
+
 /* The VM-level part of a rollback: an internal snapshot libvirt took is
  * deleted again, a domain stopped for a revert is started again. */
 static void
@@ -402,7 +406,14 @@ online_roll_back (vmsnap_engine *e, vmsnap_journal *j)
   const char *kind = jop (j, "kind");
   g_autoptr (GError) err = NULL;
 
-  if (mode == NULL || !vmsnap_journal_done (j, "core", "vm") || e->dom->dom == NULL)
+  if (mode == NULL || e->dom->dom == NULL)
+    return;
+  if (!strcmp (mode, "pause")) {
+    if (!resume_if_paused (e, j, &err))
+      fprintf (stderr, "vmsnap: warning: rolling back: %s\n", err->message);
+    return;
+  }
+  if (!vmsnap_journal_done (j, "core", "vm"))
     return;
   if (!strcmp (mode, "internal") && !strcmp (kind, "create")) {
     g_auto (GStrv) disks = journal_disks (j);
@@ -546,6 +557,29 @@ call_slot (vmsnap_engine *e, vmsnap_journal *j, op_kind kind,
   return -1;
 }
 
+/* End the pause window of a create if this operation paused the VM. */
+static gboolean
+resume_if_paused (vmsnap_engine *e, vmsnap_journal *j, GError **err)
+{
+  int st = 0, reason = 0;
+
+  if (g_strcmp0 (jop (j, "paused_by_us"), "yes") != 0 || e->dom->dom == NULL)
+    return TRUE;
+  if (virDomainGetState (e->dom->dom, &st, &reason, 0) == 0 && st == VIR_DOMAIN_PAUSED
+      && virDomainResume (e->dom->dom) < 0) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "domain %s: the snapshot is taken but resuming the VM failed: "
+                 "%s (virsh resume %s)", e->dom->name, virGetLastErrorMessage (),
+                 e->dom->name);
+    return FALSE;
+  }
+  if (e->paused_at) {
+    e->pause_us = g_get_monotonic_time () - e->paused_at;
+    e->paused_at = 0;
+  }
+  return TRUE;
+}
+
 /* The VM-level step of an operation on a running domain, before the disk
  * steps (journal key "online"):
  *  internal  libvirt's internal snapshot with memory: created (its XML kept,
@@ -564,6 +598,24 @@ vm_step (vmsnap_engine *e, vmsnap_journal *j, op_kind kind, GError **err)
 
   if (!strcmp (mode, "restart"))
     return vmsnap_online_stop (e->dom, err);
+  if (!strcmp (mode, "pause")) {
+    /* The pause window: every backend captures its disk while the vCPUs
+     * are stopped.  Only a VM we paused is resumed afterwards. */
+    int st = 0, reason = 0;
+    if (!active || virDomainGetState (e->dom->dom, &st, &reason, 0) < 0
+        || st != VIR_DOMAIN_RUNNING)
+      return TRUE;
+    if (!vmsnap_journal_set (j, "op", "paused_by_us", "yes", err))
+      return FALSE;
+    if (virDomainSuspend (e->dom->dom) < 0) {
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                   "domain %s: cannot pause it for the snapshot: %s",
+                   e->dom->name, virGetLastErrorMessage ());
+      return FALSE;
+    }
+    e->paused_at = g_get_monotonic_time ();
+    return TRUE;
+  }
   if (strcmp (mode, "internal") != 0)
     return TRUE;
   switch (kind) {
@@ -620,6 +672,8 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
                            (GDestroyNotify) vmsnap_result_free);
   g_autoptr (GHashTable) sources =
     g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  g_autoptr (GHashTable) switched =
+    g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
 
   for (guint i = 0; i < G_N_ELEMENTS (op_names); i++)
     if (kind_s && strcmp (kind_s, op_names[i]) == 0)
@@ -674,20 +728,35 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
       }
     }
     g_hash_table_insert (results, g_strdup (*t), r);
+    if (r->new_source && kind == OP_CREATE) {
+      const vmsnap_module *m = vmsnap_find_module (e->ctx, jop (j, bkey));
+      if (m && (m->be.caps & VMSNAP_CAP_ONE_TRANSACTION))
+        g_hash_table_insert (switched, g_strdup (*t),
+                             g_strdup_printf ("%s\n%s", r->new_format ? r->new_format : "qcow2",
+                                              r->new_source));
+    }
     if (r->new_source)
       g_hash_table_insert (sources, g_strdup (*t),
                            g_strdup_printf ("%s\n%s", r->new_format ? r->new_format : "qcow2",
                                             r->new_source));
   }
 
-  if (g_strcmp0 (jop (j, "online"), "transaction") == 0
+  if ((g_strcmp0 (jop (j, "online"), "transaction") == 0
+       || g_strcmp0 (jop (j, "online"), "pause") == 0)
       && !vmsnap_journal_done (j, "core", "switch")) {
-    /* One libvirt transaction for every disk.  A domain shut off since
-     * (recovery) needs none: the definition below is all it takes. */
-    if (e->dom->dom && virDomainIsActive (e->dom->dom) == 1
-        && !vmsnap_online_switch (e->dom, jop (j, "name"), sources, err))
+    /* One libvirt transaction for every disk that has a new overlay.  A
+     * domain shut off since (recovery) needs none: the definition below is
+     * all it takes. */
+    if (g_hash_table_size (switched) > 0 && e->dom->dom
+        && virDomainIsActive (e->dom->dom) == 1
+        && !vmsnap_online_switch (e->dom, jop (j, "name"), switched, err))
       goto failed;
     if (!vmsnap_journal_mark (j, "core", "switch", err))
+      goto failed;
+  }
+  if (g_strcmp0 (jop (j, "online"), "pause") == 0
+      && !vmsnap_journal_done (j, "core", "resume")) {
+    if (!resume_if_paused (e, j, err) || !vmsnap_journal_mark (j, "core", "resume", err))
       goto failed;
   }
   if (!vmsnap_journal_done (j, "core", "define")) {
@@ -734,6 +803,10 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
   if (report) {
     json_builder_end_array (report);
     jstr (report, "online", jop (j, "online"));
+    if (g_strcmp0 (jop (j, "online"), "pause") == 0 && e->pause_us > 0) {
+      json_builder_set_member_name (report, "pause_ms");
+      json_builder_add_double_value (report, (double) e->pause_us / 1000.0);
+    }
     if (e->dom->dom) {
       int st = 0, reason = 0;
       if (virDomainGetState (e->dom->dom, &st, &reason, 0) == 0)
@@ -1038,20 +1111,37 @@ vmsnap_engine_create (vmsnap_engine *e, const char *name,
                    "a disk-only snapshot", e->dom->name);
       return NULL;
     }
-    if (!strcmp (mode, "mixed")) {
+    if (!strcmp (mode, "mixed") && po.memory) {
       g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
-                   "domain %s is running and its disks need different kinds "
-                   "of backends (vmsnap plan %s shows them); one consistent "
-                   "instant across them is not supported yet: shut it off, "
-                   "or choose one kind with --backend", e->dom->name, e->spec);
+                   "domain %s: --memory on a running domain whose disks need "
+                   "different kinds of backends is not supported yet; drop "
+                   "--memory for a disk-only snapshot (taken in one pause "
+                   "window)", e->dom->name);
       return NULL;
     }
   }
+  if (is_online (e) && strcmp (mode, "internal") != 0)
+    for (guint i = 0; i < e->dom->disks->len; i++) {
+      vmsnap_disk_priv *d = e->dom->disks->pdata[i];
+      const char *be = vmsnap_plan_backend (plan, d->pub.target);
+      const vmsnap_module *m = be ? vmsnap_find_module (e->ctx, be) : NULL;
+      if (m && (m->be.caps & VMSNAP_CAP_VM_INTERNAL)) {
+        g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                     "domain %s is running: disk %s would get an internal "
+                     "snapshot, which libvirt takes only for every disk at "
+                     "once with the memory state; use --memory with all "
+                     "disks on qcow2-internal, or another backend for %s",
+                     e->dom->name, d->pub.target, d->pub.target);
+        return NULL;
+      }
+    }
   id = g_strdup_printf ("%u", e->cat->next_id);
   j = begin (e, OP_CREATE, name, id);
   if (is_online (e))
     g_key_file_set_string (j->kf, "op", "online",
-                           !strcmp (mode, "internal") ? "internal" : "transaction");
+                           !strcmp (mode, "internal") ? "internal"
+                           : !strcmp (mode, "external") && !vmsnap_plan_needs_pause (plan)
+                           ? "transaction" : "pause");
   for (guint i = 0; i < e->dom->disks->len; i++) {
     vmsnap_disk_priv *d = e->dom->disks->pdata[i];
     const char *be = vmsnap_plan_backend (plan, d->pub.target);

@@ -240,5 +240,6 @@ gboolean vmsnap_online_stop (vmsnap_domain *dom, GError **err);
 gboolean vmsnap_online_start (vmsnap_domain *dom, gboolean paused, GError **err);
 /* "internal", "external", "mixed" or "none" */
 const char *vmsnap_plan_mode (const vmsnap_plan *plan);
+gboolean vmsnap_plan_needs_pause (const vmsnap_plan *plan);
 
 #endif

@@ -692,3 +692,9 @@ vmsnap_plan_mode (const vmsnap_plan *plan)
 {
   return plan->mode ? plan->mode : "none";
 }
+
+gboolean
+vmsnap_plan_needs_pause (const vmsnap_plan *plan)
+{
+  return plan->needs_pause;
+}
