@@ -557,6 +557,35 @@ call_slot (vmsnap_engine *e, vmsnap_journal *j, op_kind kind,
   return -1;
 }
 
+/* Before libvirt takes internal snapshot TAG: QEMU's savevm replaces an
+ * entry of the same name without a word, and an existing libvirt snapshot
+ * of that name would be taken for ours.  Refuse both. */
+static gboolean
+internal_name_free (vmsnap_engine *e, vmsnap_journal *j, const char *tag,
+                    GError **err)
+{
+  g_auto (GStrv) disks = journal_disks (j);
+  virDomainSnapshotPtr s = virDomainSnapshotLookupByName (e->dom->dom, tag, 0);
+
+  if (s) {
+    virDomainSnapshotFree (s);
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_INVALID_INPUT,
+                 "domain %s: libvirt already has a snapshot named '%s' "
+                 "(virsh snapshot-list %s); choose another name: nothing was "
+                 "changed", e->dom->name, tag, e->dom->name);
+    return FALSE;
+  }
+  if (vmsnap_online_tag_somewhere (e->dom, tag, (const char *const *) disks, FALSE)) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_INVALID_INPUT,
+                 "domain %s: an image already holds an internal snapshot named "
+                 "'%s' (qemu-img snapshot -U -l shows it), which QEMU would "
+                 "overwrite; choose another name: nothing was changed",
+                 e->dom->name, tag);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* End the pause window of a create if this operation paused the VM. */
 static gboolean
 resume_if_paused (vmsnap_engine *e, vmsnap_journal *j, GError **err)
@@ -622,6 +651,8 @@ vm_step (vmsnap_engine *e, vmsnap_journal *j, op_kind kind, GError **err)
   case OP_CREATE: {
     g_autofree char *xml = NULL;
     if (jop (j, "libvirt_xml") == NULL) {
+      if (!j->recovering && !internal_name_free (e, j, tag, err))
+        return FALSE;
       if (!active) {
         g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
                      "domain %s is no longer running: its memory state "
@@ -1454,6 +1485,12 @@ split_locator (const char *loc, char **fmt, char **path)
     return FALSE;
   *fmt = g_strndup (loc, c - loc);
   *path = g_strdup (c + 1);
+  /* qcow2-internal: "qcow2:/path#TAG" names an entry inside the file. */
+  if (!g_file_test (*path, G_FILE_TEST_EXISTS)) {
+    char *hash = strrchr (*path, '#');
+    if (hash && strchr (hash, '/') == NULL)
+      *hash = '\0';
+  }
   return TRUE;
 }
 

@@ -236,6 +236,9 @@ gboolean vmsnap_online_internal_revert (vmsnap_domain *dom, const char *tag,
 gboolean vmsnap_online_internal_delete (vmsnap_domain *dom, const char *tag,
                                         const char *xml, const char *const *disks,
                                         GError **err);
+/* UNKNOWN: the answer when an image cannot be read. */
+gboolean vmsnap_online_tag_somewhere (vmsnap_domain *dom, const char *tag,
+                                      const char *const *disks, gboolean unknown);
 gboolean vmsnap_online_stop (vmsnap_domain *dom, GError **err);
 gboolean vmsnap_online_start (vmsnap_domain *dom, gboolean paused, GError **err);
 /* "internal", "external", "mixed" or "none" */

@@ -417,6 +417,21 @@ vmsnap_online_internal_take (vmsnap_domain *dom, const char *tag, char **xml,
 {
   virDomainSnapshotPtr s = virDomainSnapshotLookupByName (dom->dom, tag, 0);
 
+  if (s) {
+    /* An interrupted run's snapshot carries our description; anything
+     * else of that name is someone else's. */
+    char *x = virDomainSnapshotGetXMLDesc (s, 0);
+    gboolean ours = x && strstr (x, "<description>vmsnap</description>") != NULL;
+    free (x);
+    if (!ours) {
+      virDomainSnapshotFree (s);
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                   "domain %s: libvirt has a snapshot named '%s' that vmsnap "
+                   "did not take; remove or rename it, then run vmsnap "
+                   "recover", dom->name, tag);
+      return FALSE;
+    }
+  }
   if (s == NULL) {
     g_autofree char *t = g_markup_escape_text (tag, -1);
     g_autofree char *x = g_strdup_printf ("<domainsnapshot><name>%s</name>"
@@ -503,13 +518,14 @@ vmsnap_online_internal_revert (vmsnap_domain *dom, const char *tag,
 
 /* Does any active image of DISKS (targets) of the running domain still
  * hold internal snapshot TAG?  Unknown (unreadable) counts as yes. */
-static gboolean
-tag_somewhere (vmsnap_domain *dom, const char *tag, const char *const *disks)
+gboolean
+vmsnap_online_tag_somewhere (vmsnap_domain *dom, const char *tag, const char *const *disks,
+                             gboolean unknown)
 {
   g_autofree char *qemu_img = vmsnap_find_qemu_img (NULL);
 
   if (qemu_img == NULL)
-    return TRUE;
+    return unknown;
   for (const char *const *d = disks; d && *d; d++) {
     g_autoptr (GPtrArray) chain = vmsnap_live_chain (dom->dom, *d, NULL);
     g_autofree char *out = NULL;
@@ -518,14 +534,14 @@ tag_somewhere (vmsnap_domain *dom, const char *tag, const char *const *disks)
     JsonArray *a;
 
     if (chain == NULL)
-      return TRUE;
+      return unknown;
     {
       const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", "qcow2",
                              "--", chain->pdata[0], NULL };
       if (!vmsnap_run (argv, &out, NULL)
           || !json_parser_load_from_data (jp, out, -1, NULL)
           || (root = json_parser_get_root (jp)) == NULL || !JSON_NODE_HOLDS_OBJECT (root))
-        return TRUE;
+        return unknown;
     }
     if (!json_object_has_member (json_node_get_object (root), "snapshots"))
       continue;
@@ -576,7 +592,7 @@ vmsnap_online_internal_delete (vmsnap_domain *dom, const char *tag,
     xml = made;
   }
   /* An interrupted run may have deleted it already. */
-  if (!tag_somewhere (dom, tag, disks))
+  if (!vmsnap_online_tag_somewhere (dom, tag, disks, TRUE))
     return vmsnap_online_internal_forget (dom, tag, err);
   s = redefine (dom, tag, xml, err);
   if (s == NULL)
