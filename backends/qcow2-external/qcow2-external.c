@@ -1176,6 +1176,16 @@ plan_decide (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
   if (!alloc_bytes (op, d, qemu_img, c->fmt, c->path, &cb, err)
       || !alloc_bytes (op, d, qemu_img, u->fmt, u->path, &pb, err))
     return NULL;
+  /* The image a running QEMU writes: its metadata on disk lags behind
+   * QEMU's cache (qemu-img map -U can show nothing of what the guest just
+   * wrote), but the file's allocated size does not.  Beyond what qcow2's
+   * own metadata explains (well under 1 MiB for these sizes), trust the
+   * file. */
+  if (vmsnap_op_is_online (op) && c->active && !c->block) {
+    struct stat st;
+    if (stat (c->path, &st) == 0 && (guint64) st.st_blocks * 512 > cb + (1 << 20))
+      cb = MIN ((guint64) st.st_blocks * 512, c->vsize);
+  }
 
   p = plan_new (cb <= pb ? "commit" : "pull", u);
   p->commit_bytes = cb;
