@@ -210,4 +210,16 @@ out=$(virsh start onmem 2>&1) || fail "virsh start onmem: $out"
 v=$(cmos_get)
 [ "$v" != 0x5a ] || fail "a fresh boot keeps CMOS byte 0x40 ($v): the memory-state check proves nothing"
 echo "  fresh boot: CMOS byte 0x40 is $v"
+
+# Names already taken: QEMU's savevm would silently replace an entry of the
+# same name, so vmsnap refuses before libvirt is asked (exit 3, nothing new).
+out=$(virsh snapshot-create-as onmem taken 2>&1) || fail "virsh snapshot-create-as: $out"
+expect_fail 3 "libvirt already has a snapshot named 'taken'" "$VMSNAP" create --memory onmem taken
+out=$(virsh snapshot-delete onmem taken --metadata 2>&1) || fail "virsh snapshot-delete --metadata: $out"
+expect_fail 3 "already holds an internal snapshot named 'taken'" "$VMSNAP" create --memory onmem taken
+[ "$(snap_tags "$img/vda.qcow2")" = taken ] || fail "the refused create changed vda's table: $(snap_tags "$img/vda.qcow2")"
+[ -z "$(virsh snapshot-list onmem --name)" ] || fail "libvirt metadata left: $(virsh snapshot-list onmem --name)"
+vms_ok list --json onmem
+jq_check "$VMS_OUT" '.snapshots == [] and .pending == null' "catalog after the refused creates"
+echo "  a name libvirt or an image already holds: refused, nothing changed"
 echo "online-internal-memory: ok"
