@@ -125,5 +125,5 @@ run virsh destroy demo-vm
 virsh undefine --snapshots-metadata demo-vm >/dev/null
 echo
 echo "demo done: every snapshot above was created, reverted, deleted and merged"
-echo "on real images, shut off and while the VM ran; libvirt's own tools refuse"
-echo "external revert and deleting a snapshot with children."
+echo "on real images, shut off and while the VM ran; libvirt 9 itself refuses"
+echo "to revert to an external snapshot (above) and to delete one with --children."
