@@ -49,6 +49,7 @@
 #include <json-glib/json-glib.h>
 
 #include <vmsnap/backend.h>
+#include "../backend-util.h"
 
 #define NAME "qcow2-external"
 /* Hostile-input limits for the image graph. */
@@ -133,54 +134,6 @@ qext_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
                       d->type_name);
     return 0;
   }
-}
-
-/* =============================================================== errors */
-
-static int fail (GError **err, int code, const char *fmt, ...)
-  G_GNUC_PRINTF (3, 4);
-
-static int
-fail (GError **err, int code, const char *fmt, ...)
-{
-  va_list ap;
-  g_autofree char *msg = NULL;
-
-  va_start (ap, fmt);
-  msg = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  g_set_error_literal (err, VMSNAP_ERROR, code, msg);
-  return -1;
-}
-
-/* A tool (or journal) error E, with what was being done before it and what
- * the user can do after it.  Consumes E. */
-static int fail_with (GError **err, GError *e, const char *hint,
-                      const char *fmt, ...) G_GNUC_PRINTF (4, 5);
-
-static int
-fail_with (GError **err, GError *e, const char *hint, const char *fmt, ...)
-{
-  va_list ap;
-  g_autofree char *what = NULL;
-  int code = e && e->domain == VMSNAP_ERROR ? e->code : VMSNAP_ERR_FAILED;
-
-  va_start (ap, fmt);
-  what = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  g_set_error (err, VMSNAP_ERROR, code, "%s: %s%s%s", what,
-               e ? e->message : "failed", hint ? ". " : "", hint ? hint : "");
-  if (e)
-    g_error_free (e);
-  return -1;
-}
-
-static char *
-fmt_size (guint64 bytes)
-{
-  /* "1.0 MiB (1048576 bytes)", "0 bytes" */
-  return g_format_size_full (bytes, G_FORMAT_SIZE_IEC_UNITS
-                                    | G_FORMAT_SIZE_LONG_FORMAT);
 }
 
 /* ============================================================= locators */

@@ -43,6 +43,7 @@
 #include <json-glib/json-glib.h>
 
 #include <vmsnap/backend.h>
+#include "../backend-util.h"
 
 #define NAME "qcow2-internal"
 #define LOC_PREFIX "qcow2:"
@@ -94,46 +95,6 @@ qint_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
     vmsnap_probe_add_detail (res, "internal_snapshots", "%u",
                              d->chain[0]->n_internal_snapshots);
   return 0;
-}
-
-/* =============================================================== errors */
-
-static int fail (GError **err, int code, const char *fmt, ...)
-  G_GNUC_PRINTF (3, 4);
-
-static int
-fail (GError **err, int code, const char *fmt, ...)
-{
-  va_list ap;
-  g_autofree char *msg = NULL;
-
-  va_start (ap, fmt);
-  msg = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  g_set_error_literal (err, VMSNAP_ERROR, code, msg);
-  return -1;
-}
-
-/* A tool error E, with what was being done before it and what the user
- * can do after it.  Consumes E. */
-static int fail_with (GError **err, GError *e, const char *hint,
-                      const char *fmt, ...) G_GNUC_PRINTF (4, 5);
-
-static int
-fail_with (GError **err, GError *e, const char *hint, const char *fmt, ...)
-{
-  va_list ap;
-  g_autofree char *what = NULL;
-  int code = e && e->domain == VMSNAP_ERROR ? e->code : VMSNAP_ERR_FAILED;
-
-  va_start (ap, fmt);
-  what = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  g_set_error (err, VMSNAP_ERROR, code, "%s: %s%s%s", what,
-               e ? e->message : "failed", hint ? ". " : "", hint ? hint : "");
-  if (e)
-    g_error_free (e);
-  return -1;
 }
 
 /* ============================================================= locators */
