@@ -23,6 +23,13 @@ PACKAGES=(
   libvirt-clients util-linux
   # tests
   jq valgrind
+  # tests: the LVM guest (tests/fixtures/lvm-guest.sh) runs the host's lvm2
+  # (and thin_check, which LVM runs on thin pools) over 9p; its initramfs
+  # is a static busybox
+  lvm2 thin-provisioning-tools busybox-static
+  # tests: the RBD tests' throwaway Ceph cluster (tests/fixtures/ceph.sh)
+  # and QEMU's rbd driver (qemu-io on rbd:, VMs with rbd disks)
+  ceph-mon ceph-osd ceph-common qemu-block-extra
 )
 
 if [ "${VMSNAP_SKIP_INSTALL:-0}" != 1 ]; then
@@ -33,6 +40,15 @@ if [ "${VMSNAP_SKIP_INSTALL:-0}" != 1 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+fi
+
+# The LVM tests boot a stock Debian kernel (linux-image-amd64, not
+# installed: downloaded and unpacked into /var/tmp/vmsnap-test-kernel, where
+# the tests find it); fetch it once here so that no test times a download.
+# A failure is not fatal here: the LVM tests then say why (strict: fail).
+if [ "$mode" = test ]; then
+  bash tests/fixtures/lvm-guest.sh fetch ||
+    echo "setup.sh: warning: no kernel for the LVM guest (the LVM tests will fail)" >&2
 fi
 
 ./autogen.sh

@@ -1,13 +1,51 @@
 /* lvm: native LVM snapshots through liblvm2cmd, in process (no fork of the
- * lvm binary).  Thin LVs get thin snapshots, thick LVs classic COW snapshots.
+ * lvm binary: lvm2_run() runs the command inside vmsnap, its report output
+ * arrives through the log callback and is parsed from --reportformat json;
+ * a failure carries LVM's own messages).
  *
- * This issue delivers probe and capabilities: a block disk whose device is
- * an LV (device-mapper uuid "LVM-..." in sysfs) is examined with
- * `lvs --reportformat json` through lvm2_run(); the report arrives through
- * the log callback.  create/revert/merge/delete arrive with the LVM issue. */
+ * The disk's LV is found from its device: the device-mapper uuid in sysfs
+ * ("LVM-" + VG uuid + LV uuid) names the LV whatever path the domain uses.
+ *
+ * Thin LVs.  create: a thin snapshot in the same pool (refused when the
+ * pool is fuller than VMSNAP_LVM_THIN_MAX_PERCENT, default 90).  revert: the
+ * disk's LV is renamed away and a new thin snapshot of the snapshot takes
+ * its name, so the domain's device path does not change and the snapshot
+ * stays as it was (revertable again); the old LV is garbage.  Thin
+ * snapshots do not depend on each other: delete is an lvremove, merge has
+ * nothing to consolidate.
+ *
+ * Thick LVs.  create: a classic COW snapshot of the disk's LV, sized by
+ * VMSNAP_LVM_SNAPSHOT_SIZE (a percentage of the LV, default 20%, or a size
+ * such as 512M), refused when the VG lacks the space.  revert: lvconvert
+ * --merge of the snapshot into the LV (the merge needs the LV closed: the
+ * domain is shut off), then the snapshot is created again under the same
+ * name and tags, so it stays revertable.  A merge LVM defers (the LV was
+ * open) is detected and reported; an invalidated (overflowed) snapshot is
+ * reported and never used for a revert.  Other snapshots of the LV receive
+ * a copy of every block the merge rewrites: they are extended first when
+ * they would not hold it.
+ *
+ * Locators: "lvm:VG/LV", the snapshot's LV.  They never move (a revert
+ * keeps the snapshot's name).  Undo of a thin revert is
+ * "lvm:VG/OLD?restore=LV&rev=HEX" (see lvm_discard).
+ *
+ * Tags.  Every LV vmsnap creates carries vmsnap_dom_<domain uuid> and,
+ * for snapshots, vmsnap_disk_<target> and vmsnap_snap_<name>; a revert's
+ * new thin LV carries vmsnap_rev_<hex> (so its undo removes only it).  The
+ * list slot returns the snapshots by these tags.
+ *
+ * Crash safety.  Each state-changing slot records its whole plan (one
+ * JSON value, key "plan") before it acts, then marks each step done; a
+ * re-run skips the done steps and finds the effect of an interrupted step
+ * on storage (an LV of the recorded name with the recorded tags, a rename
+ * already made, a merge under way), so every step is repeatable.  Nothing
+ * a catalog entry or the domain names is removed here: removals go through
+ * the garbage list and the discard slot. */
 #include <config.h>
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -16,206 +54,1767 @@
 #include <lvm2cmd.h>
 
 #include <vmsnap/backend.h>
-#include "../pending.h"
+#include "../backend-util.h"
 
 #define NAME "lvm"
 
+#define TAG_DOM "vmsnap_dom_"
+#define TAG_DISK "vmsnap_disk_"
+#define TAG_SNAP "vmsnap_snap_"
+#define TAG_REV "vmsnap_rev_"
+/* A disk's LV renamed away by a thin revert: "<name>.vmsnap-old-<hex>". */
+#define OLD_MARK ".vmsnap-old-"
+
+#define DEFAULT_SNAPSHOT_SIZE "20%"
+#define DEFAULT_THIN_MAX_PERCENT 90.0
+
+/* ========================================================== sizes */
+
+/* "16.0 MiB", short (backend-util.h's fmt_size adds the byte count), with
+ * a plain space where GLib puts a no-break one: it reads and greps better
+ * in messages. */
+static char *
+size_text (guint64 bytes)
+{
+  g_autofree char *s = g_format_size_full (bytes, G_FORMAT_SIZE_IEC_UNITS);
+  GString *o = g_string_new (NULL);
+
+  for (const char *p = s; *p; p++) {
+    if ((unsigned char) p[0] == 0xc2 && (unsigned char) p[1] == 0xa0) {
+      g_string_append_c (o, ' ');
+      p++;
+    } else
+      g_string_append_c (o, *p);
+  }
+  return g_string_free (o, FALSE);
+}
+
+/* ============================================================ liblvm2cmd */
+
 static GMutex lvm_lock;
 static void *lvm_handle;
-static GString *lvm_report;   /* LVM2_LOG_PRINT output of the running command */
-static GString *lvm_errors;   /* error messages of the running command */
+static GString *lvm_out;      /* LVM2_LOG_PRINT lines of the running command */
+static GString *lvm_errors;   /* its error messages */
 
 static void
 lvm_log (int level, const char *file, int line, int dm_errno, const char *msg)
 {
-  if (level == LVM2_LOG_PRINT && lvm_report)
-    g_string_append_printf (lvm_report, "%s\n", msg);
+  (void) file;
+  (void) line;
+  (void) dm_errno;
+  if (level == LVM2_LOG_PRINT && lvm_out)
+    g_string_append_printf (lvm_out, "%s\n", msg);
   else if (level <= LVM2_LOG_ERROR && level > LVM2_LOG_SUPPRESS && lvm_errors)
     g_string_append_printf (lvm_errors, "%s%s", lvm_errors->len ? "; " : "", msg);
 }
 
-/* lvm2_run() splits its command line on blanks itself: only let through
- * device paths made of characters LVM allows in VG/LV names. */
+/* Characters LVM allows in VG and LV names (lvm2_run() splits its command
+ * line on blanks and treats '#' as a comment, so nothing else may reach
+ * it). */
 static gboolean
-safe_lvm_arg (const char *s)
+name_chars_ok (const char *s)
 {
+  if (s == NULL || *s == '\0')
+    return FALSE;
   for (const char *p = s; *p; p++)
-    if (!g_ascii_isalnum (*p) && !strchr ("/+_.-", *p))
+    if (!g_ascii_isalnum (*p) && !strchr ("+_.-", *p))
       return FALSE;
-  return *s != '\0';
+  return TRUE;
 }
 
-/* Run an lvs report and return its first row (a JSON object), or NULL with
- * *err holding LVM's own message. */
-static JsonObject *
-lvs_row (const char *what, JsonParser **parser, GError **err)
+/* Run one LVM command line.  *out (may be NULL): what it printed.  On
+ * failure *err says "`CMD`: LVM's messages". */
+static gboolean lvm_run (char **out, GError **err, const char *fmt, ...)
+  G_GNUC_PRINTF (3, 4);
+
+static gboolean
+lvm_run (char **out, GError **err, const char *fmt, ...)
 {
-  g_autofree char *cmd = g_strdup_printf (
-    "lvs --reportformat json --units b --nosuffix -o vg_name,lv_name,lv_attr,"
-    "segtype,pool_lv,lv_size,vg_free,data_percent,metadata_percent,lv_tags %s",
-    what);
-  JsonNode *root;
-  JsonObject *o;
-  JsonArray *reports, *lvs;
+  va_list ap;
+  g_autofree char *cmd = NULL;
+  g_autofree char *printed = NULL, *errors = NULL;
   int rc;
+
+  va_start (ap, fmt);
+  cmd = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
 
   g_mutex_lock (&lvm_lock);
   if (lvm_handle == NULL) {
+    /* Monitoring (dmeventd) follows lvm.conf, as for the lvm tool: that
+     * is what auto-extends snapshots and pools above their thresholds. */
     lvm2_log_fn (lvm_log);
     lvm_handle = lvm2_init ();
-    if (lvm_handle)
-      lvm2_disable_dmeventd_monitoring (lvm_handle);
   }
   if (lvm_handle == NULL) {
     g_mutex_unlock (&lvm_lock);
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
                  "liblvm2cmd: lvm2_init failed (is lvm2 installed and "
                  "/etc/lvm/lvm.conf readable?)");
-    return NULL;
+    return FALSE;
   }
-  lvm_report = g_string_new (NULL);
+  lvm_out = g_string_new (NULL);
   lvm_errors = g_string_new (NULL);
   lvm2_log_level (lvm_handle, LVM2_LOG_PRINT);
   rc = lvm2_run (lvm_handle, cmd);
-  g_autofree char *report = g_string_free (lvm_report, FALSE);
-  g_autofree char *errors = g_string_free (lvm_errors, FALSE);
-  lvm_report = lvm_errors = NULL;
+  printed = g_string_free (lvm_out, FALSE);
+  errors = g_string_free (lvm_errors, FALSE);
+  lvm_out = lvm_errors = NULL;
   g_mutex_unlock (&lvm_lock);
 
   if (rc != LVM2_COMMAND_SUCCEEDED) {
-    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "lvs %s failed: %s",
-                 what, *errors ? errors : "no message from LVM");
-    return NULL;
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "`%s` failed: %s", cmd,
+                 *errors ? errors : *printed ? g_strstrip (printed)
+                                             : "no message from LVM");
+    return FALSE;
   }
-  *parser = json_parser_new ();
-  if (!json_parser_load_from_data (*parser, report, -1, err))
-    return NULL;
-  root = json_parser_get_root (*parser);
-  if (!JSON_NODE_HOLDS_OBJECT (root)
-      || !(reports = json_object_get_array_member (json_node_get_object (root), "report"))
-      || json_array_get_length (reports) == 0
-      || !(o = json_array_get_object_element (reports, 0))
-      || !(lvs = json_object_get_array_member (o, "lv"))
-      || json_array_get_length (lvs) == 0) {
-    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-                 "lvs %s: no logical volume in the report", what);
-    return NULL;
-  }
-  return json_array_get_object_element (lvs, 0);
+  if (out)
+    *out = g_steal_pointer (&printed);
+  return TRUE;
+}
+
+/* ================================================================ lvs */
+
+typedef struct {
+  char *vg, *name, *attr, *origin, *pool, *segtype, *tags, *uuid;
+  guint64 size, vg_free, extent;
+  double snap, data, meta;          /* percent; -1 when LVM reports none */
+  gboolean open, active, merging, invalid, hidden;
+} lvinfo;
+
+#define LV_FIELDS "vg_name,lv_name,lv_attr,origin,pool_lv,segtype,lv_size," \
+  "vg_free,vg_extent_size,snap_percent,data_percent,metadata_percent,"      \
+  "lv_tags,lv_uuid,lv_device_open,lv_active,lv_merging,lv_snapshot_invalid"
+
+static void
+lvinfo_free (gpointer p)
+{
+  lvinfo *l = p;
+
+  g_free (l->vg);
+  g_free (l->name);
+  g_free (l->attr);
+  g_free (l->origin);
+  g_free (l->pool);
+  g_free (l->segtype);
+  g_free (l->tags);
+  g_free (l->uuid);
+  g_free (l);
 }
 
 static const char *
-field (JsonObject *o, const char *k)
+jfield (JsonObject *o, const char *k)
 {
   const char *v = json_object_get_string_member_with_default (o, k, "");
   return v ? v : "";
 }
 
-static int
-lvm_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
-           vmsnap_probe_result *res, GError **err)
+static double
+jpercent (JsonObject *o, const char *k)
+{
+  const char *v = jfield (o, k);
+  char *end;
+  double d;
+
+  if (*v == '\0')
+    return -1;
+  d = g_ascii_strtod (v, &end);
+  return end == v ? -1 : d;
+}
+
+static guint64
+jbytes (JsonObject *o, const char *k)
+{
+  return g_ascii_strtoull (jfield (o, k), NULL, 10);
+}
+
+/* `lvs -a` of WHAT (a VG name or a selection), one lvinfo per LV. */
+static GPtrArray *
+lvs_rows (const char *what, GError **err)
+{
+  g_autofree char *out = NULL;
+  g_autoptr (JsonParser) p = json_parser_new ();
+  g_autoptr (GPtrArray) rows = g_ptr_array_new_with_free_func (lvinfo_free);
+  const char *start, *end;
+  g_autofree char *json = NULL;
+  JsonNode *root;
+  JsonArray *reports;
+
+  if (!lvm_run (&out, err, "lvs -a --reportformat json --units b --nosuffix "
+                "-o " LV_FIELDS " %s", what))
+    return NULL;
+  /* Warnings may come around the report: take the JSON document itself. */
+  start = strstr (out, "{\n");
+  if (start == NULL && out[0] == '{')
+    start = out;
+  end = strrchr (out, '}');
+  if (start == NULL || end == NULL || end < start) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "`lvs %s` printed no JSON report: %s", what, out);
+    return NULL;
+  }
+  json = g_strndup (start, end - start + 1);
+  if (!json_parser_load_from_data (p, json, -1, err))
+    return NULL;
+  root = json_parser_get_root (p);
+  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root)
+      || !(reports = json_object_get_array_member (json_node_get_object (root), "report"))) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "`lvs %s`: unexpected report: %s", what, json);
+    return NULL;
+  }
+  for (guint r = 0; r < json_array_get_length (reports); r++) {
+    JsonObject *ro = json_array_get_object_element (reports, r);
+    JsonArray *lvs = ro && json_object_has_member (ro, "lv")
+                     ? json_object_get_array_member (ro, "lv") : NULL;
+    for (guint i = 0; lvs && i < json_array_get_length (lvs); i++) {
+      JsonObject *o = json_array_get_object_element (lvs, i);
+      lvinfo *l;
+      const char *n;
+      if (o == NULL)
+        continue;
+      l = g_new0 (lvinfo, 1);
+      n = jfield (o, "lv_name");
+      l->hidden = n[0] == '[';
+      l->name = l->hidden ? g_strndup (n + 1, strlen (n) >= 2 ? strlen (n) - 2 : 0)
+                          : g_strdup (n);
+      l->vg = g_strdup (jfield (o, "vg_name"));
+      l->attr = g_strdup (jfield (o, "lv_attr"));
+      l->origin = g_strdup (jfield (o, "origin"));
+      if (l->origin[0] == '[') {       /* a hidden origin: "[name]" */
+        char *u = g_strndup (l->origin + 1, strlen (l->origin) - 2);
+        g_free (l->origin);
+        l->origin = u;
+      }
+      l->pool = g_strdup (jfield (o, "pool_lv"));
+      l->segtype = g_strdup (jfield (o, "segtype"));
+      l->tags = g_strdup (jfield (o, "lv_tags"));
+      l->uuid = g_strdup (jfield (o, "lv_uuid"));
+      l->size = jbytes (o, "lv_size");
+      l->vg_free = jbytes (o, "vg_free");
+      l->extent = jbytes (o, "vg_extent_size");
+      l->snap = jpercent (o, "snap_percent");
+      l->data = jpercent (o, "data_percent");
+      l->meta = jpercent (o, "metadata_percent");
+      l->open = strcmp (jfield (o, "lv_device_open"), "open") == 0;
+      l->active = strcmp (jfield (o, "lv_active"), "active") == 0;
+      l->merging = strcmp (jfield (o, "lv_merging"), "merging") == 0;
+      l->invalid = strstr (jfield (o, "lv_snapshot_invalid"), "invalid") != NULL
+                   || (strlen (l->attr) > 4 && l->attr[4] == 'I');
+      g_ptr_array_add (rows, l);
+    }
+  }
+  return g_steal_pointer (&rows);
+}
+
+static lvinfo *
+find_lv (GPtrArray *rows, const char *name)
+{
+  for (guint i = 0; rows && i < rows->len; i++) {
+    lvinfo *l = g_ptr_array_index (rows, i);
+    if (strcmp (l->name, name) == 0)
+      return l;
+  }
+  return NULL;
+}
+
+static gboolean
+has_tag (const lvinfo *l, const char *tag)
+{
+  g_auto (GStrv) tags = g_strsplit (l->tags, ",", -1);
+  return g_strv_contains ((const char *const *) tags, tag);
+}
+
+/* The value of the first tag starting with PREFIX, or NULL. */
+static char *
+tag_value (const lvinfo *l, const char *prefix)
+{
+  g_auto (GStrv) tags = g_strsplit (l->tags, ",", -1);
+  for (char **t = tags; *t; t++)
+    if (g_str_has_prefix (*t, prefix))
+      return g_strdup (*t + strlen (prefix));
+  return NULL;
+}
+
+static gboolean
+is_thin (const lvinfo *l)
+{
+  return strcmp (l->segtype, "thin") == 0;
+}
+
+/* A classic (COW) snapshot; 'S' while it merges. */
+static gboolean
+is_cow (const lvinfo *l)
+{
+  return l->attr[0] == 's' || l->attr[0] == 'S';
+}
+
+/* The classic snapshot merging into ORIGIN, or NULL. */
+static lvinfo *
+merging_into (GPtrArray *rows, const lvinfo *origin)
+{
+  for (guint i = 0; i < rows->len; i++) {
+    lvinfo *l = g_ptr_array_index (rows, i);
+    if (is_cow (l) && l->merging && strcmp (l->origin, origin->name) == 0)
+      return l;
+  }
+  return NULL;
+}
+
+/* "12.50% of 16.0 MiB COW space used" / "INVALID: overflowed its 16.0 MiB
+ * of COW space". */
+static char *
+cow_usage (const lvinfo *l)
+{
+  g_autofree char *size = size_text (l->size);
+
+  if (l->invalid)
+    return g_strdup_printf ("INVALID: overflowed its %s of COW space", size);
+  return g_strdup_printf ("%.2f%% of %s COW space used", l->snap < 0 ? 0 : l->snap,
+                          size);
+}
+
+/* ============================================================ the disk */
+
+/* Find the disk's LV from its device (sysfs dm uuid -> lv_uuid).  Returns
+ * FALSE with *why (a verdict for probe: not an LV) or *err (LVM failed). */
+static gboolean
+disk_lv (const vmsnap_disk *d, char **vg, char **lv, char **why, GError **err)
 {
   struct stat st;
-  g_autofree char *sys = NULL;
-  g_autofree char *uuid = NULL;
-  g_autoptr (JsonParser) p = NULL;
-  g_autoptr (JsonParser) pp = NULL;
-  g_autoptr (GError) local = NULL;
-  JsonObject *lv;
-  const char *attr;
+  g_autofree char *sys = NULL, *uuid = NULL, *sel = NULL;
+  g_autoptr (GPtrArray) rows = NULL;
+  const char *u;
+  lvinfo *l;
 
-  if (d->type != VMSNAP_DISK_TYPE_BLOCK || !d->is_block_device) {
-    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
-                      "not a block device, so not an LVM logical volume");
-    return 0;
+  if (d->type != VMSNAP_DISK_TYPE_BLOCK || d->source == NULL) {
+    *why = g_strdup ("not a block device, so not an LVM logical volume");
+    return FALSE;
   }
-  if (stat (d->source, &st) != 0 || !S_ISBLK (st.st_mode)) {
-    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0, "%s: %s", d->source,
-                      g_strerror (errno));
-    return 0;
+  if (stat (d->source, &st) != 0) {
+    int errsv = errno;
+    *why = g_strdup_printf ("%s: %s", d->source, g_strerror (errsv));
+    return FALSE;
+  }
+  if (!S_ISBLK (st.st_mode)) {
+    *why = g_strdup_printf ("%s is not a block device", d->source);
+    return FALSE;
   }
   sys = g_strdup_printf ("/sys/dev/block/%u:%u/dm/uuid", major (st.st_rdev),
                          minor (st.st_rdev));
   if (!g_file_get_contents (sys, &uuid, NULL, NULL)) {
-    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
-                      "%s is not a device-mapper device, so not an LVM "
-                      "logical volume (left to other backends)", d->source);
-    return 0;
+    *why = g_strdup_printf ("%s is not a device-mapper device, so not an LVM "
+                            "logical volume (left to other backends)", d->source);
+    return FALSE;
   }
   g_strstrip (uuid);
   if (!g_str_has_prefix (uuid, "LVM-")) {
-    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
-                      "%s is a device-mapper device not owned by LVM (uuid %s)",
-                      d->source, uuid);
+    *why = g_strdup_printf ("%s is a device-mapper device not owned by LVM "
+                            "(uuid %s)", d->source, uuid);
+    return FALSE;
+  }
+  if (strlen (uuid) != 4 + 64) {
+    *why = g_strdup_printf ("%s is an LVM-internal device (uuid %s), not a "
+                            "usable LV", d->source, uuid);
+    return FALSE;
+  }
+  for (const char *p = uuid + 4; *p; p++)
+    if (!g_ascii_isalnum (*p)) {
+      *why = g_strdup_printf ("%s: unexpected device-mapper uuid %s", d->source, uuid);
+      return FALSE;
+    }
+  /* LVM shows uuids as 6-4-4-4-4-4-6. */
+  u = uuid + 4 + 32;
+  sel = g_strdup_printf ("-S lv_uuid=%.6s-%.4s-%.4s-%.4s-%.4s-%.4s-%.6s", u,
+                         u + 6, u + 10, u + 14, u + 18, u + 22, u + 26);
+  rows = lvs_rows (sel, err);
+  if (rows == NULL)
+    return FALSE;
+  l = rows->len ? g_ptr_array_index (rows, 0) : NULL;
+  if (l == NULL || !name_chars_ok (l->vg) || !name_chars_ok (l->name)) {
+    *why = g_strdup_printf ("%s (device-mapper uuid %s): LVM knows no such LV",
+                            d->source, uuid);
+    return FALSE;
+  }
+  *vg = g_strdup (l->vg);
+  *lv = g_strdup (l->name);
+  return TRUE;
+}
+
+/* disk_lv for the state-changing slots: every failure is an error. */
+static gboolean
+disk_lv_or_fail (const vmsnap_disk *d, char **vg, char **lv, GError **err)
+{
+  g_autofree char *why = NULL;
+  GError *e = NULL;
+
+  if (disk_lv (d, vg, lv, &why, &e))
+    return TRUE;
+  if (e)
+    fail_with (err, e, NULL, "disk %s: finding the LV of %s", d->target,
+               d->source ? d->source : "(no source)");
+  else
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: %s", d->target, why);
+  return FALSE;
+}
+
+/* ============================================================ policies */
+
+/* VMSNAP_LVM_THIN_MAX_PERCENT: the pool fullness above which a create is
+ * refused. */
+static gboolean
+thin_limit (double *limit, GError **err)
+{
+  const char *e = g_getenv ("VMSNAP_LVM_THIN_MAX_PERCENT");
+  char *end;
+
+  *limit = DEFAULT_THIN_MAX_PERCENT;
+  if (e == NULL || *e == '\0')
+    return TRUE;
+  *limit = g_ascii_strtod (e, &end);
+  if (end == e || *end != '\0' || *limit <= 0 || *limit > 100) {
+    fail (err, VMSNAP_ERR_INVALID_INPUT, "VMSNAP_LVM_THIN_MAX_PERCENT='%s' is "
+          "not a percentage between 0 and 100", e);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static guint64
+round_up (guint64 v, guint64 unit)
+{
+  return unit ? (v + unit - 1) / unit * unit : v;
+}
+
+/* ceil() for the non-negative values here, without libm. */
+static guint64
+ceil_u64 (double x)
+{
+  guint64 r = (guint64) x;
+  return (double) r < x ? r + 1 : r;
+}
+
+/* The size of a new COW snapshot of O: VMSNAP_LVM_SNAPSHOT_SIZE (default
+ * 20%): "N%" of O's size, or a size ("512M", "2G", "1073741824"; binary
+ * units).  Rounded up to whole extents, at least one; never more than O
+ * can use (its size plus the exception tables), as LVM itself caps it. */
+static gboolean
+snapshot_size (const vmsnap_disk *d, const lvinfo *o, guint64 *bytes,
+               char **policy, GError **err)
+{
+  const char *env = g_getenv ("VMSNAP_LVM_SNAPSHOT_SIZE");
+  const char *v = env && *env ? env : DEFAULT_SNAPSHOT_SIZE;
+  char *end;
+  double n = g_ascii_strtod (v, &end);
+  guint64 want, cap;
+
+  if (end == v || !(n > 0))
+    goto bad;
+  if (strcmp (end, "%") == 0) {
+    if (n > 100)
+      goto bad;
+    want = ceil_u64 ((double) o->size * n / 100.0);
+    *policy = g_strdup_printf ("%s of the LV", v);
+  } else {
+    static const char units[] = "bkmgtp";
+    const char *u = *end ? strchr (units, g_ascii_tolower (*end)) : units;
+    double mult = 1;
+    if (u == NULL)
+      goto bad;
+    if (*end && end[1] && g_ascii_strcasecmp (end + 1, "iB") != 0
+        && g_ascii_strcasecmp (end + 1, "B") != 0)
+      goto bad;
+    for (const char *p = units; p < u; p++)
+      mult *= 1024;
+    want = ceil_u64 (n * mult);
+    *policy = g_strdup_printf ("VMSNAP_LVM_SNAPSHOT_SIZE=%s", v);
+  }
+  want = MAX (round_up (want, o->extent), o->extent);
+  cap = round_up (o->size + o->size / 64, o->extent);
+  *bytes = MIN (want, cap);
+  return TRUE;
+bad:
+  fail (err, VMSNAP_ERR_INVALID_INPUT, "disk %s: VMSNAP_LVM_SNAPSHOT_SIZE='%s' "
+        "is neither a percentage of the LV (e.g. 20%%) nor a size (e.g. 512M, "
+        "2G)", d->target, v);
+  return FALSE;
+}
+
+/* ============================================================= names */
+
+static const char *const reserved_parts[] = {
+  "_cdata", "_cmeta", "_corig", "_cpool", "_cvol", "_wcorig", "_mimage",
+  "_mlog", "_rimage", "_rmeta", "_tdata", "_tmeta", "_vdata", "_imeta",
+  "_iorig", "_pmspare", "_vorigin", NULL,
+};
+
+static size_t
+count_char (const char *s, char c)
+{
+  size_t n = 0;
+  for (; *s; s++)
+    n += *s == c;
+  return n;
+}
+
+/* Would LVM accept N as a new LV name in VG (charset, reserved names, and
+ * the device-mapper name "VG-LV-cow" within its 128 bytes)? */
+static gboolean
+lv_name_ok (const char *vg, const char *n)
+{
+  size_t len = strlen (n);
+
+  if (!name_chars_ok (n) || n[0] == '-' || len > 120 || !strcmp (n, ".")
+      || !strcmp (n, "..") || g_str_has_prefix (n, "snapshot")
+      || g_str_has_prefix (n, "pvmove"))
+    return FALSE;
+  for (const char *const *r = reserved_parts; *r; r++)
+    if (strstr (n, *r))
+      return FALSE;
+  return strlen (vg) + count_char (vg, '-') + 1 + len + count_char (n, '-') + 6 <= 127;
+}
+
+/* A free LV name in VG for a new LV derived from BASE: "BASE.HINT" when
+ * HINT is given and that is free and valid, else "BASE.MARK<8 hex>" (BASE
+ * shortened as needed). */
+static char *
+pick_name (GPtrArray *rows, const char *vg, const char *base, const char *hint,
+           const char *mark)
+{
+  if (hint) {
+    g_autofree char *c = g_strconcat (base, ".", hint, NULL);
+    if (lv_name_ok (vg, c) && find_lv (rows, c) == NULL)
+      return g_steal_pointer (&c);
+  }
+  for (int tries = 0; tries < 64; tries++) {
+    size_t keep = strlen (base);
+    for (;;) {
+      g_autofree char *c = g_strdup_printf ("%.*s%s%08x", (int) keep, base, mark,
+                                            g_random_int ());
+      if (lv_name_ok (vg, c)) {
+        if (find_lv (rows, c) == NULL)
+          return g_steal_pointer (&c);
+        break;
+      }
+      if (keep == 0)
+        break;
+      keep = keep > 8 ? keep - 8 : 0;
+    }
+  }
+  return NULL;
+}
+
+/* ============================================================ locators */
+
+/* "lvm:VG/LV[?restore=NAME&rev=HEX]" */
+static gboolean
+loc_parse (const vmsnap_disk *d, const char *loc, char **vg, char **lv,
+           char **restore, char **rev, GError **err)
+{
+  g_autofree char *s = NULL;
+  char *q, *slash;
+
+  if (loc == NULL || !g_str_has_prefix (loc, NAME ":"))
+    goto bad;
+  s = g_strdup (loc + strlen (NAME ":"));
+  q = strchr (s, '?');
+  if (q) {
+    g_auto (GStrv) kv = g_strsplit (q + 1, "&", -1);
+    *q = '\0';
+    for (char **p = kv; *p; p++) {
+      if (g_str_has_prefix (*p, "restore=") && restore && name_chars_ok (*p + 8))
+        *restore = g_strdup (*p + 8);
+      else if (g_str_has_prefix (*p, "rev=") && rev && name_chars_ok (*p + 4))
+        *rev = g_strdup (*p + 4);
+      else
+        goto bad;
+    }
+  }
+  slash = strchr (s, '/');
+  if (slash == NULL)
+    goto bad;
+  *slash = '\0';
+  if (!name_chars_ok (s) || !name_chars_ok (slash + 1))
+    goto bad;
+  *vg = g_strdup (s);
+  *lv = g_strdup (slash + 1);
+  return TRUE;
+bad:
+  fail (err, VMSNAP_ERR_INVALID_INPUT, "disk %s: '%s' is not a %s locator "
+        "(lvm:VG/LV)", d ? d->target : "?", loc ? loc : "(null)", NAME);
+  return FALSE;
+}
+
+static char *
+loc_make (const char *vg, const char *lv)
+{
+  return g_strdup_printf ("%s:%s/%s", NAME, vg, lv);
+}
+
+/* ============================================================= journal */
+
+typedef struct {
+  char *kind;      /* "thin" / "thick" */
+  char *vg, *origin, *lv, *old, *rev;
+  guint64 size;
+  char *tags;      /* comma-separated tags to put on a new LV */
+  JsonArray *extend; /* thick revert: [[lv, bytes], ...] */
+} plan;
+
+static void
+plan_free (plan *p)
+{
+  if (p == NULL)
+    return;
+  g_free (p->kind);
+  g_free (p->vg);
+  g_free (p->origin);
+  g_free (p->lv);
+  g_free (p->old);
+  g_free (p->rev);
+  g_free (p->tags);
+  if (p->extend)
+    json_array_unref (p->extend);
+  g_free (p);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (plan, plan_free)
+
+static void
+jb_str (JsonBuilder *b, const char *k, const char *v)
+{
+  if (v == NULL)
+    return;
+  json_builder_set_member_name (b, k);
+  json_builder_add_string_value (b, v);
+}
+
+/* Record the plan (the decision) before anything is done. */
+static gboolean
+plan_record (vmsnap_op *op, const plan *p, GError **err)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  g_autoptr (JsonGenerator) g = json_generator_new ();
+  g_autoptr (JsonNode) root = NULL;
+  g_autofree char *text = NULL;
+
+  json_builder_begin_object (b);
+  jb_str (b, "kind", p->kind);
+  jb_str (b, "vg", p->vg);
+  jb_str (b, "origin", p->origin);
+  jb_str (b, "lv", p->lv);
+  jb_str (b, "old", p->old);
+  jb_str (b, "rev", p->rev);
+  jb_str (b, "tags", p->tags);
+  json_builder_set_member_name (b, "size");
+  json_builder_add_int_value (b, (gint64) p->size);
+  json_builder_set_member_name (b, "extend");
+  json_builder_begin_array (b);
+  for (guint i = 0; p->extend && i < json_array_get_length (p->extend); i++) {
+    JsonArray *e = json_array_get_array_element (p->extend, i);
+    json_builder_begin_array (b);
+    json_builder_add_string_value (b, json_array_get_string_element (e, 0));
+    json_builder_add_int_value (b, json_array_get_int_element (e, 1));
+    json_builder_end_array (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  root = json_builder_get_root (b);
+  json_generator_set_root (g, root);
+  text = json_generator_to_data (g, NULL);
+  return vmsnap_op_set (op, "plan", text, err);
+}
+
+static char *
+jstr_dup (JsonObject *o, const char *k)
+{
+  const char *v = json_object_get_string_member_with_default (o, k, NULL);
+  return v ? g_strdup (v) : NULL;
+}
+
+/* The recorded plan, or NULL (and no error) when there is none. */
+static plan *
+plan_load (vmsnap_op *op, const vmsnap_disk *d, GError **err)
+{
+  const char *s = vmsnap_op_get (op, "plan");
+  g_autoptr (JsonParser) jp = NULL;
+  g_autoptr (plan) p = NULL;
+  JsonNode *root;
+  JsonObject *o;
+
+  if (s == NULL)
+    return NULL;
+  jp = json_parser_new ();
+  if (!json_parser_load_from_data (jp, s, -1, NULL)
+      || (root = json_parser_get_root (jp)) == NULL || !JSON_NODE_HOLDS_OBJECT (root)) {
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: the journal's plan of the "
+          "interrupted operation cannot be read; it cannot be resumed",
+          d->target);
+    return NULL;
+  }
+  o = json_node_get_object (root);
+  p = g_new0 (plan, 1);
+  p->kind = jstr_dup (o, "kind");
+  p->vg = jstr_dup (o, "vg");
+  p->origin = jstr_dup (o, "origin");
+  p->lv = jstr_dup (o, "lv");
+  p->old = jstr_dup (o, "old");
+  p->rev = jstr_dup (o, "rev");
+  p->tags = jstr_dup (o, "tags");
+  p->size = (guint64) json_object_get_int_member_with_default (o, "size", 0);
+  if (json_object_has_member (o, "extend"))
+    p->extend = json_array_ref (json_object_get_array_member (o, "extend"));
+  if (p->kind == NULL || p->vg == NULL || p->origin == NULL || p->lv == NULL
+      || !name_chars_ok (p->vg) || !name_chars_ok (p->origin)
+      || !name_chars_ok (p->lv) || (p->old && !name_chars_ok (p->old))
+      || (p->rev && !name_chars_ok (p->rev))
+      || (!strcmp (p->kind, "thin") && p->rev && !p->old)) {
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: the journal's plan of the "
+          "interrupted operation is incomplete; it cannot be resumed",
+          d->target);
+    return NULL;
+  }
+  return g_steal_pointer (&p);
+}
+
+/* ============================================================== common */
+
+static int
+check_slot (vmsnap_op *op, const vmsnap_disk *d, const char *slot,
+            unsigned int flags, GError **err)
+{
+  if (!vmsnap_check_flags (NAME, slot, flags, 0, err))
+    return -1;
+  if (op == NULL || d == NULL)
+    return fail (err, VMSNAP_ERR_FAILED, "backend %s: %s called without an "
+                 "operation context or disk (internal error)", NAME, slot);
+  return 0;
+}
+
+/* " --addtag T" for each tag of the comma-separated list. */
+static char *
+addtags (const char *tags)
+{
+  g_auto (GStrv) t = g_strsplit (tags ? tags : "", ",", -1);
+  GString *s = g_string_new (NULL);
+
+  for (char **p = t; *p; p++)
+    if (**p)
+      g_string_append_printf (s, " --addtag %s", *p);
+  return g_string_free (s, FALSE);
+}
+
+/* Tags LVM accepts and lvm2_run() passes through unharmed. */
+static gboolean
+tag_ok (const char *t)
+{
+  if (t == NULL || *t == '\0' || strlen (t) > 1024)
+    return FALSE;
+  for (const char *p = t; *p; p++)
+    if (!g_ascii_isalnum (*p) && !strchr ("_+.-/=!:&", *p))
+      return FALSE;
+  return TRUE;
+}
+
+/* The tags of TAGS (comma-separated, as lvs reports them) that can be
+ * given to lvcreate again. */
+static char *
+usable_tags (const char *tags)
+{
+  g_auto (GStrv) t = g_strsplit (tags ? tags : "", ",", -1);
+  GString *s = g_string_new (NULL);
+
+  for (char **p = t; *p; p++)
+    if (tag_ok (*p))
+      g_string_append_printf (s, "%s%s", s->len ? "," : "", *p);
+  return g_string_free (s, FALSE);
+}
+
+/* The tags of a new snapshot of disk D named NAME. */
+static char *
+snapshot_tags (vmsnap_op *op, const vmsnap_disk *d, const char *name)
+{
+  GString *s = g_string_new (NULL);
+  g_autofree char *dom = g_strconcat (TAG_DOM, vmsnap_op_domain_uuid (op), NULL);
+  g_autofree char *disk = g_strconcat (TAG_DISK, d->target, NULL);
+  g_autofree char *snap = g_strconcat (TAG_SNAP, name, NULL);
+
+  if (tag_ok (dom))
+    g_string_append (s, dom);
+  if (tag_ok (disk))
+    g_string_append_printf (s, "%s%s", s->len ? "," : "", disk);
+  if (tag_ok (snap))
+    g_string_append_printf (s, "%s%s", s->len ? "," : "", snap);
+  return g_string_free (s, FALSE);
+}
+
+static char *
+dom_tag (vmsnap_op *op)
+{
+  return g_strconcat (TAG_DOM, vmsnap_op_domain_uuid (op), NULL);
+}
+
+/* The message for an LV with a deferred merge pending. */
+static int
+fail_merging (GError **err, const vmsnap_disk *d, const lvinfo *o,
+              GPtrArray *rows)
+{
+  lvinfo *s = merging_into (rows, o);
+  g_autofree char *sname = s ? g_strdup_printf ("%s/%s", o->vg, s->name)
+                             : g_strdup ("a snapshot");
+
+  return fail (err, VMSNAP_ERR_FAILED,
+               "disk %s: LV %s/%s has a merge of %s pending (LVM deferred it "
+               "because the LV was open; it runs when the LV is next "
+               "activated).  Close whatever holds %s open, then run `lvchange "
+               "-an %s/%s && lvchange -ay %s/%s` (or `vmsnap recover` if a "
+               "vmsnap revert was interrupted); nothing was changed",
+               d->target, o->vg, o->name, sname, d->source ? d->source : "it",
+               o->vg, o->name, o->vg, o->name);
+}
+
+/* ============================================================== probe */
+
+static int
+lvm_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
+           vmsnap_probe_result *res, GError **err)
+{
+  g_autofree char *vg = NULL, *name = NULL, *why = NULL;
+  g_autoptr (GPtrArray) rows = NULL;
+  g_autoptr (GError) local = NULL;
+  lvinfo *o;
+
+  (void) err;
+  if (!disk_lv (d, &vg, &name, &why, &local)) {
+    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0, "%s",
+                      why ? why : local ? local->message : "not an LV");
     return 0;
   }
-  if (strchr (uuid + 4, '-') != NULL) {
-    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
-                      "%s is an LVM-internal device (uuid %s), not a usable LV",
-                      d->source, uuid);
+  rows = lvs_rows (vg, &local);
+  if (rows == NULL || (o = find_lv (rows, name)) == NULL) {
+    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0, "%s",
+                      local ? local->message : "the LV vanished while probed");
     return 0;
   }
-  if (!safe_lvm_arg (d->source)) {
-    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
-                      "%s: path has characters LVM does not use in VG/LV "
-                      "names; refer to the LV as /dev/VG/LV", d->source);
-    return 0;
-  }
-  lv = lvs_row (d->source, &p, &local);
-  if (lv == NULL) {
-    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0, "%s", local->message);
-    return 0;
-  }
-  attr = field (lv, "lv_attr");
-  vmsnap_probe_add_detail (res, "lv", "%s/%s", field (lv, "vg_name"), field (lv, "lv_name"));
-  vmsnap_probe_add_detail (res, "lv_size", "%s", field (lv, "lv_size"));
-  vmsnap_probe_add_detail (res, "vg_free", "%s", field (lv, "vg_free"));
-  if (attr[0] == 's' || attr[0] == 'S') {
+  vmsnap_probe_add_detail (res, "lv", "%s/%s", vg, name);
+  vmsnap_probe_add_detail (res, "lv_size", "%" G_GUINT64_FORMAT, o->size);
+  vmsnap_probe_add_detail (res, "vg_free", "%" G_GUINT64_FORMAT, o->vg_free);
+  if (is_cow (o)) {
     vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
                       "%s is itself a classic snapshot LV", d->source);
     return 0;
   }
-  if (strcmp (field (lv, "segtype"), "thin") == 0) {
-    g_autofree char *pool = g_strdup_printf ("%s/%s", field (lv, "vg_name"),
-                                             field (lv, "pool_lv"));
-    JsonObject *po = safe_lvm_arg (pool) ? lvs_row (pool, &pp, NULL) : NULL;
+  if (o->merging) {
+    lvinfo *s = merging_into (rows, o);
+    vmsnap_probe_add_limit (res, "a merge of %s/%s into this LV is pending "
+                            "(deferred by LVM): operations are refused until "
+                            "it has run", vg, s ? s->name : "?");
+  }
+  if (is_thin (o)) {
+    lvinfo *pool = find_lv (rows, o->pool);
+    double limit = DEFAULT_THIN_MAX_PERCENT;
 
+    thin_limit (&limit, NULL);
     vmsnap_probe_set_class (res, VMSNAP_CLASS_LVM_THIN);
-    vmsnap_probe_add_detail (res, "thin_pool", "%s", pool);
-    if (po) {
-      vmsnap_probe_add_detail (res, "pool_data_percent", "%s", field (po, "data_percent"));
-      vmsnap_probe_add_detail (res, "pool_metadata_percent", "%s",
-                               field (po, "metadata_percent"));
+    vmsnap_probe_add_detail (res, "thin_pool", "%s/%s", vg, o->pool);
+    if (pool) {
+      vmsnap_probe_add_detail (res, "pool_data_percent", "%.2f", pool->data);
+      vmsnap_probe_add_detail (res, "pool_metadata_percent", "%.2f", pool->meta);
     }
     vmsnap_probe_set (res, VMSNAP_FIT_PREFERRED, 90,
-                      "thin LV %s in pool %s: thin snapshots, revert to any "
-                      "snapshot without copying data", d->source, pool);
-    vmsnap_probe_add_limit (res, "creation is refused when pool %s is fuller "
-                            "than the configured limit", pool);
-  } else {
+                      "thin LV %s in pool %s/%s: thin snapshots, revert to any "
+                      "snapshot without copying data", d->source, vg, o->pool);
+    vmsnap_probe_add_limit (res, "creation is refused while pool %s/%s is "
+                            "fuller than %.0f%% (VMSNAP_LVM_THIN_MAX_PERCENT)",
+                            vg, o->pool, limit);
+  } else if (o->attr[0] == '-' || o->attr[0] == 'o' || o->attr[0] == 'O'
+             || o->attr[0] == 'r' || o->attr[0] == 'm') {
+    GString *snaps = g_string_new (NULL);
+    g_autofree char *policy = NULL;
+    guint64 size = 0;
+
     vmsnap_probe_set_class (res, VMSNAP_CLASS_LVM_THICK);
     vmsnap_probe_set (res, VMSNAP_FIT_PREFERRED, 85,
                       "thick LV %s: classic COW snapshot sized by policy",
                       d->source);
+    if (snapshot_size (d, o, &size, &policy, NULL)) {
+      g_autofree char *s = size_text (size);
+      vmsnap_probe_add_detail (res, "snapshot_size", "%s (%s)", s, policy);
+    }
+    for (guint i = 0; i < rows->len; i++) {
+      lvinfo *l = g_ptr_array_index (rows, i);
+      g_autofree char *u = NULL, *sn = NULL;
+      if (!is_cow (l) || strcmp (l->origin, name) != 0)
+        continue;
+      u = cow_usage (l);
+      sn = tag_value (l, TAG_SNAP);
+      g_string_append_printf (snaps, "%s%s%s%s%s: %s", snaps->len ? "; " : "",
+                              l->name, sn ? " (" : "", sn ? sn : "",
+                              sn ? ")" : "", u);
+    }
+    if (snaps->len)
+      vmsnap_probe_add_detail (res, "snapshots", "%s", snaps->str);
+    g_string_free (snaps, TRUE);
     vmsnap_probe_add_limit (res, "a COW snapshot that fills up is invalidated; "
-                            "revert merges into the origin with the VM shut off");
+                            "revert merges into the LV with the VM shut off");
+  } else {
+    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0, "%s is an LV of type %s "
+                      "(attributes %s), which %s does not snapshot", d->source,
+                      o->segtype, o->attr, NAME);
+    return 0;
   }
   if (req->memory)
     vmsnap_probe_add_limit (res, "memory state goes to an external file");
   return 0;
 }
 
-VMSNAP_PENDING_CREATE (lvm_create, NAME)
-VMSNAP_PENDING_REVERT (lvm_revert, NAME)
-VMSNAP_PENDING_MERGE (lvm_merge, NAME)
-VMSNAP_PENDING_DELETE (lvm_delete, NAME)
+/* ============================================================== create */
+
+/* Remove LV NAME of VG if it exists and carries TAG (what an unfinished
+ * slot made).  Best effort: used on the way out of a failure. */
+static void
+drop_if_ours (const char *vg, const char *name, const char *tag)
+{
+  g_autoptr (GPtrArray) rows = lvs_rows (vg, NULL);
+  lvinfo *l = rows ? find_lv (rows, name) : NULL;
+
+  if (l && has_tag (l, tag))
+    lvm_run (NULL, NULL, "lvremove -y %s/%s", vg, name);
+}
+
+static int
+create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+          vmsnap_result *res, GError **err)
+{
+  g_autoptr (plan) p = NULL;
+  g_autoptr (GPtrArray) rows = NULL;
+  g_autofree char *loc = NULL, *note = NULL, *dtag = dom_tag (op);
+  GError *e = NULL;
+  lvinfo *o, *s;
+
+  p = plan_load (op, d, err);
+  if (p == NULL && err && *err)
+    return -1;
+  if (p == NULL) {
+    g_autofree char *vg = NULL, *lv = NULL;
+
+    if (!name_chars_ok (name))
+      return fail (err, VMSNAP_ERR_INVALID_INPUT, "disk %s: snapshot name '%s' "
+                   "has characters LVM does not allow in a tag", d->target, name);
+    if (!disk_lv_or_fail (d, &vg, &lv, err))
+      return -1;
+    rows = lvs_rows (vg, &e);
+    if (rows == NULL)
+      return fail_with (err, e, NULL, "disk %s: reading VG %s", d->target, vg);
+    o = find_lv (rows, lv);
+    if (o == NULL)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: LV %s/%s vanished",
+                   d->target, vg, lv);
+    if (o->merging)
+      return fail_merging (err, d, o, rows);
+    p = g_new0 (plan, 1);
+    p->vg = g_strdup (vg);
+    p->origin = g_strdup (lv);
+    p->tags = snapshot_tags (op, d, name);
+    if (is_thin (o)) {
+      lvinfo *pool = find_lv (rows, o->pool);
+      double limit;
+      if (!thin_limit (&limit, err))
+        return -1;
+      if (pool && (pool->data > limit || pool->meta > limit))
+        return fail (err, VMSNAP_ERR_FAILED,
+                     "disk %s: thin pool %s/%s is %.2f%% full (data; metadata "
+                     "%.2f%%), above the limit of %.0f%% "
+                     "(VMSNAP_LVM_THIN_MAX_PERCENT): a snapshot keeps every "
+                     "block the disk overwrites, and a full pool stops every "
+                     "thin LV in it.  Extend the pool (lvextend -L+SIZE %s/%s, "
+                     "or --poolmetadatasize) or delete snapshots; nothing was "
+                     "changed", d->target, vg, o->pool, pool->data, pool->meta,
+                     limit, vg, o->pool);
+      p->kind = g_strdup ("thin");
+    } else {
+      g_autofree char *policy = NULL, *need = NULL, *have = NULL, *osz = NULL;
+      if (!snapshot_size (d, o, &p->size, &policy, err))
+        return -1;
+      if (p->size > o->vg_free) {
+        need = size_text (p->size);
+        have = size_text (o->vg_free);
+        osz = size_text (o->size);
+        return fail (err, VMSNAP_ERR_FAILED,
+                     "disk %s: volume group %s has %s free, but a snapshot of "
+                     "%s/%s (%s) needs %s (%s, whole extents): add space to "
+                     "the VG (vgextend %s DEVICE), free some, or set "
+                     "VMSNAP_LVM_SNAPSHOT_SIZE lower (e.g. 10%% or 256M); "
+                     "nothing was changed", d->target, vg, have, vg, lv, osz,
+                     need, policy, vg);
+      }
+      p->kind = g_strdup ("thick");
+    }
+    p->lv = pick_name (rows, vg, lv, name, ".vmsnap-");
+    if (p->lv == NULL)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: no free LV name for a "
+                   "snapshot of %s/%s", d->target, vg, lv);
+    if (!plan_record (op, p, err))
+      return -1;
+  }
+
+  if (!vmsnap_op_step_done (op, "created")) {
+    g_clear_pointer (&rows, g_ptr_array_unref);
+    rows = lvs_rows (p->vg, &e);
+    if (rows == NULL)
+      return fail_with (err, e, NULL, "disk %s: reading VG %s", d->target, p->vg);
+    s = find_lv (rows, p->lv);
+    if (s && !has_tag (s, dtag))
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: an LV %s/%s that vmsnap "
+                   "did not make appeared while the snapshot was being taken; "
+                   "nothing was changed", d->target, p->vg, p->lv);
+    if (s == NULL) {
+      g_autofree char *tags = addtags (p->tags);
+      gboolean ok;
+      if (!strcmp (p->kind, "thin"))
+        ok = lvm_run (NULL, &e, "lvcreate -y -s -n %s%s %s/%s", p->lv, tags,
+                      p->vg, p->origin);
+      else
+        ok = lvm_run (NULL, &e, "lvcreate -y -s -L %" G_GUINT64_FORMAT "b -n "
+                      "%s%s %s/%s", p->size, p->lv, tags, p->vg, p->origin);
+      if (!ok)
+        return fail_with (err, e, "nothing was changed", "disk %s: creating "
+                          "%s snapshot %s/%s of %s/%s", d->target, p->kind,
+                          p->vg, p->lv, p->vg, p->origin);
+    }
+    if (!vmsnap_op_mark_done (op, "created", err))
+      return -1;
+  }
+
+  loc = loc_make (p->vg, p->lv);
+  vmsnap_result_set_locator (res, loc);
+  vmsnap_result_add_undo (res, loc);
+  g_clear_pointer (&rows, g_ptr_array_unref);
+  rows = lvs_rows (p->vg, NULL);
+  s = rows ? find_lv (rows, p->lv) : NULL;
+  o = rows ? find_lv (rows, p->origin) : NULL;
+  if (!strcmp (p->kind, "thin")) {
+    lvinfo *pool = o ? find_lv (rows, o->pool) : NULL;
+    if (pool)
+      vmsnap_result_set_note (res, "thin snapshot %s/%s of %s/%s (pool %s/%s: "
+                              "data %.2f%%, metadata %.2f%%)", p->vg, p->lv,
+                              p->vg, p->origin, p->vg, pool->name, pool->data,
+                              pool->meta);
+    else
+      vmsnap_result_set_note (res, "thin snapshot %s/%s of %s/%s", p->vg,
+                              p->lv, p->vg, p->origin);
+  } else {
+    g_autofree char *sz = size_text (p->size);
+    note = s ? size_text (s->vg_free) : NULL;
+    vmsnap_result_set_note (res, "COW snapshot %s/%s of %s/%s with %s of COW "
+                            "space%s%s", p->vg, p->lv, p->vg, p->origin, sz,
+                            note ? "; VG free now " : "", note ? note : "");
+  }
+  return 0;
+}
+
+static int
+lvm_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+            unsigned int flags, vmsnap_result *res, GError **err)
+{
+  if (check_slot (op, d, "create", flags, err) < 0)
+    return -1;
+  if (create_1 (op, d, name, res, err) == 0)
+    return 0;
+  /* Nothing this slot made may remain: the snapshot of an interrupted or
+   * failed run (known by its recorded name and our tag) goes. */
+  {
+    g_autoptr (plan) p = plan_load (op, d, NULL);
+    g_autofree char *dtag = dom_tag (op);
+    if (p)
+      drop_if_ours (p->vg, p->lv, dtag);
+  }
+  return -1;
+}
+
+/* ============================================================== revert */
+
+/* Thin: rename the disk's LV away ("renamed"), then a new thin snapshot of
+ * the snapshot takes its name ("created").  Each step is found done on
+ * storage when a crash came between the step and its mark. */
+static int
+revert_thin (vmsnap_op *op, const vmsnap_disk *d, const plan *p,
+             vmsnap_result *res, GError **err)
+{
+  g_autoptr (GPtrArray) rows = NULL;
+  g_autofree char *revtag = g_strconcat (TAG_REV, p->rev, NULL);
+  GError *e = NULL;
+  lvinfo *o, *old;
+
+  if (!vmsnap_op_step_done (op, "renamed")) {
+    rows = lvs_rows (p->vg, &e);
+    if (rows == NULL)
+      return fail_with (err, e, NULL, "disk %s: reading VG %s", d->target, p->vg);
+    o = find_lv (rows, p->origin);
+    old = find_lv (rows, p->old);
+    if (o && old)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: both %s/%s and %s/%s "
+                   "exist before the revert renamed anything; rename or remove "
+                   "%s/%s", d->target, p->vg, p->origin, p->vg, p->old, p->vg,
+                   p->old);
+    if (o == NULL && old == NULL)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: LV %s/%s is missing",
+                   d->target, p->vg, p->origin);
+    if (o && !lvm_run (NULL, &e, "lvrename %s %s %s", p->vg, p->origin, p->old))
+      return fail_with (err, e, "nothing was changed", "disk %s: renaming "
+                        "%s/%s to %s", d->target, p->vg, p->origin, p->old);
+    if (!vmsnap_op_mark_done (op, "renamed", err))
+      return -1;
+  }
+  if (!vmsnap_op_step_done (op, "created")) {
+    g_clear_pointer (&rows, g_ptr_array_unref);
+    rows = lvs_rows (p->vg, &e);
+    if (rows == NULL)
+      return fail_with (err, e, NULL, "disk %s: reading VG %s", d->target, p->vg);
+    o = find_lv (rows, p->origin);
+    if (o && !has_tag (o, revtag))
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: an LV %s/%s that this "
+                   "revert did not make appeared after %s/%s was renamed to "
+                   "%s", d->target, p->vg, p->origin, p->vg, p->origin, p->old);
+    if (o == NULL) {
+      g_autofree char *tags = addtags (p->tags);
+      /* -kn: the disk's LV must not carry the activation-skip flag thin
+       * snapshots get, or it would not come up with the VG. */
+      if (!lvm_run (NULL, &e, "lvcreate -y -s -kn -ay -n %s%s %s/%s", p->origin,
+                    tags, p->vg, p->lv))
+        return fail_with (err, e, NULL, "disk %s: creating %s/%s as a thin "
+                          "snapshot of %s/%s", d->target, p->vg, p->origin,
+                          p->vg, p->lv);
+    }
+    if (!vmsnap_op_mark_done (op, "created", err))
+      return -1;
+  }
+  {
+    g_autofree char *garbage = loc_make (p->vg, p->old);
+    g_autofree char *undo = g_strdup_printf ("%s:%s/%s?restore=%s&rev=%s", NAME,
+                                             p->vg, p->old, p->origin, p->rev);
+    g_autofree char *sn = NULL, *pool_text = NULL;
+    lvinfo *s, *pool = NULL;
+
+    g_clear_pointer (&rows, g_ptr_array_unref);
+    rows = lvs_rows (p->vg, NULL);
+    s = rows ? find_lv (rows, p->lv) : NULL;
+    o = rows ? find_lv (rows, p->origin) : NULL;
+    if (o)
+      pool = find_lv (rows, o->pool);
+    sn = s ? tag_value (s, TAG_SNAP) : NULL;
+    pool_text = pool ? g_strdup_printf ("; pool %s/%s: data %.2f%%, metadata "
+                                        "%.2f%%", p->vg, pool->name, pool->data,
+                                        pool->meta)
+                     : g_strdup ("");
+    /* The replaced LV goes once the core has recorded the revert; if the
+     * operation is rolled back instead, the undo puts it back. */
+    vmsnap_result_add_garbage (res, garbage);
+    vmsnap_result_add_undo (res, undo);
+    vmsnap_result_set_note (res, "%s/%s is now a new thin snapshot of %s/%s%s%s%s "
+                            "(which stays as it was); the previous contents, "
+                            "renamed %s/%s, are removed once this is recorded%s",
+                            p->vg, p->origin, p->vg, p->lv,
+                            sn ? " (snapshot '" : "", sn ? sn : "", sn ? "')" : "",
+                            p->vg, p->old, pool_text);
+  }
+  return 0;
+}
+
+/* Put back what an unfinished thin revert changed: the renamed LV gets
+ * its name again (the new LV of this revert, if any, is removed first). */
+static void
+revert_thin_undo (const char *vg, const char *origin, const char *old,
+                  const char *rev, GError **err)
+{
+  g_autoptr (GPtrArray) rows = lvs_rows (vg, err);
+  g_autofree char *revtag = g_strconcat (TAG_REV, rev, NULL);
+  lvinfo *o, *l;
+
+  if (rows == NULL)
+    return;
+  o = find_lv (rows, origin);
+  l = find_lv (rows, old);
+  if (o && l && has_tag (o, revtag)) {
+    if (!lvm_run (NULL, err, "lvremove -y %s/%s", vg, origin))
+      return;
+    o = NULL;
+  }
+  if (o == NULL && l)
+    lvm_run (NULL, err, "lvrename %s %s %s", vg, old, origin);
+}
+
+/* Thick: extend other snapshots that would not hold what the merge
+ * rewrites ("extended"), merge ("merged"), create the snapshot again under
+ * its name and tags ("recreated"). */
+static int
+revert_thick (vmsnap_op *op, const vmsnap_disk *d, const plan *p,
+              vmsnap_result *res, GError **err)
+{
+  g_autoptr (GPtrArray) rows = NULL;
+  g_autofree char *dtag = dom_tag (op);
+  GString *ext = g_string_new (NULL);
+  GError *e = NULL;
+  lvinfo *o, *s;
+  int ret = -1;
+
+  if (p->extend && json_array_get_length (p->extend) > 0
+      && !vmsnap_op_step_done (op, "extended")) {
+    for (guint i = 0; p->extend && i < json_array_get_length (p->extend); i++) {
+      JsonArray *x = json_array_get_array_element (p->extend, i);
+      const char *t = json_array_get_string_element (x, 0);
+      guint64 want = (guint64) json_array_get_int_element (x, 1);
+      lvinfo *l;
+      g_clear_pointer (&rows, g_ptr_array_unref);
+      if (!name_chars_ok (t) || (rows = lvs_rows (p->vg, &e)) == NULL) {
+        fail_with (err, e, NULL, "disk %s: reading VG %s", d->target, p->vg);
+        goto out;
+      }
+      l = find_lv (rows, t);
+      if (l && l->size < want
+          && !lvm_run (NULL, &e, "lvextend -L %" G_GUINT64_FORMAT "b %s/%s",
+                       want, p->vg, t)) {
+        g_autofree char *w = size_text (want);
+        fail_with (err, e, "nothing was reverted; make room in the VG or "
+                   "delete that snapshot", "disk %s: extending snapshot %s/%s "
+                   "to %s so that it keeps its contents through the merge",
+                   d->target, p->vg, t, w);
+        goto out;
+      }
+    }
+    if (!vmsnap_op_mark_done (op, "extended", err))
+      goto out;
+  }
+  for (guint i = 0; p->extend && i < json_array_get_length (p->extend); i++) {
+    JsonArray *x = json_array_get_array_element (p->extend, i);
+    g_autofree char *w = size_text ((guint64) json_array_get_int_element (x, 1));
+    g_string_append_printf (ext, "%s%s/%s to %s", ext->len ? ", " : "", p->vg,
+                            json_array_get_string_element (x, 0), w);
+  }
+
+  if (!vmsnap_op_step_done (op, "merged")) {
+    g_autofree char *printed = NULL;
+
+    g_clear_pointer (&rows, g_ptr_array_unref);
+    if ((rows = lvs_rows (p->vg, &e)) == NULL) {
+      fail_with (err, e, NULL, "disk %s: reading VG %s", d->target, p->vg);
+      goto out;
+    }
+    s = find_lv (rows, p->lv);
+    o = find_lv (rows, p->origin);
+    if (o == NULL) {
+      fail (err, VMSNAP_ERR_FAILED, "disk %s: LV %s/%s is missing", d->target,
+            p->vg, p->origin);
+      goto out;
+    }
+    if (s && !s->merging) {
+      if (s->invalid) {
+        fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot %s/%s was invalidated "
+              "(it overflowed its COW space) before it could be merged; "
+              "nothing was reverted", d->target, p->vg, p->lv);
+        goto out;
+      }
+      if (!lvm_run (&printed, &e, "lvconvert -y --merge -i 1 %s/%s", p->vg, p->lv)) {
+        fail_with (err, e, "nothing was reverted", "disk %s: merging snapshot "
+                   "%s/%s into %s/%s", d->target, p->vg, p->lv, p->vg, p->origin);
+        goto out;
+      }
+      g_clear_pointer (&rows, g_ptr_array_unref);
+      if ((rows = lvs_rows (p->vg, &e)) == NULL) {
+        fail_with (err, e, NULL, "disk %s: reading VG %s", d->target, p->vg);
+        goto out;
+      }
+      s = find_lv (rows, p->lv);
+      o = find_lv (rows, p->origin);
+    }
+    if (s && s->merging && o) {
+      /* Deferred (the LV or the snapshot was open), or interrupted: the
+       * merge runs when the LV is activated again, and polling finishes
+       * it (removes the snapshot from the metadata).  --poll n: LVM would
+       * otherwise fork a background poller out of this process. */
+      if (o->open || s->open) {
+        fail (err, VMSNAP_ERR_FAILED, "disk %s: LVM deferred the merge of "
+              "snapshot %s/%s into %s/%s because %s is open (in use by "
+              "another process).  The snapshot is consumed: the merge runs "
+              "when %s/%s is next activated.  Close it (is a QEMU or a "
+              "mount still using %s?), then run `vmsnap recover` if `vmsnap "
+              "list` shows this revert pending, else `lvchange -an %s/%s && "
+              "lvchange -ay %s/%s`",
+              d->target, p->vg, p->lv, p->vg, p->origin,
+              o->open ? "the LV" : "the snapshot", p->vg, p->origin,
+              d->source ? d->source : p->origin, p->vg, p->origin, p->vg,
+              p->origin);
+        goto out;
+      }
+      if (!lvm_run (NULL, &e, "lvchange -an %s/%s", p->vg, p->origin)
+          || !lvm_run (NULL, &e, "lvchange -ay --poll n %s/%s", p->vg, p->origin)
+          || !lvm_run (NULL, &e, "lvpoll --polloperation merge -i 1 %s/%s",
+                       p->vg, p->origin)) {
+        fail_with (err, e, "LVM goes on with the merge when the LV is next "
+                   "activated; once the cause is fixed, run `vmsnap recover` "
+                   "if `vmsnap list` shows this revert pending, else "
+                   "`lvchange -an` and `lvchange -ay` the LV",
+                   "disk %s: finishing the merge of %s/%s into %s/%s",
+                   d->target, p->vg, p->lv, p->vg, p->origin);
+        goto out;
+      }
+      g_clear_pointer (&rows, g_ptr_array_unref);
+      if ((rows = lvs_rows (p->vg, &e)) == NULL) {
+        fail_with (err, e, NULL, "disk %s: reading VG %s", d->target, p->vg);
+        goto out;
+      }
+      s = find_lv (rows, p->lv);
+    }
+    if (s) {
+      fail (err, VMSNAP_ERR_FAILED, "disk %s: the merge of %s/%s into %s/%s "
+            "did not finish (%s); run `vmsnap recover` if `vmsnap list` "
+            "shows this revert pending, else `lvchange -an` and `lvchange "
+            "-ay` the LV",
+            d->target, p->vg, p->lv, p->vg, p->origin,
+            printed && *printed ? g_strstrip (printed) : "LVM said nothing");
+      goto out;
+    }
+    if (!vmsnap_op_mark_done (op, "merged", err))
+      goto out;
+  }
+
+  if (!vmsnap_op_step_done (op, "recreated")) {
+    g_clear_pointer (&rows, g_ptr_array_unref);
+    if ((rows = lvs_rows (p->vg, &e)) == NULL) {
+      fail_with (err, e, NULL, "disk %s: reading VG %s", d->target, p->vg);
+      goto out;
+    }
+    s = find_lv (rows, p->lv);
+    if (s && !(has_tag (s, dtag) && is_cow (s) && !strcmp (s->origin, p->origin))) {
+      fail (err, VMSNAP_ERR_FAILED, "disk %s: %s/%s holds the snapshot's "
+            "contents now, but an LV %s/%s that vmsnap did not make appeared; "
+            "rename it, then run `vmsnap recover` if `vmsnap list` shows "
+            "this revert pending", d->target, p->vg, p->origin,
+            p->vg, p->lv);
+      goto out;
+    }
+    if (s == NULL) {
+      g_autofree char *tags = addtags (p->tags);
+      if (!lvm_run (NULL, &e, "lvcreate -y -s -L %" G_GUINT64_FORMAT "b -n %s%s "
+                    "%s/%s", p->size, p->lv, tags, p->vg, p->origin)) {
+        g_autofree char *sz = size_text (p->size);
+        fail_with (err, e, "make room in the VG, then run `vmsnap recover` "
+                   "if `vmsnap list` shows this revert pending; otherwise "
+                   "that snapshot is gone from this disk: delete it and "
+                   "take a new one",
+                   "disk %s: %s/%s holds the snapshot's contents now, but "
+                   "creating the snapshot %s/%s (%s) again failed", d->target,
+                   p->vg, p->origin, p->vg, p->lv, sz);
+        goto out;
+      }
+    }
+    if (!vmsnap_op_mark_done (op, "recreated", err))
+      goto out;
+  }
+  {
+    g_autofree char *sz = size_text (p->size);
+    g_autofree char *sn = NULL;
+    g_clear_pointer (&rows, g_ptr_array_unref);
+    rows = lvs_rows (p->vg, NULL);
+    s = rows ? find_lv (rows, p->lv) : NULL;
+    sn = s ? tag_value (s, TAG_SNAP) : NULL;
+    vmsnap_result_set_note (res, "merged snapshot %s/%s%s%s%s into %s/%s and "
+                            "created it again (%s of COW space) so that it "
+                            "stays revertable; the previous contents are "
+                            "gone%s%s", p->vg, p->lv, sn ? " ('" : "",
+                            sn ? sn : "", sn ? "')" : "", p->vg, p->origin, sz,
+                            ext->len ? "; extended " : "", ext->str);
+  }
+  ret = 0;
+out:
+  g_string_free (ext, TRUE);
+  return ret;
+}
+
+/* Decide a revert of disk D to locator VG/SNAP and record it. */
+static plan *
+revert_plan (vmsnap_op *op, const vmsnap_disk *d, const char *svg,
+             const char *snap, GError **err)
+{
+  g_autofree char *vg = NULL, *lv = NULL, *dtag = dom_tag (op);
+  g_autoptr (GPtrArray) rows = NULL;
+  g_autoptr (plan) p = NULL;
+  GError *e = NULL;
+  lvinfo *o, *s;
+
+  if (!disk_lv_or_fail (d, &vg, &lv, err))
+    return NULL;
+  if (strcmp (vg, svg) != 0)
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: the snapshot's LV %s/%s is "
+                 "in another VG than the disk's LV %s/%s (was the disk moved?); "
+                 "nothing was changed", d->target, svg, snap, vg, lv), NULL;
+  rows = lvs_rows (vg, &e);
+  if (rows == NULL)
+    return fail_with (err, e, NULL, "disk %s: reading VG %s", d->target, vg), NULL;
+  o = find_lv (rows, lv);
+  s = find_lv (rows, snap);
+  if (o == NULL)
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: LV %s/%s vanished",
+                 d->target, vg, lv), NULL;
+  if (s == o)
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot locator %s/%s is "
+                 "the disk's LV itself (internal error: the catalog and the "
+                 "domain disagree)", d->target, vg, snap), NULL;
+  if (s == NULL)
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: the snapshot's LV %s/%s is "
+                 "missing (removed outside vmsnap?); it cannot be reverted to",
+                 d->target, vg, snap), NULL;
+  if (!has_tag (s, dtag))
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: LV %s/%s does not carry the "
+                 "tag %s: vmsnap did not make it for this domain; nothing was "
+                 "changed", d->target, vg, snap, dtag), NULL;
+  if (o->merging)
+    return fail_merging (err, d, o, rows), NULL;
+  if (o->open)
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: LV %s/%s is open (in use by "
+                 "another process: a QEMU this domain does not show, a mount, "
+                 "a dd?); vmsnap reverts an LV nobody uses: close it first; "
+                 "nothing was changed", d->target, vg, lv), NULL;
+  p = g_new0 (plan, 1);
+  p->vg = g_strdup (vg);
+  p->origin = g_strdup (lv);
+  p->lv = g_strdup (snap);
+  if (is_thin (o)) {
+    GString *tags = g_string_new (dtag);
+    g_auto (GStrv) user = g_strsplit (o->tags, ",", -1);
+    if (!is_thin (s) || strcmp (s->pool, o->pool) != 0) {
+      g_string_free (tags, TRUE);
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: %s/%s is not a thin LV in "
+                   "pool %s/%s like the disk's LV %s/%s; nothing was changed",
+                   d->target, vg, snap, vg, o->pool, vg, lv), NULL;
+    }
+    p->kind = g_strdup ("thin");
+    p->rev = g_strdup_printf ("%08x", g_random_int ());
+    g_string_append_printf (tags, "," TAG_REV "%s", p->rev);
+    /* The LV's own tags (not vmsnap's) go to its successor. */
+    for (char **t = user; *t; t++)
+      if (**t && !g_str_has_prefix (*t, "vmsnap_") && tag_ok (*t))
+        g_string_append_printf (tags, ",%s", *t);
+    p->tags = g_string_free (tags, FALSE);
+    p->old = pick_name (rows, vg, lv, NULL, OLD_MARK);
+    if (p->old == NULL)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: no free LV name to "
+                   "rename %s/%s to", d->target, vg, lv), NULL;
+  } else {
+    g_autoptr (JsonArray) ext = json_array_new ();
+    g_autoptr (GString) names = g_string_new (NULL);
+    guint64 used, total = 0;
+
+    if (!is_cow (s) || strcmp (s->origin, lv) != 0)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: %s/%s is not a snapshot "
+                   "of the disk's LV %s/%s; nothing was changed", d->target, vg,
+                   snap, vg, lv), NULL;
+    if (s->invalid) {
+      g_autofree char *sz = size_text (s->size);
+      g_autofree char *sn = tag_value (s, TAG_SNAP);
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot %s/%s%s%s%s is "
+                   "INVALID: it overflowed its %s of COW space (the LV changed "
+                   "more than that since it was taken), so LVM dropped it and "
+                   "it no longer holds its point in time.  It cannot be "
+                   "reverted to; delete it (vmsnap delete); nothing was "
+                   "changed", d->target, vg, snap, sn ? " (snapshot '" : "",
+                   sn ? sn : "", sn ? "')" : "", sz), NULL;
+    }
+    if (s->open)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot LV %s/%s is open "
+                   "(in use by another process); LVM would defer the merge: "
+                   "close it first; nothing was changed", d->target, vg,
+                   snap), NULL;
+    /* The merge writes S's changed blocks into O; every other snapshot of
+     * O keeps a copy of each block first.  One that could not hold them
+     * would overflow and be lost: extend it (room permitting). */
+    used = ceil_u64 ((double) s->size * MAX (s->snap, 0) / 100.0);
+    for (guint i = 0; i < rows->len; i++) {
+      lvinfo *t = g_ptr_array_index (rows, i);
+      guint64 tfree, want;
+      if (t == s || !is_cow (t) || t->invalid || strcmp (t->origin, lv) != 0)
+        continue;
+      tfree = (guint64) ((double) t->size * (100.0 - MAX (t->snap, 0)) / 100.0);
+      if (tfree >= used + used / 16 + t->extent)
+        continue;
+      want = round_up (t->size + used + used / 16 + t->extent - tfree, t->extent);
+      {
+        JsonArray *pair = json_array_new ();
+        json_array_add_string_element (pair, t->name);
+        json_array_add_int_element (pair, (gint64) want);
+        json_array_add_array_element (ext, pair);
+      }
+      total += want - t->size;
+      g_string_append_printf (names, "%s%s/%s", names->len ? ", " : "", vg,
+                              t->name);
+    }
+    if (total > o->vg_free) {
+      g_autofree char *need = size_text (total), *have = size_text (o->vg_free);
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: merging %s/%s into %s/%s "
+                   "copies the blocks it rewrites into the LV's other "
+                   "snapshots, which need %s more COW space (%s), but VG %s "
+                   "has %s free: add space (vgextend) or delete some of them; "
+                   "nothing was changed", d->target, vg, snap, vg, lv, need,
+                   names->str, vg, have), NULL;
+    }
+    p->kind = g_strdup ("thick");
+    p->size = s->size;
+    p->tags = usable_tags (s->tags);
+    p->extend = json_array_ref (ext);
+  }
+  if (!plan_record (op, p, err))
+    return NULL;
+  return g_steal_pointer (&p);
+}
+
+static int
+lvm_revert (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+            unsigned int flags, vmsnap_result *res, GError **err)
+{
+  g_autofree char *vg = NULL, *snap = NULL;
+  g_autoptr (plan) p = NULL;
+  int r;
+
+  if (check_slot (op, d, "revert", flags, err) < 0)
+    return -1;
+  if (vmsnap_op_is_online (op))
+    return fail (err, VMSNAP_ERR_UNSUPPORTED, "disk %s: backend %s reverts "
+                 "with the domain shut off (a thick revert merges into the LV, "
+                 "which must be closed; a thin one replaces the LV)", d->target,
+                 NAME);
+  if (!loc_parse (d, locator, &vg, &snap, NULL, NULL, err))
+    return -1;
+  p = plan_load (op, d, err);
+  if (p == NULL && err && *err)
+    return -1;
+  if (p == NULL && (p = revert_plan (op, d, vg, snap, err)) == NULL)
+    return -1;
+  if (!strcmp (p->kind, "thin")) {
+    r = revert_thin (op, d, p, res, err);
+    if (r < 0 && !vmsnap_op_step_done (op, "created")) {
+      /* Nothing may stay half done: the LV gets its name back. */
+      g_autoptr (GError) e = NULL;
+      revert_thin_undo (p->vg, p->origin, p->old, p->rev, &e);
+      if (e && err && *err)
+        g_prefix_error (err, "putting %s/%s back failed too (%s; rename %s/%s "
+                        "to %s by hand): ", p->vg, p->origin, e->message,
+                        p->vg, p->old, p->origin);
+    }
+    return r;
+  }
+  return revert_thick (op, d, p, res, err);
+}
+
+/* ============================================================== delete */
+
+/* The snapshot's LV is returned as garbage: the core removes it (discard)
+ * once the catalog no longer names it. */
+static int
+lvm_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+            unsigned int flags, vmsnap_result *res, GError **err)
+{
+  g_autofree char *vg = NULL, *lv = NULL, *dtag = NULL;
+  g_autoptr (GPtrArray) rows = NULL;
+  GError *e = NULL;
+  lvinfo *s;
+
+  if (check_slot (op, d, "delete", flags, err) < 0)
+    return -1;
+  if (!loc_parse (d, locator, &vg, &lv, NULL, NULL, err))
+    return -1;
+  dtag = dom_tag (op);
+  rows = lvs_rows (vg, &e);
+  if (rows == NULL)
+    return fail_with (err, e, NULL, "disk %s: reading VG %s", d->target, vg);
+  s = find_lv (rows, lv);
+  if (s == NULL) {
+    vmsnap_result_set_note (res, "%s/%s was already gone", vg, lv);
+    return 0;
+  }
+  if (!has_tag (s, dtag))
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: LV %s/%s does not carry the "
+                 "tag %s: vmsnap did not make it for this domain and will not "
+                 "remove it; nothing was changed", d->target, vg, lv, dtag);
+  if (s->merging)
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot %s/%s is being "
+                 "merged into its origin (a deferred or interrupted merge); "
+                 "it goes away by itself when the merge has run; nothing was "
+                 "changed", d->target, vg, lv);
+  if (s->open)
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot LV %s/%s is open "
+                 "(in use by another process); close it first; nothing was "
+                 "changed", d->target, vg, lv);
+  vmsnap_result_add_garbage (res, locator);
+  if (is_cow (s)) {
+    g_autofree char *u = cow_usage (s);
+    g_autofree char *sz = size_text (s->size);
+    vmsnap_result_set_note (res, "COW snapshot %s/%s (%s) removed with "
+                            "lvremove; %s returns to VG %s%s", vg, lv, u, sz, vg,
+                            s->invalid ? " (it was invalid: no data was lost "
+                            "that it still held)" : "");
+  } else
+    vmsnap_result_set_note (res, "thin snapshot %s/%s removed with lvremove; "
+                            "blocks no other thin LV shares return to pool "
+                            "%s/%s", vg, lv, vg, s->pool);
+  return 0;
+}
+
+/* =============================================================== merge */
+
+/* LVM snapshots form no chains: nothing to consolidate.  The note gives
+ * the snapshots' state (pool usage, COW usage, invalid ones). */
+static int
+lvm_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
+           unsigned int flags, vmsnap_result *res, GError **err)
+{
+  GString *s;
+  g_autoptr (GHashTable) seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+
+  (void) spec;
+  if (check_slot (op, d, "merge", flags, err) < 0)
+    return -1;
+  s = g_string_new (NULL);
+  for (size_t i = 0; i < vmsnap_op_n_locators (op); i++) {
+    g_autofree char *vg = NULL, *lv = NULL;
+    g_autoptr (GPtrArray) rows = NULL;
+    lvinfo *l;
+    if (!loc_parse (d, vmsnap_op_locator (op, i), &vg, &lv, NULL, NULL, NULL)
+        || (rows = lvs_rows (vg, NULL)) == NULL)
+      continue;
+    if ((l = find_lv (rows, lv)) == NULL) {
+      g_string_append_printf (s, "; %s/%s: MISSING", vg, lv);
+      continue;
+    }
+    if (is_cow (l)) {
+      g_autofree char *u = cow_usage (l);
+      g_string_append_printf (s, "; %s/%s: %s", vg, lv, u);
+    } else if (is_thin (l) && !g_hash_table_contains (seen, l->pool)) {
+      lvinfo *pool = find_lv (rows, l->pool);
+      g_hash_table_add (seen, g_strdup (l->pool));
+      if (pool)
+        g_string_append_printf (s, "; pool %s/%s: data %.2f%%, metadata "
+                                "%.2f%%", vg, pool->name, pool->data, pool->meta);
+    }
+  }
+  vmsnap_result_set_note (res, "nothing to consolidate: LVM snapshots do not "
+                          "form chains (each is an LV of its own)%s", s->str);
+  g_string_free (s, TRUE);
+  return 0;
+}
+
+/* ================================================================ list */
+
+static int
+lvm_list (vmsnap_op *op, const vmsnap_disk *d, GPtrArray **points,
+          GError **err)
+{
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func ((GDestroyNotify) vmsnap_point_free);
+  g_autoptr (GHashTable) vgs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  g_autofree char *vg = NULL, *lv = NULL, *why = NULL;
+  g_autofree char *dtag = NULL, *ktag = NULL;
+  GHashTableIter it;
+  gpointer key;
+
+  if (check_slot (op, d, "list", 0, err) < 0)
+    return -1;
+  dtag = dom_tag (op);
+  ktag = g_strconcat (TAG_DISK, d->target, NULL);
+  if (disk_lv (d, &vg, &lv, &why, NULL))
+    g_hash_table_add (vgs, g_strdup (vg));
+  for (size_t i = 0; i < vmsnap_op_n_locators (op); i++) {
+    g_autofree char *v = NULL, *l = NULL;
+    if (loc_parse (d, vmsnap_op_locator (op, i), &v, &l, NULL, NULL, NULL))
+      g_hash_table_add (vgs, g_steal_pointer (&v));
+  }
+  g_hash_table_iter_init (&it, vgs);
+  while (g_hash_table_iter_next (&it, &key, NULL)) {
+    GError *e = NULL;
+    g_autoptr (GPtrArray) rows = lvs_rows (key, &e);
+    if (rows == NULL)
+      return fail_with (err, e, NULL, "disk %s: reading VG %s", d->target,
+                        (const char *) key);
+    for (guint i = 0; i < rows->len; i++) {
+      lvinfo *l = g_ptr_array_index (rows, i);
+      vmsnap_point *pt;
+      g_autofree char *state = NULL;
+      if (!has_tag (l, dtag) || !has_tag (l, ktag))
+        continue;
+      pt = g_new0 (vmsnap_point, 1);
+      pt->locator = loc_make (l->vg, l->name);
+      pt->name = tag_value (l, TAG_SNAP);
+      state = is_cow (l) ? cow_usage (l) : g_strdup ("thin snapshot");
+      pt->owner = g_strdup_printf ("vmsnap (tags %s; %s)", l->tags, state);
+      g_ptr_array_add (out, pt);
+    }
+  }
+  *points = g_steal_pointer (&out);
+  return 0;
+}
+
+/* ============================================================= discard */
+
+/* Remove an LV the core no longer references: a deleted snapshot, the LV
+ * a thin revert replaced, a snapshot of a rolled-back create.  Only LVs
+ * vmsnap made for this domain or renamed away; never the disk's own LV.
+ * "lvm:VG/OLD?restore=LV&rev=HEX" (the undo of a thin revert) puts OLD
+ * back as LV instead.  Already done: success. */
+static int
+lvm_discard (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+             unsigned int flags, GError **err)
+{
+  g_autofree char *vg = NULL, *lv = NULL, *restore = NULL, *rev = NULL;
+  g_autofree char *dtag = NULL, *cur_vg = NULL, *cur_lv = NULL, *why = NULL;
+  g_autoptr (GPtrArray) rows = NULL;
+  const char *target = d ? d->target : "?";
+  GError *e = NULL;
+  lvinfo *l;
+
+  if (!vmsnap_check_flags (NAME, "discard", flags, 0, err))
+    return -1;
+  if (op == NULL)
+    return fail (err, VMSNAP_ERR_FAILED, "backend %s: discard without an "
+                 "operation context (internal error)", NAME);
+  if (!loc_parse (d, locator, &vg, &lv, &restore, &rev, err))
+    return -1;
+  if (restore) {
+    if (rev == NULL)
+      return fail (err, VMSNAP_ERR_INVALID_INPUT, "disk %s: '%s': no rev",
+                   target, locator);
+    revert_thin_undo (vg, restore, lv, rev, &e);
+    if (e)
+      return fail_with (err, e, NULL, "disk %s: putting %s/%s back as %s/%s",
+                        target, vg, lv, vg, restore);
+    return 0;
+  }
+  dtag = dom_tag (op);
+  rows = lvs_rows (vg, &e);
+  if (rows == NULL)
+    return fail_with (err, e, NULL, "disk %s: reading VG %s", target, vg);
+  if ((l = find_lv (rows, lv)) == NULL)
+    return 0;
+  if (d && disk_lv (d, &cur_vg, &cur_lv, &why, NULL)
+      && !strcmp (cur_vg, vg) && !strcmp (cur_lv, lv))
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: refusing to remove %s/%s: "
+                 "it is the disk's LV (internal error)", target, vg, lv);
+  if (!has_tag (l, dtag) && strstr (lv, OLD_MARK) == NULL)
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: refusing to remove %s/%s: "
+                 "vmsnap did not make it for this domain (no tag %s)", target,
+                 vg, lv, dtag);
+  if (l->open)
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: %s/%s is open (in use by "
+                 "another process); remove it with `lvremove %s/%s` once it "
+                 "is closed", target, vg, lv, vg, lv);
+  if (!lvm_run (NULL, &e, "lvremove -y %s/%s", vg, lv))
+    return fail_with (err, e, NULL, "disk %s: removing %s/%s", target, vg, lv);
+  return 0;
+}
 
 static vmsnap_backend lvm = {
   .name = NAME,
   .version = PACKAGE_VERSION,
   .description = "LVM thin and classic snapshots through liblvm2cmd",
   .caps = VMSNAP_CAP_CREATE_OFFLINE | VMSNAP_CAP_CREATE_ONLINE
-        | VMSNAP_CAP_REVERT_OFFLINE | VMSNAP_CAP_MERGE_OFFLINE
+        | VMSNAP_CAP_REVERT_OFFLINE
+        | VMSNAP_CAP_MERGE_OFFLINE | VMSNAP_CAP_MERGE_ONLINE
         | VMSNAP_CAP_DELETE_OFFLINE | VMSNAP_CAP_DELETE_ONLINE
         | VMSNAP_CAP_CREATE_NEEDS_PAUSE | VMSNAP_CAP_REVERT_NEEDS_SHUTOFF,
   .probe = lvm_probe,
@@ -223,6 +1822,8 @@ static vmsnap_backend lvm = {
   .revert = lvm_revert,
   .merge = lvm_merge,
   .delete = lvm_delete,
+  .list = lvm_list,
+  .discard = lvm_discard,
 };
 
 VMSNAP_REGISTER_BACKEND (lvm)

@@ -1,19 +1,115 @@
 /* rbd: Ceph RBD snapshots through librbd/librados, in process.
  *
- * This issue delivers probe and capabilities: the disk's pool, namespace,
- * image, mapped snapshot, monitor hosts, auth user and secret come from the
- * domain XML (no cluster connection is needed to plan).  create/revert/
- * merge/delete arrive with the RBD issue. */
+ * The disk's pool, namespace, image, monitor hosts, auth user and secret
+ * come from the domain XML; planning (probe) needs no cluster connection.
+ * Every other slot connects with timeouts on monitor and OSD operations
+ * (VMSNAP_RBD_TIMEOUT seconds, default 10), so an unreachable cluster is an
+ * error within that time, never a hang.
+ *
+ * Locators.  "rbd:POOL[/NAMESPACE]/IMAGE@SNAP" names a snapshot (a point in
+ * time); "rbd:POOL[/NAMESPACE]/IMAGE" (no @) names an image's head, which
+ * only appears as undo/garbage handed to the discard slot.  Snapshots keep
+ * the name the user gave them, so `rbd snap ls` reads like `vmsnap list`.
+ *
+ * Ownership marks (image metadata, rbd_metadata_set), so storage describes
+ * itself:
+ *   vmsnap.snap.NAME       on the image holding snapshot NAME: domain UUID
+ *   vmsnap.protected.NAME  vmsnap protected snapshot NAME (for a clone) and
+ *                          will unprotect it; a snapshot protected by
+ *                          anyone else is never unprotected by vmsnap
+ *   vmsnap.clone           on an image vmsnap cloned for a revert: UUID
+ *   vmsnap.abandoned       on an image a clone revert switched the disk
+ *                          away from; the image stays only for its
+ *                          snapshots and goes when the last one is deleted
+ * librbd copies a parent's metadata into a clone: vmsnap drops the inherited
+ * vmsnap.* keys of every clone it makes.
+ *
+ * Revert, two modes (doc/rbd.md): rollback (rbd_snap_rollback, object by
+ * object, the same image stays) or clone (the snapshot is protected and
+ * cloned to IMAGE-STEM.vmsnap-XXXXXXXX, which becomes the disk's source:
+ * O(1)).  The default is chosen by the objects a rollback would touch
+ * (ROLLBACK_MAX_OBJECTS, VMSNAP_RBD_ROLLBACK_MAX_OBJECTS);
+ * VMSNAP_RBD_REVERT_MODE=rollback|clone|auto overrides it.  A snapshot that lives in another image than the disk's
+ * (after an earlier clone revert) can only be cloned.  The old head is
+ * returned as garbage (VMSNAP_RBD_KEEP_OLD_HEAD=1 keeps it): the discard
+ * slot removes an image without snapshots, and marks one that still holds
+ * snapshots abandoned (discarding its head data unless it is a clone).
+ *
+ * Delete: clone children of the snapshot are flattened first (with
+ * progress), or the delete is refused naming them
+ * (VMSNAP_RBD_DELETE_CHILDREN=refuse); then the snapshot is unprotected (if
+ * vmsnap protected it) and removed.  A child that still depends on the
+ * snapshot after flattening (no deep-flatten feature and snapshots of its
+ * own) makes the point "kept": the core keeps it unnamed and merge removes
+ * it once nothing depends on it.  Merge with --max-depth N also flattens
+ * the clones vmsnap made until no chain is deeper than N images.
+ *
+ * Crash safety.  Each slot records its decisions (vmsnap_op_set) before it
+ * acts and marks each step done after it; every step is repeatable (an
+ * existing snapshot/clone recorded by this operation is adopted, a flatten
+ * or an unprotect already done is a no-op).  A vmsnap that died holding an
+ * image's exclusive lock would make the next writer wait for its watch to
+ * time out (30 s); each slot therefore records its client address
+ * ("clients") before acting, and a re-run blocklists the addresses of
+ * earlier, dead runs (the per-domain lock guarantees they are gone), which
+ * frees their locks at once.  Nothing referenced by the catalog or the
+ * domain definition is removed here: it goes through garbage and the
+ * discard slot. */
 #include <config.h>
 
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <rados/librados.h>
 #include <rbd/librbd.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
 
 #include <vmsnap/backend.h>
-#include "../pending.h"
+#include "../backend-util.h"
 
 #define NAME "rbd"
+#define TAG ".vmsnap-"
+#define HEX_LEN 8
+#define MD_SNAP "vmsnap.snap."
+#define MD_PROT "vmsnap.protected."
+#define MD_CLONE "vmsnap.clone"
+#define MD_ABANDONED "vmsnap.abandoned"
+/* Default revert mode: a rollback works object by object, a clone is O(1).
+ * Up to this many objects (8 GiB of 4 MiB objects) rollback keeps the disk
+ * on one image; above it a clone is made (doc/rbd.md). */
+#define ROLLBACK_MAX_OBJECTS 2048
+#define DEFAULT_TIMEOUT 10
+#define MAX_DEPTH_WALK 64
+#define MAX_CLIENTS_KEPT 16
+#define DISCARD_CHUNK (UINT64_C (1) << 30)
+
+/* ============================================================ image names */
+
+typedef struct {
+  char *pool, *ns, *image, *snap;  /* ns and snap: NULL when absent */
+} rspec;
+
+static void
+rspec_clear (rspec *s)
+{
+  g_clear_pointer (&s->pool, g_free);
+  g_clear_pointer (&s->ns, g_free);
+  g_clear_pointer (&s->image, g_free);
+  g_clear_pointer (&s->snap, g_free);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (rspec, rspec_clear)
+
+static void
+rspec_free (gpointer p)
+{
+  if (p) {
+    rspec_clear (p);
+    g_free (p);
+  }
+}
 
 /* Ceph pool/namespace/image names: no '/', '@', blanks or control chars. */
 static gboolean
@@ -27,58 +123,992 @@ valid_component (const char *s)
   return TRUE;
 }
 
-static int
-vrbd_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
-           vmsnap_probe_result *res, GError **err)
+/* "POOL[/NAMESPACE]/IMAGE[@SNAP]" */
+static gboolean
+rspec_parse (const char *text, rspec *s)
 {
+  g_autofree char *name = g_strdup (text ? text : "");
   g_auto (GStrv) parts = NULL;
-  g_autofree char *name = NULL;
-  const char *snap = d->source_snapshot, *pool, *ns = NULL, *image;
-  char *at;
+  char *at = strchr (name, '@');
   guint n;
 
+  memset (s, 0, sizeof *s);
+  if (at) {
+    *at = '\0';
+    if (!valid_component (at + 1))
+      return FALSE;
+    s->snap = g_strdup (at + 1);
+  }
+  parts = g_strsplit (name, "/", -1);
+  n = g_strv_length (parts);
+  if (n < 2 || n > 3) {
+    rspec_clear (s);
+    return FALSE;
+  }
+  for (guint i = 0; i < n; i++)
+    if (!valid_component (parts[i])) {
+      rspec_clear (s);
+      return FALSE;
+    }
+  s->pool = g_strdup (parts[0]);
+  s->ns = n == 3 ? g_strdup (parts[1]) : NULL;
+  s->image = g_strdup (parts[n - 1]);
+  return TRUE;
+}
+
+static void
+rspec_copy (rspec *dst, const rspec *src, const char *snap)
+{
+  dst->pool = g_strdup (src->pool);
+  dst->ns = g_strdup (src->ns);
+  dst->image = g_strdup (src->image);
+  dst->snap = g_strdup (snap);
+}
+
+/* "POOL[/NS]/IMAGE" */
+static char *
+rspec_image (const rspec *s)
+{
+  return s->ns ? g_strdup_printf ("%s/%s/%s", s->pool, s->ns, s->image)
+               : g_strdup_printf ("%s/%s", s->pool, s->image);
+}
+
+/* "POOL[/NS]/IMAGE[@SNAP]" */
+static char *
+rspec_point (const rspec *s)
+{
+  g_autofree char *img = rspec_image (s);
+
+  return s->snap ? g_strdup_printf ("%s@%s", img, s->snap) : g_steal_pointer (&img);
+}
+
+static char *
+rspec_locator (const rspec *s)
+{
+  g_autofree char *p = rspec_point (s);
+
+  return g_strconcat ("rbd:", p, NULL);
+}
+
+static gboolean
+same_image (const rspec *a, const rspec *b)
+{
+  return strcmp (a->pool, b->pool) == 0 && g_strcmp0 (a->ns, b->ns) == 0
+         && strcmp (a->image, b->image) == 0;
+}
+
+static gboolean
+loc_parse (const vmsnap_disk *d, const char *loc, gboolean want_snap, rspec *s,
+           GError **err)
+{
+  if (loc == NULL || !g_str_has_prefix (loc, "rbd:") || !rspec_parse (loc + 4, s)) {
+    fail (err, VMSNAP_ERR_INVALID_INPUT, "disk %s: '%s' is not an %s locator "
+          "(rbd:POOL[/NAMESPACE]/IMAGE@SNAPSHOT)", d->target,
+          loc ? loc : "(null)", NAME);
+    return FALSE;
+  }
+  if (want_snap && s->snap == NULL) {
+    rspec_clear (s);
+    fail (err, VMSNAP_ERR_INVALID_INPUT, "disk %s: locator '%s' names an "
+          "image, not a snapshot (internal error)", d->target, loc);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* The disk's active image. */
+static gboolean
+disk_spec (const vmsnap_disk *d, rspec *s, GError **err)
+{
+  if (d->type != VMSNAP_DISK_TYPE_NETWORK || g_strcmp0 (d->protocol, "rbd") != 0) {
+    fail (err, VMSNAP_ERR_UNSUPPORTED, "disk %s: backend %s handles rbd "
+          "network disks only (this is a %s disk)", d->target, NAME,
+          d->protocol ? d->protocol : d->type_name ? d->type_name : "other");
+    return FALSE;
+  }
+  if (!rspec_parse (d->source, s)) {
+    fail (err, VMSNAP_ERR_INVALID_INPUT, "disk %s: rbd source name '%s' is "
+          "not POOL/IMAGE or POOL/NAMESPACE/IMAGE", d->target,
+          d->source ? d->source : "");
+    return FALSE;
+  }
+  /* libvirt's <snapshot name='...'/> inside <source> maps a snapshot too */
+  if (s->snap == NULL && d->source_snapshot && *d->source_snapshot)
+    s->snap = g_strdup (d->source_snapshot);
+  if (s->snap) {
+    fail (err, VMSNAP_ERR_UNSUPPORTED, "disk %s: the disk maps snapshot '%s' "
+          "of %s/%s, which is read-only", d->target, s->snap, s->pool, s->image);
+    rspec_clear (s);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* "vda.vmsnap-0123abcd" -> "vda" */
+static char *
+image_stem (const char *image)
+{
+  size_t len = strlen (image), tl = strlen (TAG);
+
+  if (len > tl + HEX_LEN && strncmp (image + len - tl - HEX_LEN, TAG, tl) == 0) {
+    gboolean hex = TRUE;
+    for (size_t i = len - HEX_LEN; i < len; i++)
+      hex = hex && g_ascii_isxdigit (image[i]);
+    if (hex)
+      return g_strndup (image, len - tl - HEX_LEN);
+  }
+  return g_strdup (image);
+}
+
+/* ========================================================== environment */
+
+static gboolean
+env_timeout (guint *out, GError **err)
+{
+  const char *e = g_getenv ("VMSNAP_RBD_TIMEOUT");
+  guint64 v;
+
+  *out = DEFAULT_TIMEOUT;
+  if (e == NULL || *e == '\0')
+    return TRUE;
+  if (!g_ascii_string_to_unsigned (e, 10, 1, 3600, &v, NULL)) {
+    fail (err, VMSNAP_ERR_USAGE, "VMSNAP_RBD_TIMEOUT='%s' is not a number of "
+          "seconds from 1 to 3600", e);
+    return FALSE;
+  }
+  *out = (guint) v;
+  return TRUE;
+}
+
+/* The default revert mode rolls back up to this many objects. */
+static gboolean
+env_rollback_max (guint64 *out, GError **err)
+{
+  const char *e = g_getenv ("VMSNAP_RBD_ROLLBACK_MAX_OBJECTS");
+
+  *out = ROLLBACK_MAX_OBJECTS;
+  if (e == NULL || *e == '\0')
+    return TRUE;
+  if (!g_ascii_string_to_unsigned (e, 10, 0, G_MAXUINT64, out, NULL)) {
+    fail (err, VMSNAP_ERR_USAGE, "VMSNAP_RBD_ROLLBACK_MAX_OBJECTS='%s' is not "
+          "a number of objects", e);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* NULL (auto), "rollback" or "clone". */
+static gboolean
+env_revert_mode (const char **out, GError **err)
+{
+  const char *e = g_getenv ("VMSNAP_RBD_REVERT_MODE");
+
+  *out = NULL;
+  if (e == NULL || *e == '\0' || strcmp (e, "auto") == 0)
+    return TRUE;
+  if (strcmp (e, "rollback") == 0 || strcmp (e, "clone") == 0) {
+    *out = e;
+    return TRUE;
+  }
+  fail (err, VMSNAP_ERR_USAGE, "VMSNAP_RBD_REVERT_MODE='%s': use rollback, "
+        "clone or auto", e);
+  return FALSE;
+}
+
+static gboolean
+env_refuse_children (gboolean *refuse, GError **err)
+{
+  const char *e = g_getenv ("VMSNAP_RBD_DELETE_CHILDREN");
+
+  *refuse = FALSE;
+  if (e == NULL || *e == '\0' || strcmp (e, "flatten") == 0)
+    return TRUE;
+  if (strcmp (e, "refuse") == 0) {
+    *refuse = TRUE;
+    return TRUE;
+  }
+  fail (err, VMSNAP_ERR_USAGE, "VMSNAP_RBD_DELETE_CHILDREN='%s': use flatten "
+        "or refuse", e);
+  return FALSE;
+}
+
+static gboolean
+env_keep_old_head (void)
+{
+  const char *e = g_getenv ("VMSNAP_RBD_KEEP_OLD_HEAD");
+
+  return e && (strcmp (e, "1") == 0 || strcmp (e, "yes") == 0);
+}
+
+/* ============================================================ connection */
+
+typedef struct {
+  rados_t cluster;
+  GHashTable *io;          /* "pool/ns" -> rados_ioctx_t */
+  const vmsnap_disk *d;
+  vmsnap_op *op;
+  guint timeout;
+  char *addr;              /* our client address */
+  char *who;               /* "client.admin" */
+} conn;
+
+static void
+conn_close (conn *c)
+{
+  if (c == NULL)
+    return;
+  if (c->io)
+    g_hash_table_unref (c->io);  /* ioctxs before the cluster */
+  if (c->cluster)
+    rados_shutdown (c->cluster);
+  g_free (c->addr);
+  g_free (c->who);
+  g_free (c);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (conn, conn_close)
+
+static void
+io_destroy (gpointer p)
+{
+  rados_ioctx_destroy (p);
+}
+
+static void
+img_close (rbd_image_t img)
+{
+  if (img)
+    rbd_close (img);
+}
+G_DEFINE_AUTO_CLEANUP_FREE_FUNC (rbd_image_t, img_close, NULL)
+
+/* What the user can do about error R. */
+static const char *
+hint_for (const conn *c, int r)
+{
+  switch (-r) {
+  case ETIMEDOUT:
+    return "the Ceph cluster did not answer in time: check that its monitors "
+           "and OSDs are up and reachable (ceph -s), or raise "
+           "VMSNAP_RBD_TIMEOUT";
+  case EACCES:
+  case EPERM:
+    return "permission denied: check the client's key (keyring in ceph.conf "
+           "or the disk's libvirt secret) and its caps (ceph auth get)";
+  case EROFS:
+    return "the image is read-only (a mirrored non-primary image?)";
+  case ESHUTDOWN:               /* Ceph's EBLOCKLISTED */
+    return "this client was blocklisted by the cluster; run the command again";
+  default:
+    (void) c;
+    return NULL;
+  }
+}
+
+/* An error from librados/librbd: "disk T: WHAT: strerror (HINT)". */
+static int rfail (conn *c, GError **err, int r, const char *fmt, ...)
+  G_GNUC_PRINTF (4, 5);
+
+static int
+rfail (conn *c, GError **err, int r, const char *fmt, ...)
+{
+  va_list ap;
+  g_autofree char *what = NULL;
+  const char *hint = hint_for (c, r);
+
+  va_start (ap, fmt);
+  what = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  if (-r == ETIMEDOUT && c)
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "disk %s: %s: timed out after %u s; %s", c->d->target, what,
+                 c->timeout, hint);
+  else
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "disk %s: %s: %s%s%s",
+                 c ? c->d->target : "?", what, g_strerror (-r),
+                 hint ? "; " : "", hint ? hint : "");
+  return -1;
+}
+
+/* The cephx key from the disk's libvirt secret, base64, or NULL (no
+ * secret, no libvirt connection, or it could not be read: *why says so). */
+static char *
+secret_key (vmsnap_op *op, const vmsnap_disk *d, char **why)
+{
+  virConnectPtr vc = op ? vmsnap_op_libvirt_conn (op) : NULL;
+  virSecretPtr s;
+  unsigned char *val;
+  size_t len = 0;
+  char *b64;
+  const char *name = d->secret_uuid ? d->secret_uuid : d->secret_usage;
+
+  *why = NULL;
+  if (name == NULL)
+    return NULL;
+  if (vc == NULL) {
+    *why = g_strdup_printf ("the key is in libvirt secret %s, which vmsnap "
+                            "cannot read for a domain XML file: give a "
+                            "keyring for the client in ceph.conf", name);
+    return NULL;
+  }
+  s = d->secret_uuid ? virSecretLookupByUUIDString (vc, d->secret_uuid)
+                     : virSecretLookupByUsage (vc, VIR_SECRET_USAGE_TYPE_CEPH,
+                                               d->secret_usage);
+  if (s == NULL) {
+    *why = g_strdup_printf ("libvirt secret %s: %s", name,
+                            virGetLastErrorMessage ());
+    return NULL;
+  }
+  val = virSecretGetValue (s, &len, 0);
+  if (val == NULL) {
+    *why = g_strdup_printf ("libvirt secret %s: %s (a private secret cannot "
+                            "be read: give a keyring in ceph.conf)", name,
+                            virGetLastErrorMessage ());
+    virSecretFree (s);
+    return NULL;
+  }
+  b64 = g_base64_encode (val, len);
+  memset (val, 0, len);
+  free (val);
+  virSecretFree (s);
+  return b64;
+}
+
+/* mon_host from the disk's <host> elements, as QEMU would pass them. */
+static char *
+mon_hosts (const vmsnap_disk *d)
+{
+  GString *h;
+
+  if (d->n_hosts == 0)
+    return NULL;
+  h = g_string_new (NULL);
+  for (size_t i = 0; i < d->n_hosts; i++) {
+    const vmsnap_host *x = d->hosts[i];
+    gboolean v6 = x->name && strchr (x->name, ':');
+    if (x->name == NULL)
+      continue;
+    if (h->len)
+      g_string_append_c (h, ',');
+    g_string_append_printf (h, "%s%s%s", v6 ? "[" : "", x->name, v6 ? "]" : "");
+    if (x->port)
+      g_string_append_printf (h, ":%s", x->port);
+  }
+  return g_string_free (h, h->len == 0);
+}
+
+/* A token that identifies this process in the journal's "clients". */
+static const char *
+proc_token (void)
+{
+  static char tok[24];
+
+  if (tok[0] == '\0')
+    g_snprintf (tok, sizeof tok, "%08x%08x", g_random_int (), g_random_int ());
+  return tok;
+}
+
+/* Blocklist the clients of earlier runs of this operation (they are dead:
+ * the engine's per-domain lock is ours), so locks and watches they held are
+ * released now instead of after the OSDs' watch timeout. */
+static void
+heal (conn *c)
+{
+  const char *rec = c->op ? vmsnap_op_get (c->op, "clients") : NULL;
+  g_auto (GStrv) lines = NULL;
+  gboolean any = FALSE;
+
+  if (rec == NULL)
+    return;
+  lines = g_strsplit (rec, "\n", -1);
+  for (char **l = lines; *l; l++) {
+    char *sp = strchr (*l, ' ');
+    if (sp == NULL)
+      continue;
+    *sp = '\0';
+    if (strcmp (*l, proc_token ()) == 0)
+      continue;                 /* this process: its clients closed cleanly */
+    /* Best effort: without the caps to blocklist, the dead client's locks
+     * go when the OSDs time its watches out. */
+    if (rados_blocklist_add (c->cluster, sp + 1, 3600) == 0)
+      any = TRUE;
+  }
+  if (any)
+    rados_wait_for_latest_osdmap (c->cluster);
+}
+
+/* Record our client address before this run acts on storage. */
+static gboolean
+record_client (conn *c, GError **err)
+{
+  const char *rec = vmsnap_op_get (c->op, "clients");
+  g_autofree char *entry = g_strdup_printf ("%s %s", proc_token (), c->addr);
+  g_auto (GStrv) lines = rec && *rec ? g_strsplit (rec, "\n", -1) : g_new0 (char *, 1);
+  g_autoptr (GPtrArray) keep = g_ptr_array_new ();
+  g_autofree char *val = NULL;
+  guint n = g_strv_length (lines);
+
+  if (g_strv_contains ((const char *const *) lines, entry))
+    return TRUE;
+  for (guint i = n > MAX_CLIENTS_KEPT ? n - MAX_CLIENTS_KEPT : 0; i < n; i++)
+    g_ptr_array_add (keep, lines[i]);
+  g_ptr_array_add (keep, entry);
+  g_ptr_array_add (keep, NULL);
+  val = g_strjoinv ("\n", (char **) keep->pdata);
+  return vmsnap_op_set (c->op, "clients", val, err);
+}
+
+/* Record KEY=VALUE (after our client address). */
+static gboolean
+record (conn *c, const char *key, const char *value, GError **err)
+{
+  return record_client (c, err) && vmsnap_op_set (c->op, key, value, err);
+}
+
+static conn *
+conn_open (vmsnap_op *op, const vmsnap_disk *d, GError **err)
+{
+  g_autoptr (conn) c = g_new0 (conn, 1);
+  g_autofree char *hosts = mon_hosts (d);
+  g_autofree char *key = NULL, *why_no_key = NULL;
+  g_autofree char *t = NULL;
+  char mon[1024] = "";
+  const char *conf = d->source_config;
+  int r;
+
+  c->d = d;
+  c->op = op;
+  if (!env_timeout (&c->timeout, err))
+    return NULL;
+  c->who = g_strdup_printf ("client.%s", d->auth_username ? d->auth_username : "admin");
+  if ((r = rados_create (&c->cluster, d->auth_username)) < 0) {
+    rfail (c, err, r, "cannot set up a Ceph client (%s)", c->who);
+    return NULL;
+  }
+  r = rados_conf_read_file (c->cluster, conf);
+  if (r < 0 && (conf || r != -ENOENT || hosts == NULL)) {
+    if (conf)
+      rfail (c, err, r, "cannot read the Ceph configuration %s (the disk's "
+             "<config file>)", conf);
+    else if (r == -ENOENT)
+      fail (err, VMSNAP_ERR_FAILED, "disk %s: no Ceph configuration found "
+            "($CEPH_CONF, /etc/ceph/ceph.conf) and the disk names no monitor "
+            "<host>: set CEPH_CONF or add <config file='...'/> to the disk's "
+            "<source>", d->target);
+    else
+      rfail (c, err, r, "cannot read the Ceph configuration (%s)",
+             g_getenv ("CEPH_CONF") ? g_getenv ("CEPH_CONF") : "/etc/ceph/ceph.conf");
+    return NULL;
+  }
+  rados_conf_parse_env (c->cluster, NULL);
+  if (hosts && (r = rados_conf_set (c->cluster, "mon_host", hosts)) < 0) {
+    rfail (c, err, r, "monitor hosts '%s' of the disk's <source>", hosts);
+    return NULL;
+  }
+  key = secret_key (op, d, &why_no_key);
+  if (key && (r = rados_conf_set (c->cluster, "key", key)) < 0) {
+    memset (key, 0, strlen (key));
+    rfail (c, err, r, "the key of libvirt secret %s",
+           d->secret_uuid ? d->secret_uuid : d->secret_usage);
+    return NULL;
+  }
+  if (key)
+    memset (key, 0, strlen (key));
+  t = g_strdup_printf ("%u", c->timeout);
+  if ((r = rados_conf_set (c->cluster, "client_mount_timeout", t)) < 0
+      || (r = rados_conf_set (c->cluster, "rados_mon_op_timeout", t)) < 0
+      || (r = rados_conf_set (c->cluster, "rados_osd_op_timeout", t)) < 0) {
+    rfail (c, err, r, "cannot set the Ceph client timeouts");
+    return NULL;
+  }
+  /* Errors are ours to report, once; librados must not print. */
+  rados_conf_set (c->cluster, "log_to_stderr", "false");
+  rados_conf_set (c->cluster, "err_to_stderr", "false");
+  rados_conf_get (c->cluster, "mon_host", mon, sizeof mon);
+  if ((r = rados_connect (c->cluster)) < 0) {
+    g_autofree char *img = d->source ? g_strdup (d->source) : g_strdup ("?");
+    if ((r == -EACCES || r == -EPERM) && why_no_key)
+      fail (err, VMSNAP_ERR_FAILED, "disk %s: cannot connect to the Ceph "
+            "cluster of rbd image %s as %s (monitors %s): %s; %s", d->target,
+            img, c->who, *mon ? mon : "?", g_strerror (-r), why_no_key);
+    else
+      rfail (c, err, r, "cannot connect to the Ceph cluster of rbd image %s "
+             "as %s (monitors %s)", img, c->who, *mon ? mon : "?");
+    return NULL;
+  }
+  c->io = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, io_destroy);
+  {
+    char *a = NULL;
+    if (rados_getaddrs (c->cluster, &a) == 0 && a) {
+      c->addr = g_strdup (a);
+      free (a);
+    } else
+      c->addr = g_strdup ("?");
+  }
+  heal (c);
+  return g_steal_pointer (&c);
+}
+
+static rados_ioctx_t
+conn_io (conn *c, const rspec *s, GError **err)
+{
+  g_autofree char *k = g_strdup_printf ("%s/%s", s->pool, s->ns ? s->ns : "");
+  rados_ioctx_t io = g_hash_table_lookup (c->io, k);
+  int r;
+
+  if (io)
+    return io;
+  if ((r = rados_ioctx_create (c->cluster, s->pool, &io)) < 0) {
+    if (r == -ENOENT)
+      fail (err, VMSNAP_ERR_FAILED, "disk %s: Ceph pool '%s' does not exist "
+            "(ceph osd pool ls)", c->d->target, s->pool);
+    else
+      rfail (c, err, r, "cannot open Ceph pool '%s'", s->pool);
+    return NULL;
+  }
+  if (s->ns)
+    rados_ioctx_set_namespace (io, s->ns);
+  g_hash_table_insert (c->io, g_steal_pointer (&k), io);
+  return io;
+}
+
+/* 0 if image NAME exists in IO (its id object: format 2; its header:
+ * format 1), -ENOENT if not, another -errno if RADOS cannot say. */
+static int
+image_exists (rados_ioctx_t io, const char *name)
+{
+  g_autofree char *id = g_strconcat ("rbd_id.", name, NULL);
+  g_autofree char *v1 = g_strconcat (name, ".rbd", NULL);
+  uint64_t size;
+  time_t mtime;
+  int r = rados_stat (io, id, &size, &mtime);
+
+  if (r == -ENOENT)
+    r = rados_stat (io, v1, &size, &mtime);
+  return r;
+}
+
+/* Open S's image (at SNAP if not NULL).  Returns 0, or -errno with *err
+ * set unless QUIET_ENOENT and the image (or snapshot) does not exist. */
+static int
+img_open (conn *c, const rspec *s, const char *snap, gboolean ro,
+          gboolean quiet_enoent, rbd_image_t *out, GError **err)
+{
+  rados_ioctx_t io = conn_io (c, s, err);
+  g_autofree char *name = rspec_image (s);
+  int r;
+
+  *out = NULL;
+  if (io == NULL)
+    return -EIO;
+  /* librbd 16.2 must never be asked to open what is not there: after a
+   * read-write open of a missing image (or snapshot), or a read-only open
+   * of a missing image, a later open at a snapshot in the same process
+   * makes a librados thread lock a freed mutex (abort: "terminate called
+   * after throwing std::system_error", or a hang).  So existence is
+   * checked first, on the RADOS objects (image) and through the head
+   * (snapshot). */
+  r = image_exists (io, s->image);
+  if (r == 0 && snap) {
+    rbd_image_t head = NULL;
+    bool e = false;
+    r = rbd_open_read_only (io, s->image, &head, NULL);
+    if (r == 0) {
+      r = rbd_snap_exists (head, snap, &e);
+      rbd_close (head);
+      if (r == 0 && !e)
+        r = -ENOENT;
+    }
+  }
+  if (r == 0)
+    r = ro ? rbd_open_read_only (io, s->image, out, snap)
+           : rbd_open (io, s->image, out, snap);
+  if (r == 0)
+    return 0;
+  *out = NULL;
+  if (r == -ENOENT && quiet_enoent)
+    return r;
+  if (r == -ENOENT && snap)
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot %s@%s does not exist "
+          "(rbd snap ls %s)", c->d->target, name, snap, name);
+  else if (r == -ENOENT)
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: rbd image %s does not exist "
+          "(rbd ls %s%s%s)", c->d->target, name, s->pool, s->ns ? " --namespace " : "",
+          s->ns ? s->ns : "");
+  else
+    rfail (c, err, r, "cannot open rbd image %s%s%s", name, snap ? "@" : "",
+           snap ? snap : "");
+  return r;
+}
+
+/* ====================================================== image metadata */
+
+/* *VAL: the value of KEY; returns 0, -ENOENT or another -errno. */
+static int
+md_get (rbd_image_t img, const char *key, char **val)
+{
+  size_t len = 64;
+
+  *val = NULL;
+  for (int i = 0; i < 8; i++) {
+    g_autofree char *buf = g_malloc0 (len + 1);
+    int r = rbd_metadata_get (img, key, buf, &len);
+    if (r == -ERANGE)
+      continue;
+    if (r < 0)
+      return r;
+    *val = g_steal_pointer (&buf);
+    return 0;
+  }
+  return -ERANGE;
+}
+
+static gboolean
+md_is (rbd_image_t img, const char *key, const char *want)
+{
+  g_autofree char *v = NULL;
+
+  return md_get (img, key, &v) == 0 && strcmp (v, want) == 0;
+}
+
+static int
+md_remove (rbd_image_t img, const char *key)
+{
+  int r = rbd_metadata_remove (img, key);
+
+  return r == -ENOENT ? 0 : r;
+}
+
+/* Remove every vmsnap.* key of IMG: librbd copies a parent's metadata
+ * into a new clone, and marks describe the image they are on. */
+static int
+md_remove_ours (rbd_image_t img)
+{
+  size_t klen = 4096, vlen = 4096;
+  g_autofree char *keys = NULL, *vals = NULL;
+  int r;
+
+  for (int i = 0; i < 8; i++) {
+    g_free (keys);
+    g_free (vals);
+    keys = g_malloc0 (klen + 1);
+    vals = g_malloc0 (vlen + 1);
+    r = rbd_metadata_list (img, "", 0, keys, &klen, vals, &vlen);
+    if (r != -ERANGE)
+      break;
+  }
+  if (r < 0)
+    return r;
+  for (const char *k = keys; k < keys + klen && *k; k += strlen (k) + 1)
+    if (g_str_has_prefix (k, "vmsnap.") && (r = md_remove (img, k)) < 0)
+      return r;
+  return 0;
+}
+
+/* ====================================================== image queries */
+
+static int
+snap_exists (rbd_image_t img, const char *snap, gboolean *exists)
+{
+  bool e = false;
+  int r = rbd_snap_exists (img, snap, &e);
+
+  *exists = e;
+  return r;
+}
+
+/* Snapshot names of IMG, oldest first (user snapshots only). */
+static int
+snap_names (rbd_image_t img, GPtrArray **out)
+{
+  int max = 16, n;
+  rbd_snap_info_t *snaps = NULL;
+
+  for (;;) {
+    snaps = g_new0 (rbd_snap_info_t, max);
+    n = rbd_snap_list (img, snaps, &max);
+    if (n != -ERANGE)
+      break;
+    g_free (snaps);
+    snaps = NULL;
+  }
+  if (n < 0) {
+    g_free (snaps);
+    return n;
+  }
+  *out = g_ptr_array_new_with_free_func (g_free);
+  for (int i = 0; i < n; i++)
+    g_ptr_array_add (*out, g_strdup (snaps[i].name));
+  rbd_snap_list_end (snaps);
+  g_free (snaps);
+  return 0;
+}
+
+/* The clone children of S (an image at a snapshot), as rspec* (with
+ * trash set in ->snap to "trash" for an image in the RBD trash). */
+static int
+children_of (conn *c, const rspec *s, GPtrArray **out, GError **err)
+{
+  g_auto (rbd_image_t) img = NULL;
+  rbd_linked_image_spec_t *kids = NULL;
+  size_t max = 8;
+  int r;
+
+  *out = NULL;
+  if ((r = img_open (c, s, s->snap, TRUE, FALSE, &img, err)) < 0)
+    return r;
+  for (;;) {
+    kids = g_new0 (rbd_linked_image_spec_t, max);
+    r = rbd_list_children3 (img, kids, &max);
+    if (r != -ERANGE)
+      break;
+    g_free (kids);
+  }
+  if (r < 0) {
+    g_autofree char *p = rspec_point (s);
+    g_free (kids);
+    return rfail (c, err, r, "cannot list the clones of %s", p);
+  }
+  *out = g_ptr_array_new_with_free_func (rspec_free);
+  for (size_t i = 0; i < max; i++) {
+    rspec *k = g_new0 (rspec, 1);
+    k->pool = g_strdup (kids[i].pool_name);
+    k->ns = kids[i].pool_namespace && *kids[i].pool_namespace
+            ? g_strdup (kids[i].pool_namespace) : NULL;
+    k->image = g_strdup (kids[i].image_name);
+    k->snap = kids[i].trash ? g_strdup ("trash") : NULL;
+    g_ptr_array_add (*out, k);
+  }
+  rbd_linked_image_spec_list_cleanup (kids, max);
+  g_free (kids);
+  return 0;
+}
+
+static char *
+names_of (GPtrArray *specs)
+{
+  GString *s = g_string_new (NULL);
+
+  for (guint i = 0; i < specs->len; i++) {
+    const rspec *k = g_ptr_array_index (specs, i);
+    g_autofree char *n = rspec_image (k);
+    g_string_append_printf (s, "%s%s%s", i ? ", " : "", n,
+                            k->snap ? " (in the RBD trash)" : "");
+  }
+  return g_string_free (s, FALSE);
+}
+
+/* The parent (image@snapshot) of IMG as opened; -ENOENT if none. */
+static int
+parent_of (rbd_image_t img, rspec *out)
+{
+  rbd_linked_image_spec_t pi;
+  rbd_snap_spec_t ps;
+  int r;
+
+  memset (out, 0, sizeof *out);
+  memset (&pi, 0, sizeof pi);
+  memset (&ps, 0, sizeof ps);
+  r = rbd_get_parent (img, &pi, &ps);
+  if (r < 0)
+    return r;
+  out->pool = g_strdup (pi.pool_name);
+  out->ns = pi.pool_namespace && *pi.pool_namespace ? g_strdup (pi.pool_namespace) : NULL;
+  out->image = g_strdup (pi.image_name);
+  out->snap = g_strdup (ps.name);
+  rbd_linked_image_spec_cleanup (&pi);
+  rbd_snap_spec_cleanup (&ps);
+  return 0;
+}
+
+/* Number of images in the chain of S (S itself counts 1), read through
+ * the parents of each image (at its snapshot, if S names one). */
+static int
+chain_depth (conn *c, const rspec *s, guint *depth, GError **err)
+{
+  rspec cur;
+  int r = 0;
+
+  *depth = 0;
+  rspec_copy (&cur, s, s->snap);
+  for (guint i = 0; i < MAX_DEPTH_WALK; i++) {
+    g_auto (rbd_image_t) img = NULL;
+    rspec par;
+    (*depth)++;
+    if ((r = img_open (c, &cur, cur.snap, TRUE, FALSE, &img, err)) < 0)
+      break;
+    r = parent_of (img, &par);
+    if (r == -ENOENT) {
+      r = 0;
+      break;
+    }
+    if (r < 0) {
+      g_autofree char *p = rspec_point (&cur);
+      rfail (c, err, r, "cannot read the parent of %s", p);
+      break;
+    }
+    rspec_clear (&cur);
+    cur = par;
+  }
+  rspec_clear (&cur);
+  return r;
+}
+
+/* Others than us (and earlier runs of this operation) with S open. */
+static gboolean
+not_in_use (conn *c, rbd_image_t img, const rspec *s, GError **err)
+{
+  rbd_image_watcher_t w[32];
+  size_t n = G_N_ELEMENTS (w);
+  uint64_t me = rados_get_instance_id (c->cluster);
+  const char *rec = c->op ? vmsnap_op_get (c->op, "clients") : NULL;
+  g_autofree char *who = NULL, *name = rspec_image (s);
+  int r = rbd_watchers_list (img, w, &n);
+
+  if (r == -ERANGE)
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: rbd image %s is open by "
+                 "more than %zu clients (rbd status %s): is the VM running "
+                 "elsewhere? Stop it first", c->d->target,
+                 name, G_N_ELEMENTS (w), name), FALSE;
+  if (r < 0)
+    return rfail (c, err, r, "cannot list the clients of rbd image %s", name), FALSE;
+  for (size_t i = 0; i < n; i++) {
+    if ((uint64_t) w[i].id == me || (rec && w[i].addr && strstr (rec, w[i].addr)))
+      continue;
+    if (who == NULL)
+      who = g_strdup_printf ("client.%" G_GINT64_FORMAT " at %s", w[i].id,
+                             w[i].addr ? w[i].addr : "?");
+  }
+  rbd_watchers_list_cleanup (w, n);
+  if (who == NULL)
+    return TRUE;
+  fail (err, VMSNAP_ERR_FAILED, "disk %s: rbd image %s is open by another "
+        "client (%s), but the domain is shut off: is the VM running elsewhere, "
+        "or another program using the image (rbd status %s)? Stop it first",
+        c->d->target, name, who, name);
+  return FALSE;
+}
+
+static int
+count_cb (uint64_t off, size_t len, int exists, void *arg)
+{
+  (void) off;
+  if (exists)
+    *(guint64 *) arg += len;
+  return 0;
+}
+
+/* Bytes allocated in IMG (as opened) since FROM (NULL: since creation),
+ * object granularity; only with a valid fast-diff map (cheap), else
+ * -EOPNOTSUPP. */
+static int
+used_bytes (rbd_image_t img, const char *from, gboolean with_parent, guint64 *out)
+{
+  uint64_t features = 0, flags = 0, size = 0;
+
+  *out = 0;
+  if (rbd_get_features (img, &features) < 0 || !(features & RBD_FEATURE_FAST_DIFF)
+      || rbd_get_flags (img, &flags) < 0 || (flags & RBD_FLAG_FAST_DIFF_INVALID)
+      || rbd_get_size (img, &size) < 0)
+    return -EOPNOTSUPP;
+  return rbd_diff_iterate2 (img, from, 0, size, with_parent ? 1 : 0, 1, count_cb, out);
+}
+
+/* The objects a rollback of HEAD to SNAP (both open) works on: with a
+ * valid fast-diff map librbd skips objects that exist in neither, so the
+ * objects allocated in the head plus those in the snapshot (an upper
+ * bound); without one, every object of the image.  *HOW says which. */
+static guint64
+rollback_objects (rbd_image_t head, rbd_image_t snap, const rbd_image_info_t *info,
+                  const char **how)
+{
+  guint64 h = 0, s = 0;
+
+  if (info->obj_size > 0 && used_bytes (head, NULL, FALSE, &h) == 0
+      && used_bytes (snap, NULL, FALSE, &s) == 0) {
+    *how = "allocated in the image and the snapshot";
+    return (h + s) / info->obj_size;
+  }
+  *how = "all of the image's: no fast-diff map";
+  return info->num_objs;
+}
+
+typedef struct {
+  vmsnap_op *op;
+  uint64_t total;
+} progress_ctx;
+
+/* librbd reports the objects started, not finished: the last call says
+ * N-1 of N.  progress_done says 100% once the operation returned. */
+static int
+progress_cb (uint64_t done, uint64_t total, void *arg)
+{
+  progress_ctx *p = arg;
+
+  p->total = total;
+  if (p->op)
+    vmsnap_op_progress (p->op, done, total);
+  return 0;
+}
+
+static void
+progress_done (progress_ctx *p)
+{
+  if (p->op && p->total)
+    vmsnap_op_progress (p->op, p->total, p->total);
+}
+
+/* ============================================================ slot setup */
+
+static gboolean
+slot_begin (vmsnap_op *op, const vmsnap_disk *d, const char *slot,
+            unsigned int flags, rspec *active, GError **err)
+{
+  if (!vmsnap_check_flags (NAME, slot, flags, 0, err))
+    return FALSE;
+  if (d == NULL)
+    return fail (err, VMSNAP_ERR_FAILED, "backend %s: %s called without a "
+                 "disk (internal error)", NAME, slot), FALSE;
+  if (!disk_spec (d, active, err))
+    return FALSE;
+  if (op == NULL) {
+    rspec_clear (active);
+    return fail (err, VMSNAP_ERR_FAILED, "backend %s: %s called without an "
+                 "operation context (internal error)", NAME, slot), FALSE;
+  }
+  return TRUE;
+}
+
+/* ================================================================ probe */
+
+static int
+vrbd_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
+            vmsnap_probe_result *res, GError **err)
+{
+  g_auto (rspec) s = { 0 };
+
+  (void) err;
   if (d->type != VMSNAP_DISK_TYPE_NETWORK || d->protocol == NULL
       || strcmp (d->protocol, "rbd") != 0) {
     vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0, "not an rbd network disk");
     return 0;
   }
-  name = g_strdup (d->source ? d->source : "");
-  if ((at = strchr (name, '@')) != NULL) {
-    *at = '\0';
-    snap = at + 1;
-  }
-  parts = g_strsplit (name, "/", -1);
-  n = g_strv_length (parts);
-  if (n < 2 || n > 3) {
+  if (!rspec_parse (d->source, &s)) {
     vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
                       "rbd source name '%s' is not POOL/IMAGE or "
-                      "POOL/NAMESPACE/IMAGE", d->source ? d->source : "");
+                      "POOL/NAMESPACE/IMAGE, or has an empty or invalid "
+                      "component", d->source ? d->source : "");
     return 0;
   }
-  pool = parts[0];
-  image = parts[n - 1];
-  if (n == 3)
-    ns = parts[1];
-  if (!valid_component (pool) || !valid_component (image)
-      || (ns && !valid_component (ns))) {
-    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
-                      "rbd source name '%s' has an empty or invalid component",
-                      d->source);
-    return 0;
-  }
-  vmsnap_probe_add_detail (res, "pool", "%s", pool);
-  if (ns)
-    vmsnap_probe_add_detail (res, "namespace", "%s", ns);
-  vmsnap_probe_add_detail (res, "image", "%s", image);
+  /* libvirt's <snapshot name='...'/> inside <source> maps a snapshot too */
+  if (s.snap == NULL && d->source_snapshot && *d->source_snapshot)
+    s.snap = g_strdup (d->source_snapshot);
+  vmsnap_probe_add_detail (res, "pool", "%s", s.pool);
+  if (s.ns)
+    vmsnap_probe_add_detail (res, "namespace", "%s", s.ns);
+  vmsnap_probe_add_detail (res, "image", "%s", s.image);
   if (d->n_hosts > 0) {
-    GString *h = g_string_new (NULL);
-    for (size_t i = 0; i < d->n_hosts; i++)
-      g_string_append_printf (h, "%s%s%s%s", i ? "," : "",
-                              d->hosts[i]->name ? d->hosts[i]->name : "?",
-                              d->hosts[i]->port ? ":" : "",
-                              d->hosts[i]->port ? d->hosts[i]->port : "");
-    vmsnap_probe_add_detail (res, "monitors", "%s", h->str);
-    g_string_free (h, TRUE);
+    g_autofree char *h = mon_hosts (d);
+    vmsnap_probe_add_detail (res, "monitors", "%s", h ? h : "?");
   } else {
     vmsnap_probe_add_detail (res, "monitors", "from %s",
                              d->source_config ? d->source_config
@@ -92,27 +1122,1138 @@ vrbd_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
   if (d->source_config)
     vmsnap_probe_add_detail (res, "config", "%s", d->source_config);
 
-  if (snap) {
+  if (s.snap) {
     vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
                       "the disk maps snapshot '%s' of %s/%s, which is read-only",
-                      snap, pool, image);
+                      s.snap, s.pool, s.image);
     return 0;
   }
   vmsnap_probe_set_class (res, VMSNAP_CLASS_RBD);
   vmsnap_probe_set (res, VMSNAP_FIT_PREFERRED, 90,
                     "rbd image %s/%s: native RBD snapshot; revert by rollback "
-                    "or O(1) clone", pool, image);
-  vmsnap_probe_add_limit (res, "rollback revert needs the VM shut off; clone "
-                          "revert switches the disk to a new image");
+                    "or O(1) clone", s.pool, s.image);
+  vmsnap_probe_add_limit (res, "revert needs the VM shut off (a running VM is "
+                          "stopped and started again); a clone revert "
+                          "switches the disk to a new image");
+  if (req->online)
+    vmsnap_probe_add_limit (res, "the VM is paused while the snapshot is taken");
   if (req->memory)
     vmsnap_probe_add_limit (res, "memory state goes to an external file");
   return 0;
 }
 
-VMSNAP_PENDING_CREATE (vrbd_create, NAME)
-VMSNAP_PENDING_REVERT (vrbd_revert, NAME)
-VMSNAP_PENDING_MERGE (vrbd_merge, NAME)
-VMSNAP_PENDING_DELETE (vrbd_delete, NAME)
+/* ================================================================ create */
+
+/* Undo what an interrupted or failed create of NAME made on S's image:
+ * the snapshot (ours: its name was recorded before it was made) and the
+ * mark.  Best effort. */
+static void
+drop_created (conn *c, const rspec *s, const char *name)
+{
+  g_auto (rbd_image_t) img = NULL;
+  g_autofree char *key = g_strconcat (MD_SNAP, name, NULL);
+  gboolean exists = FALSE;
+
+  if (img_open (c, s, NULL, FALSE, TRUE, &img, NULL) < 0)
+    return;
+  if (snap_exists (img, name, &exists) == 0 && exists)
+    rbd_snap_remove (img, name);
+  md_remove (img, key);
+}
+
+static int
+noop_progress (uint64_t a, uint64_t b, void *c)
+{
+  (void) a;
+  (void) b;
+  (void) c;
+  return 0;
+}
+
+/* rbd_snap_create on the active image.  Journal: key "snap" (the name,
+ * recorded before anything is written), step "snap". */
+static int
+vrbd_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+             unsigned int flags, vmsnap_result *res, GError **err)
+{
+  g_auto (rspec) a = { 0 };
+  g_autoptr (conn) c = NULL;
+  g_auto (rbd_image_t) img = NULL;
+  g_autofree char *key = NULL, *img_name = NULL, *loc = NULL, *usage = NULL;
+  const char *rec;
+  gboolean exists = FALSE, attempted = FALSE;
+  int r;
+
+  if (!slot_begin (op, d, "create", flags, &a, err))
+    return -1;
+  if (name == NULL || !valid_component (name))
+    return fail (err, VMSNAP_ERR_INVALID_INPUT, "disk %s: '%s' cannot be an "
+                 "RBD snapshot name", d->target, name ? name : "(null)");
+  img_name = rspec_image (&a);
+  key = g_strconcat (MD_SNAP, name, NULL);
+  if ((c = conn_open (op, d, err)) == NULL)
+    return -1;
+  if (img_open (c, &a, NULL, FALSE, FALSE, &img, err) < 0)
+    return -1;
+  rec = vmsnap_op_get (op, "snap");
+  if (rec && strcmp (rec, name) != 0)
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: the journal records "
+                 "snapshot '%s', not '%s' (internal error)", d->target, rec, name);
+  if (rec == NULL) {
+    if (!vmsnap_op_is_online (op) && !not_in_use (c, img, &a, err))
+      return -1;
+    if ((r = snap_exists (img, name, &exists)) < 0)
+      return rfail (c, err, r, "cannot read the snapshots of rbd image %s",
+                    img_name);
+    if (exists) {
+      const char *uuid = vmsnap_op_domain_uuid (op);
+      if (uuid && md_is (img, key, uuid))
+        return fail (err, VMSNAP_ERR_FAILED, "disk %s: rbd image %s already "
+                     "has a snapshot '%s' made by vmsnap for this domain but "
+                     "unknown to its catalog (left by an interrupted run?); "
+                     "remove it (rbd snap rm %s@%s) or choose another name",
+                     d->target, img_name, name,
+                     img_name, name);
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: rbd image %s already has "
+                   "a snapshot named '%s' that vmsnap did not make for this "
+                   "domain (rbd snap ls %s); choose another name",
+                   d->target, img_name, name, img_name);
+    }
+    if (!record (c, "snap", name, err))
+      return -1;
+  }
+  if (!vmsnap_op_step_done (op, "snap")) {
+    const char *uuid = vmsnap_op_domain_uuid (op);
+    if ((r = rbd_metadata_set (img, key, uuid ? uuid : "?")) < 0) {
+      rfail (c, err, r, "cannot mark rbd image %s (metadata %s)", img_name, key);
+      goto failed;
+    }
+    if ((r = snap_exists (img, name, &exists)) < 0) {
+      rfail (c, err, r, "cannot read the snapshots of rbd image %s", img_name);
+      goto failed;
+    }
+    if (!exists) {
+      /* vmsnap paused the VM (or it is shut off): skip librbd's own quiesce
+       * round trip.  With QEMU holding the exclusive lock, librbd asks it
+       * to take the snapshot. */
+      attempted = TRUE;
+      r = rbd_snap_create2 (img, name, RBD_SNAP_CREATE_SKIP_QUIESCE,
+                            noop_progress, NULL);
+      if (r < 0) {
+        rfail (c, err, r, "cannot create snapshot %s@%s", img_name, name);
+        goto failed;
+      }
+    }
+    if (!vmsnap_op_mark_done (op, "snap", err)) {
+      attempted = TRUE;
+      goto failed;
+    }
+  }
+  {
+    rspec s;
+    rspec_copy (&s, &a, name);
+    loc = rspec_locator (&s);
+    rspec_clear (&s);
+  }
+  vmsnap_result_set_locator (res, loc);
+  /* Rolled back (another disk failed): the core discards the snapshot. */
+  vmsnap_result_add_undo (res, loc);
+  {
+    g_auto (rbd_image_t) si = NULL;
+    g_autoptr (GPtrArray) names = NULL;
+    guint64 bytes = 0;
+    const char *prev = NULL;
+    if (img_open (c, &a, name, TRUE, TRUE, &si, NULL) == 0
+        && snap_names (si, &names) == 0) {
+      for (guint i = 0; i + 1 < names->len; i++)
+        if (strcmp (g_ptr_array_index (names, i + 1), name) == 0)
+          prev = g_ptr_array_index (names, i);
+      if (used_bytes (si, prev, FALSE, &bytes) == 0) {
+        g_autofree char *sz = fmt_size (bytes);
+        usage = prev ? g_strdup_printf ("; ~%s written since %s", sz, prev)
+                     : g_strdup_printf ("; ~%s allocated", sz);
+      }
+    }
+  }
+  vmsnap_result_set_note (res, "RBD snapshot %s@%s%s", img_name, name,
+                          usage ? usage : "");
+  return 0;
+
+failed:
+  if (attempted)
+    drop_created (c, &a, name);
+  else if (img)
+    md_remove (img, key);
+  return -1;
+}
+
+/* ================================================================ revert */
+
+/* Protect T (image@snap) for a clone, marking it as ours first, unless it
+ * is protected already (by us or by anyone). */
+static int
+protect (conn *c, const rspec *t, GError **err)
+{
+  g_auto (rbd_image_t) img = NULL;
+  g_autofree char *key = g_strconcat (MD_PROT, t->snap, NULL);
+  g_autofree char *p = rspec_point (t);
+  int prot = 0, r;
+
+  if (img_open (c, t, NULL, FALSE, FALSE, &img, err) < 0)
+    return -1;
+  if ((r = rbd_snap_is_protected (img, t->snap, &prot)) < 0)
+    return rfail (c, err, r, "cannot read whether %s is protected", p);
+  if (prot)
+    return 0;
+  if ((r = rbd_metadata_set (img, key, vmsnap_op_domain_uuid (c->op))) < 0)
+    return rfail (c, err, r, "cannot mark %s as protected by vmsnap", p);
+  if ((r = rbd_snap_protect (img, t->snap)) < 0 && r != -EBUSY)
+    return rfail (c, err, r, "cannot protect %s for a clone", p);
+  return 0;
+}
+
+/* Unprotect T if vmsnap protected it and no clone depends on it any more.
+ * Best effort (tidiness): errors are ignored. */
+static void
+release_parent (conn *c, const rspec *t)
+{
+  g_auto (rbd_image_t) img = NULL;
+  g_autoptr (GPtrArray) kids = NULL;
+  g_autofree char *key = g_strconcat (MD_PROT, t->snap, NULL);
+  int prot = 0;
+
+  if (children_of (c, t, &kids, NULL) < 0 || kids->len > 0)
+    return;
+  if (img_open (c, t, NULL, FALSE, TRUE, &img, NULL) < 0)
+    return;
+  if (!md_is (img, key, vmsnap_op_domain_uuid (c->op)))
+    return;
+  if (rbd_snap_is_protected (img, t->snap, &prot) == 0 && prot
+      && rbd_snap_unprotect (img, t->snap) < 0)
+    return;
+  md_remove (img, key);
+}
+
+/* Clone T (image@snap) as CHILD, with deep-flatten so that a later flatten
+ * frees the parent even when the clone has snapshots of its own.  An
+ * existing CHILD made by an interrupted run (recorded name) is adopted if
+ * its parent is T. */
+static int
+make_clone (conn *c, const rspec *t, const rspec *child, GError **err)
+{
+  g_auto (rbd_image_t) pimg = NULL, cimg = NULL;
+  g_autofree char *cname = rspec_image (child), *p = rspec_point (t);
+  rados_ioctx_t pio, cio;
+  rbd_image_options_t opts;
+  uint64_t features = 0;
+  int r;
+
+  r = img_open (c, child, NULL, FALSE, TRUE, &cimg, err);
+  if (r < 0 && r != -ENOENT)
+    return -1;
+  if (r == 0) {
+    rspec par;
+    gboolean ok = parent_of (cimg, &par) == 0 && same_image (&par, t)
+                  && g_strcmp0 (par.snap, t->snap) == 0;
+    rspec_clear (&par);
+    if (!ok)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: rbd image %s exists "
+                   "but is not a clone of %s: vmsnap recorded that name for "
+                   "this revert; rename or remove that image and run vmsnap "
+                   "recover", c->d->target, cname, p);
+  } else {
+    if ((pio = conn_io (c, t, err)) == NULL || (cio = conn_io (c, child, err)) == NULL)
+      return -1;
+    if (img_open (c, t, t->snap, TRUE, FALSE, &pimg, err) < 0)
+      return -1;
+    if ((r = rbd_get_features (pimg, &features)) < 0)
+      return rfail (c, err, r, "cannot read the features of %s", p);
+    features &= RBD_FEATURE_LAYERING | RBD_FEATURE_STRIPINGV2
+                | RBD_FEATURE_EXCLUSIVE_LOCK | RBD_FEATURE_OBJECT_MAP
+                | RBD_FEATURE_FAST_DIFF | RBD_FEATURE_DEEP_FLATTEN
+                | RBD_FEATURE_JOURNALING;
+    features |= RBD_FEATURE_LAYERING | RBD_FEATURE_DEEP_FLATTEN;
+    img_close (g_steal_pointer (&pimg));
+    rbd_image_options_create (&opts);
+    rbd_image_options_set_uint64 (opts, RBD_IMAGE_OPTION_FEATURES, features);
+    r = rbd_clone3 (pio, t->image, t->snap, cio, child->image, opts);
+    rbd_image_options_destroy (opts);
+    if (r < 0)
+      return rfail (c, err, r, "cannot clone %s as %s", p, cname);
+    if (img_open (c, child, NULL, FALSE, FALSE, &cimg, err) < 0)
+      return -1;
+  }
+  if ((r = md_remove_ours (cimg)) < 0)
+    return rfail (c, err, r, "cannot drop the vmsnap marks %s inherited from %s",
+                  cname, p);
+  if ((r = rbd_metadata_set (cimg, MD_CLONE, vmsnap_op_domain_uuid (c->op))) < 0)
+    return rfail (c, err, r, "cannot mark clone %s as made by vmsnap", cname);
+  return 0;
+}
+
+/* A failed revert is rolled back by the core, which knows only the undo
+ * storage of disks that finished: a clone recorded by this slot is removed
+ * here (it is ours: its name was recorded before it was made). */
+static void
+drop_recorded_clone (conn *c, const rspec *t)
+{
+  const char *rec = c ? vmsnap_op_get (c->op, "clone") : NULL;
+  g_auto (rspec) ch = { 0 };
+  g_autoptr (GPtrArray) names = NULL;
+  rados_ioctx_t io;
+  gboolean ours = FALSE;
+
+  if (rec == NULL || !rspec_parse (rec, &ch))
+    return;
+  {
+    /* Only a clone of T without snapshots: never an image someone else
+     * made under the recorded name since. */
+    g_auto (rbd_image_t) img = NULL;
+    rspec par;
+    if (img_open (c, &ch, NULL, TRUE, TRUE, &img, NULL) < 0)
+      return;
+    if (parent_of (img, &par) == 0) {
+      ours = same_image (&par, t) && g_strcmp0 (par.snap, t->snap) == 0
+             && snap_names (img, &names) == 0 && names->len == 0;
+      rspec_clear (&par);
+    }
+  }
+  if (ours && (io = conn_io (c, &ch, NULL)) != NULL && rbd_remove (io, ch.image) == 0)
+    release_parent (c, t);
+}
+
+static int
+revert_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
+          GError **err)
+{
+  vmsnap_op *op = c->op;
+  const vmsnap_disk *d = c->d;
+  g_autofree char *aname = rspec_image (a), *tp = rspec_point (t);
+  g_autofree char *why = NULL;
+  const char *mode = vmsnap_op_get (op, "mode");
+  int r;
+
+  if (mode == NULL) {
+    g_auto (rbd_image_t) aimg = NULL, timg = NULL;
+    const char *env;
+    rbd_image_info_t info;
+
+    if (!env_revert_mode (&env, err))
+      return -1;
+    if ((r = img_open (c, t, t->snap, TRUE, TRUE, &timg, err)) == -ENOENT)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot %s is no longer "
+                   "in the cluster, so it cannot be reverted to (rbd snap ls "
+                   "%s/%s; vmsnap delete removes it from the catalog)",
+                   d->target, tp, t->pool, t->image);
+    if (r < 0)
+      return -1;
+    if (img_open (c, a, NULL, FALSE, FALSE, &aimg, err) < 0)
+      return -1;
+    if (!not_in_use (c, aimg, a, err))
+      return -1;
+    if ((r = rbd_stat (aimg, &info, sizeof info)) < 0)
+      return rfail (c, err, r, "cannot read the size of rbd image %s", aname);
+    if (!same_image (a, t)) {
+      mode = "clone";
+      g_autofree char *tname = rspec_image (t);
+      why = g_strdup_printf ("%s lives in image %s, not in the disk's %s "
+                             "(an earlier clone revert): only a clone can "
+                             "bring it back", tp, tname, aname);
+    } else if (env) {
+      mode = env;
+      why = g_strdup ("VMSNAP_RBD_REVERT_MODE");
+    } else {
+      guint64 limit, touched;
+      const char *how;
+      if (!env_rollback_max (&limit, err))
+        return -1;
+      touched = rollback_objects (aimg, timg, &info, &how);
+      mode = touched <= limit ? "rollback" : "clone";
+      why = g_strdup_printf ("a rollback touches %" G_GUINT64_FORMAT " objects "
+                             "(%s), %s %" G_GUINT64_FORMAT,
+                             touched, how, touched <= limit ? "at most" : "more than",
+                             limit);
+    }
+    if (strcmp (mode, "clone") == 0) {
+      g_autofree char *stem = image_stem (a->image);
+      g_autofree char *cn = NULL;
+      rspec ch = { 0 };
+      rados_ioctx_t io = conn_io (c, a, err);
+      if (io == NULL)
+        return -1;
+      for (int tries = 0; tries < 64 && cn == NULL; tries++) {
+        g_auto (rbd_image_t) probe = NULL;
+        g_autofree char *cand = g_strdup_printf ("%s" TAG "%08x", stem, g_random_int ());
+        ch.pool = a->pool;
+        ch.ns = a->ns;
+        ch.image = cand;
+        r = img_open (c, &ch, NULL, TRUE, TRUE, &probe, err);
+        if (r == -ENOENT)
+          cn = rspec_image (&ch);
+        else if (r < 0)
+          return -1;
+      }
+      if (cn == NULL)
+        return fail (err, VMSNAP_ERR_FAILED, "disk %s: no free clone name "
+                     "%s" TAG "XXXXXXXX in pool %s", d->target, stem, a->pool);
+      if (!record (c, "clone", cn, err))
+        return -1;
+    }
+    if (!record (c, "why", why, err) || !record (c, "mode", mode, err))
+      return -1;
+  }
+  g_free (why);
+  why = g_strdup (vmsnap_op_get (op, "why"));
+
+  if (strcmp (mode, "rollback") == 0) {
+    g_auto (rbd_image_t) img = NULL;
+    progress_ctx pc = { op, 0 };
+    rbd_image_info_t info = { 0 };
+    if (!same_image (a, t))
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: %s is not a snapshot of "
+                   "the disk's image %s: rollback is impossible; run the "
+                   "revert with VMSNAP_RBD_REVERT_MODE=clone", d->target, tp, aname);
+    if (img_open (c, a, NULL, FALSE, FALSE, &img, err) < 0)
+      return -1;
+    rbd_stat (img, &info, sizeof info);
+    if (!vmsnap_op_step_done (op, "rollback")) {
+      if ((r = rbd_snap_rollback_with_progress (img, t->snap, progress_cb, &pc)) < 0)
+        return rfail (c, err, r, "cannot roll %s back to %s", aname, t->snap);
+      progress_done (&pc);
+      if (!vmsnap_op_mark_done (op, "rollback", err))
+        return -1;
+    }
+    {
+      g_autofree char *sz = fmt_size (info.size);
+      vmsnap_result_set_note (res, "rolled %s back to snapshot %s (%s in %"
+                              G_GUINT64_FORMAT " objects; %s)", aname, t->snap,
+                              sz, (guint64) info.num_objs, why ? why : "rollback");
+    }
+    return 0;
+  }
+
+  /* clone */
+  {
+    const char *cn = vmsnap_op_get (op, "clone");
+    rspec ch;
+    g_autofree char *cloc = NULL, *old = NULL, *depth_note = NULL;
+    gboolean keep = env_keep_old_head ();
+    guint depth = 0;
+
+    if (cn == NULL || !rspec_parse (cn, &ch))
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: the journal records "
+                   "clone mode without a valid clone name (internal error)",
+                   d->target);
+    if (!vmsnap_op_step_done (op, "protect")) {
+      if (protect (c, t, err) < 0 || !vmsnap_op_mark_done (op, "protect", err)) {
+        rspec_clear (&ch);
+        return -1;
+      }
+    }
+    if (!vmsnap_op_step_done (op, "clone")) {
+      if (make_clone (c, t, &ch, err) < 0 || !vmsnap_op_mark_done (op, "clone", err)) {
+        rspec_clear (&ch);
+        return -1;
+      }
+    }
+    cloc = rspec_locator (&ch);
+    old = rspec_locator (a);
+    vmsnap_result_set_new_source (res, cn, d->format ? d->format : "raw");
+    vmsnap_result_add_undo (res, cloc);
+    if (!keep)
+      vmsnap_result_add_garbage (res, old);
+    if (chain_depth (c, &ch, &depth, NULL) == 0 && depth > 2)
+      depth_note = g_strdup_printf ("; the disk's chain is now %u images deep "
+                                    "(vmsnap merge --max-depth N flattens it)",
+                                    depth);
+    vmsnap_result_set_note (res, "cloned %s as %s, the disk's new image (%s); "
+                            "previous image %s %s%s", tp, cn,
+                            why ? why : "clone", aname,
+                            keep ? "kept (VMSNAP_RBD_KEEP_OLD_HEAD)"
+                                 : "discarded after the switch",
+                            depth_note ? depth_note : "");
+    rspec_clear (&ch);
+  }
+  return 0;
+}
+
+static int
+vrbd_revert (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+             unsigned int flags, vmsnap_result *res, GError **err)
+{
+  g_auto (rspec) a = { 0 };
+  g_auto (rspec) t = { 0 };
+  g_autoptr (conn) c = NULL;
+
+  if (!slot_begin (op, d, "revert", flags, &a, err))
+    return -1;
+  if (!loc_parse (d, locator, TRUE, &t, err))
+    return -1;
+  if (vmsnap_op_is_online (op))
+    return fail (err, VMSNAP_ERR_UNSUPPORTED, "disk %s: backend %s reverts "
+                 "with the VM shut off (internal error: the core stops it "
+                 "first)", d->target, NAME);
+  if ((c = conn_open (op, d, err)) == NULL)
+    return -1;
+  if (revert_1 (c, &a, &t, res, err) == 0)
+    return 0;
+  drop_recorded_clone (c, &t);
+  return -1;
+}
+
+/* ========================================================= delete/merge */
+
+/* Remove snapshot T (no clone may depend on it): unprotect it if vmsnap
+ * protected it, remove it, drop its marks.  Already gone: success. */
+static int
+remove_snapshot (conn *c, const rspec *t, GError **err)
+{
+  g_auto (rbd_image_t) img = NULL;
+  g_autofree char *kp = g_strconcat (MD_PROT, t->snap, NULL);
+  g_autofree char *ks = g_strconcat (MD_SNAP, t->snap, NULL);
+  g_autofree char *p = rspec_point (t);
+  gboolean exists = FALSE;
+  int prot = 0, r;
+
+  r = img_open (c, t, NULL, FALSE, TRUE, &img, err);
+  if (r == -ENOENT)
+    return 0;
+  if (r < 0)
+    return -1;
+  if ((r = snap_exists (img, t->snap, &exists)) < 0)
+    return rfail (c, err, r, "cannot read the snapshots of %s/%s", t->pool, t->image);
+  if (exists) {
+    if ((r = rbd_snap_is_protected (img, t->snap, &prot)) < 0)
+      return rfail (c, err, r, "cannot read whether %s is protected", p);
+    if (prot) {
+      if (!md_is (img, kp, vmsnap_op_domain_uuid (c->op)))
+        return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot %s is "
+                     "protected, and not by vmsnap: unprotect it (rbd snap "
+                     "unprotect %s) if it may go", c->d->target, p, p);
+      if ((r = rbd_snap_unprotect (img, t->snap)) < 0 && r != -EINVAL)
+        return rfail (c, err, r, "cannot unprotect %s", p);
+    }
+    if ((r = rbd_snap_remove (img, t->snap)) < 0 && r != -ENOENT)
+      return rfail (c, err, r, "cannot remove snapshot %s", p);
+  }
+  if ((r = md_remove (img, ks)) < 0 || (r = md_remove (img, kp)) < 0)
+    return rfail (c, err, r, "cannot remove the vmsnap marks of %s", p);
+  return 0;
+}
+
+/* After T's snapshot went: T's image is garbage when it is not the disk's
+ * image, vmsnap abandoned its head, and no snapshot is left in it. */
+static void
+collect_image (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
+               GString *note)
+{
+  g_auto (rbd_image_t) img = NULL;
+  g_autoptr (GPtrArray) names = NULL;
+  rspec head;
+  g_autofree char *loc = NULL, *name = NULL;
+
+  if (same_image (a, t) || img_open (c, t, NULL, TRUE, TRUE, &img, NULL) < 0)
+    return;
+  if (!md_is (img, MD_ABANDONED, vmsnap_op_domain_uuid (c->op))
+      || snap_names (img, &names) < 0 || names->len > 0)
+    return;
+  rspec_copy (&head, t, NULL);
+  loc = rspec_locator (&head);
+  name = rspec_image (&head);
+  rspec_clear (&head);
+  vmsnap_result_add_garbage (res, loc);
+  g_string_append_printf (note, "; image %s (abandoned by an earlier clone "
+                          "revert) holds no snapshot any more and is "
+                          "removed", name);
+}
+
+/* About how many bytes a (deep) flatten of KID (open as IMG) copies: what
+ * its head or a snapshot of it reads from the parent chain, the most of
+ * them (object granularity; 0 without fast-diff). */
+static guint64
+parent_bytes (conn *c, const rspec *kid, rbd_image_t img)
+{
+  g_autoptr (GPtrArray) names = NULL;
+  guint64 most = 0, with = 0, own = 0;
+
+  if (used_bytes (img, NULL, TRUE, &with) == 0 && used_bytes (img, NULL, FALSE, &own) == 0
+      && with > own)
+    most = with - own;
+  if (snap_names (img, &names) < 0)
+    return most;
+  for (guint i = 0; i < names->len; i++) {
+    g_auto (rbd_image_t) si = NULL;
+    if (img_open (c, kid, g_ptr_array_index (names, i), TRUE, TRUE, &si, NULL) < 0)
+      continue;
+    if (used_bytes (si, NULL, TRUE, &with) == 0 && used_bytes (si, NULL, FALSE, &own) == 0
+        && with > own)
+      most = MAX (most, with - own);
+  }
+  return most;
+}
+
+/* Flatten KID if it still depends on T; adds the bytes copied. */
+static int
+flatten_child (conn *c, const rspec *kid, const rspec *t, guint64 *copied,
+               GError **err)
+{
+  g_auto (rbd_image_t) img = NULL;
+  g_autofree char *kn = rspec_image (kid);
+  progress_ctx pc = { c->op, 0 };
+  rspec par;
+  int r;
+
+  r = img_open (c, kid, NULL, FALSE, TRUE, &img, err);
+  if (r == -ENOENT)
+    return 0;                   /* removed since */
+  if (r < 0)
+    return -1;
+  r = parent_of (img, &par);
+  if (r == -ENOENT)
+    return 0;                   /* flattened already */
+  if (r < 0)
+    return rfail (c, err, r, "cannot read the parent of %s", kn);
+  r = t == NULL || (same_image (&par, t) && g_strcmp0 (par.snap, t->snap) == 0);
+  rspec_clear (&par);
+  if (!r)
+    return 0;
+  *copied += parent_bytes (c, kid, img);
+  if ((r = rbd_flatten_with_progress (img, progress_cb, &pc)) < 0 && r != -EINVAL)
+    return rfail (c, err, r, "cannot flatten clone %s", kn);
+  progress_done (&pc);
+  return 0;
+}
+
+/* Journal: key "children" (the clones found, one per line, recorded before
+ * any is flattened), steps "flatten-K"; unprotect/remove repeat safely. */
+static int
+delete_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
+          GError **err)
+{
+  vmsnap_op *op = c->op;
+  const vmsnap_disk *d = c->d;
+  g_autofree char *tp = rspec_point (t);
+  g_autoptr (GString) note = g_string_new (NULL);
+  g_auto (GStrv) kids = NULL;
+  const char *rec = vmsnap_op_get (op, "children");
+  guint64 copied = 0;
+  int r;
+
+  if (rec == NULL) {
+    g_auto (rbd_image_t) img = NULL;
+    g_autoptr (GPtrArray) found = NULL;
+    g_autofree char *kp = g_strconcat (MD_PROT, t->snap, NULL);
+    g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+    gboolean exists = FALSE, refuse = FALSE;
+    int prot = 0;
+
+    if (!env_refuse_children (&refuse, err))
+      return -1;
+    r = img_open (c, t, NULL, TRUE, TRUE, &img, err);
+    if (r < 0 && r != -ENOENT)
+      return -1;
+    if (r == 0 && (r = snap_exists (img, t->snap, &exists)) < 0)
+      return rfail (c, err, r, "cannot read the snapshots of %s/%s", t->pool, t->image);
+    if (!exists) {
+      vmsnap_result_set_note (res, "snapshot %s was already gone", tp);
+      collect_image (c, a, t, res, note);
+      return 0;
+    }
+    if ((r = rbd_snap_is_protected (img, t->snap, &prot)) < 0)
+      return rfail (c, err, r, "cannot read whether %s is protected", tp);
+    if (prot && !md_is (img, kp, vmsnap_op_domain_uuid (op)))
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot %s is protected, "
+                   "and not by vmsnap: unprotect it (rbd snap unprotect %s) if "
+                   "it may go", d->target, tp, tp);
+    if (children_of (c, t, &found, err) < 0)
+      return -1;
+    if (found->len > 0) {
+      g_autofree char *list = names_of (found);
+      for (guint i = 0; i < found->len; i++)
+        if (((rspec *) g_ptr_array_index (found, i))->snap)
+          return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot %s has clones "
+                       "in the RBD trash (%s); restore or purge them (rbd trash "
+                       "ls) first", d->target, tp, list);
+      if (refuse)
+        return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot %s has %u "
+                     "clone(s) that depend on it: %s; flatten them (rbd flatten "
+                     "IMAGE), or let vmsnap flatten them (unset "
+                     "VMSNAP_RBD_DELETE_CHILDREN=refuse)",
+                     d->target, tp, found->len, list);
+    }
+    for (guint i = 0; i < found->len; i++)
+      g_ptr_array_add (names, rspec_image (g_ptr_array_index (found, i)));
+    g_ptr_array_add (names, NULL);
+    {
+      g_autofree char *joined = g_strjoinv ("\n", (char **) names->pdata);
+      if (!record (c, "children", joined, err))
+        return -1;
+    }
+    rec = vmsnap_op_get (op, "children");
+  }
+  kids = *rec ? g_strsplit (rec, "\n", -1) : g_new0 (char *, 1);
+  for (guint i = 0; kids[i]; i++) {
+    g_autofree char *step = g_strdup_printf ("flatten-%u", i);
+    rspec k;
+    if (vmsnap_op_step_done (op, step))
+      continue;
+    if (!rspec_parse (kids[i], &k))
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: bad clone name '%s' in "
+                   "the journal (internal error)", d->target, kids[i]);
+    r = flatten_child (c, &k, t, &copied, err);
+    rspec_clear (&k);
+    if (r < 0 || !vmsnap_op_mark_done (op, step, err))
+      return -1;
+  }
+  if (kids[0]) {
+    g_autofree char *list = g_strjoinv (", ", kids);
+    g_autofree char *sz = fmt_size (copied);
+    g_string_append_printf (note, "; flattened its clone(s) %s first (~%s copied)",
+                            list, sz);
+  }
+  vmsnap_result_add_bytes_copied (res, copied);
+  {
+    g_autoptr (GPtrArray) left = NULL;
+    if (children_of (c, t, &left, err) < 0)
+      return -1;
+    if (left->len > 0) {
+      /* Clones without deep-flatten that have snapshots of their own still
+       * need T after a flatten: T stays until they are gone. */
+      g_autofree char *list = names_of (left);
+      vmsnap_result_set_kept (res, TRUE);
+      vmsnap_result_set_note (res, "snapshot %s kept as an unnamed point: "
+                              "clone(s) %s still depend on it (no deep-flatten "
+                              "feature, and snapshots of their own); vmsnap "
+                              "merge removes it once they are gone%s", tp, list,
+                              note->str);
+      return 0;
+    }
+  }
+  if (remove_snapshot (c, t, err) < 0)
+    return -1;
+  collect_image (c, a, t, res, note);
+  vmsnap_result_set_note (res, "removed RBD snapshot %s%s", tp, note->str);
+  return 0;
+}
+
+static int
+vrbd_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+             unsigned int flags, vmsnap_result *res, GError **err)
+{
+  g_auto (rspec) a = { 0 };
+  g_auto (rspec) t = { 0 };
+  g_autoptr (conn) c = NULL;
+
+  if (!slot_begin (op, d, "delete", flags, &a, err))
+    return -1;
+  if (!loc_parse (d, locator, TRUE, &t, err))
+    return -1;
+  if ((c = conn_open (op, d, err)) == NULL)
+    return -1;
+  return delete_1 (c, &a, &t, res, err);
+}
+
+static gboolean
+is_kept (const vmsnap_merge_spec *spec, const char *loc)
+{
+  for (size_t i = 0; i < spec->n_keep; i++)
+    if (strcmp (spec->keep[i], loc) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+/* The images of the disk: the active one and those of every locator the
+ * catalog holds for it (rspec*, no snapshot, unique). */
+static GPtrArray *
+family (vmsnap_op *op, const rspec *a)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func (rspec_free);
+  rspec *x = g_new0 (rspec, 1);
+
+  rspec_copy (x, a, NULL);
+  g_ptr_array_add (out, x);
+  for (size_t i = 0; i < vmsnap_op_n_locators (op); i++) {
+    const char *l = vmsnap_op_locator (op, i);
+    rspec s;
+    gboolean seen = FALSE;
+    if (l == NULL || !g_str_has_prefix (l, "rbd:") || !rspec_parse (l + 4, &s))
+      continue;
+    for (guint k = 0; k < out->len && !seen; k++)
+      seen = same_image (g_ptr_array_index (out, k), &s);
+    if (!seen) {
+      x = g_new0 (rspec, 1);
+      rspec_copy (x, &s, NULL);
+      g_ptr_array_add (out, x);
+    }
+    rspec_clear (&s);
+  }
+  return out;
+}
+
+/* The next consolidation: "drop LOCATOR" (an unnamed point nothing depends
+ * on) or "flatten POOL/IMAGE" (a clone vmsnap made, deeper than
+ * max_depth), or NULL when done.  SKIP: unnamed points left as they are. */
+static char *
+merge_next (conn *c, const rspec *a, const vmsnap_merge_spec *spec,
+            GHashTable *done_locs, GHashTable *skip, GString *skipped,
+            GHashTable *flat, GError **err)
+{
+  vmsnap_op *op = c->op;
+  g_autoptr (GPtrArray) fam = NULL;
+  const char *uuid = vmsnap_op_domain_uuid (op);
+  char *best = NULL;
+  guint best_depth = G_MAXUINT;
+
+  for (size_t i = 0; i < vmsnap_op_n_locators (op); i++) {
+    const char *l = vmsnap_op_locator (op, i);
+    g_autoptr (GPtrArray) kids = NULL;
+    rspec s;
+    if (l == NULL || is_kept (spec, l) || g_hash_table_contains (done_locs, l)
+        || g_hash_table_contains (skip, l))
+      continue;
+    if (!g_str_has_prefix (l, "rbd:") || !rspec_parse (l + 4, &s) || s.snap == NULL) {
+      rspec_clear (&s);
+      continue;
+    }
+    {
+      g_auto (rbd_image_t) img = NULL;
+      gboolean exists = FALSE;
+      int r = img_open (c, &s, NULL, TRUE, TRUE, &img, err);
+      if (r < 0 && r != -ENOENT) {
+        rspec_clear (&s);
+        return NULL;
+      }
+      if (r == -ENOENT || snap_exists (img, s.snap, &exists) < 0 || !exists) {
+        rspec_clear (&s);
+        return g_strdup_printf ("drop %s", l);
+      }
+    }
+    if (children_of (c, &s, &kids, err) < 0) {
+      rspec_clear (&s);
+      return NULL;
+    }
+    if (kids->len == 0) {
+      rspec_clear (&s);
+      return g_strdup_printf ("drop %s", l);
+    }
+    {
+      g_autofree char *list = names_of (kids);
+      g_autofree char *p = rspec_point (&s);
+      g_hash_table_add (skip, g_strdup (l));
+      g_string_append_printf (skipped, "%sunnamed point %s kept: clone(s) %s "
+                              "depend on it", skipped->len ? "; " : "", p, list);
+    }
+    rspec_clear (&s);
+  }
+  if (spec->max_depth == 0)
+    return NULL;
+  fam = family (op, a);
+  for (guint i = 0; i < fam->len; i++) {
+    const rspec *x = g_ptr_array_index (fam, i);
+    g_auto (rbd_image_t) img = NULL;
+    g_autofree char *xn = rspec_image (x);
+    rspec par;
+    guint depth = 0;
+    int r;
+    if (g_hash_table_contains (flat, xn))
+      continue;
+    r = img_open (c, x, NULL, TRUE, TRUE, &img, err);
+    if (r == -ENOENT)
+      continue;
+    if (r < 0)
+      return NULL;
+    if (!md_is (img, MD_CLONE, uuid) || parent_of (img, &par) < 0)
+      continue;
+    rspec_clear (&par);
+    if (chain_depth (c, x, &depth, err) < 0)
+      return NULL;
+    if (depth > spec->max_depth && depth < best_depth) {
+      g_free (best);
+      best = rspec_image (x);
+      best_depth = depth;
+    }
+  }
+  if (best == NULL)
+    return NULL;
+  {
+    char *act = g_strdup_printf ("flatten %s", best);
+    g_free (best);
+    return act;
+  }
+}
+
+/* Merge.  Each consolidation K is recorded ("mK", the action) before it
+ * runs and marked done ("mK") after; a re-run replays the recorded ones in
+ * order (each is repeatable), then goes on deciding from storage. */
+static int
+vrbd_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
+            unsigned int flags, vmsnap_result *res, GError **err)
+{
+  g_auto (rspec) a = { 0 };
+  g_autoptr (conn) c = NULL;
+  g_autoptr (GHashTable) done_locs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  g_autoptr (GHashTable) skip = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  g_autoptr (GString) skipped = g_string_new (NULL);
+  g_autoptr (GString) log = g_string_new (NULL);
+  g_autoptr (GString) gc = g_string_new (NULL);
+  g_autoptr (GHashTable) flat = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  guint64 copied = 0;
+  guint dropped = 0, flattened = 0;
+
+  if (!slot_begin (op, d, "merge", flags, &a, err))
+    return -1;
+  if (spec == NULL)
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: merge without a spec "
+                 "(internal error)", d->target);
+  if ((c = conn_open (op, d, err)) == NULL)
+    return -1;
+  {
+    /* The disk's image must be there (and the cluster answer) before
+     * anything is said about it. */
+    g_auto (rbd_image_t) img = NULL;
+    if (img_open (c, &a, NULL, TRUE, FALSE, &img, err) < 0)
+      return -1;
+  }
+  for (guint k = 0;; k++) {
+    g_autofree char *key = g_strdup_printf ("m%u", k);
+    g_autofree char *act = g_strdup (vmsnap_op_get (op, key));
+
+    if (k >= 1000)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: merge does not converge "
+                   "(internal error)", d->target);
+    if (act == NULL) {
+      GError *e = NULL;
+      act = merge_next (c, &a, spec, done_locs, skip, skipped, flat, &e);
+      if (e) {
+        g_propagate_error (err, e);
+        return -1;
+      }
+      if (act == NULL)
+        break;
+      if (!record (c, key, act, err))
+        return -1;
+    }
+    if (g_str_has_prefix (act, "drop ")) {
+      const char *l = act + 5;
+      rspec s;
+      if (!loc_parse (d, l, TRUE, &s, err))
+        return -1;
+      if (!vmsnap_op_step_done (op, key)) {
+        if (remove_snapshot (c, &s, err) < 0 || !vmsnap_op_mark_done (op, key, err)) {
+          rspec_clear (&s);
+          return -1;
+        }
+      }
+      collect_image (c, &a, &s, res, gc);
+      vmsnap_result_add_removed (res, l);
+      g_hash_table_add (done_locs, g_strdup (l));
+      g_string_append_printf (log, "%sremoved unnamed point %s", log->len ? "; " : "", l + 4);
+      dropped++;
+      rspec_clear (&s);
+    } else if (g_str_has_prefix (act, "flatten ")) {
+      rspec s, par = { 0 };
+      gboolean had_parent = FALSE;
+      guint64 before = copied;
+      if (!rspec_parse (act + 8, &s))
+        return fail (err, VMSNAP_ERR_FAILED, "disk %s: bad merge step '%s' in "
+                     "the journal (internal error)", d->target, act);
+      {
+        g_auto (rbd_image_t) img = NULL;
+        if (img_open (c, &s, NULL, TRUE, TRUE, &img, NULL) == 0)
+          had_parent = parent_of (img, &par) == 0;
+      }
+      if (!vmsnap_op_step_done (op, key)) {
+        if (flatten_child (c, &s, NULL, &copied, err) < 0
+            || !vmsnap_op_mark_done (op, key, err)) {
+          rspec_clear (&s);
+          rspec_clear (&par);
+          return -1;
+        }
+      }
+      if (had_parent)
+        release_parent (c, &par);
+      {
+        g_autofree char *sz = fmt_size (copied - before);
+        g_string_append_printf (log, "%sflattened clone %s (~%s copied)",
+                                log->len ? "; " : "", act + 8, sz);
+      }
+      flattened++;
+      g_hash_table_add (flat, g_strdup (act + 8));
+      rspec_clear (&s);
+      rspec_clear (&par);
+    } else
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: unknown merge step '%s' "
+                   "in the journal (internal error)", d->target, act);
+  }
+  vmsnap_result_add_bytes_copied (res, copied);
+  if (dropped + flattened == 0) {
+    g_autofree char *hint = NULL;
+    guint depth = 0;
+    if (spec->max_depth == 0 && chain_depth (c, &a, &depth, NULL) == 0 && depth > 1)
+      hint = g_strdup_printf ("the disk's image is %u images deep "
+                              "(vmsnap merge --max-depth N flattens the clones "
+                              "vmsnap made)", depth);
+    vmsnap_result_set_note (res, "nothing to consolidate%s%s%s%s",
+                            skipped->len || hint ? ": " : "", skipped->str,
+                            skipped->len && hint ? "; " : "", hint ? hint : "");
+  } else
+    vmsnap_result_set_note (res, "%s%s%s%s", log->str, gc->str,
+                            skipped->len ? "; " : "", skipped->str);
+  return 0;
+}
+
+/* ================================================================== list */
+
+/* Every snapshot of the disk's images (the active one and those the
+ * catalog names), with vmsnap's ownership mark as owner. */
+static int
+vrbd_list (vmsnap_op *op, const vmsnap_disk *d, GPtrArray **points,
+           GError **err)
+{
+  g_auto (rspec) a = { 0 };
+  g_autoptr (conn) c = NULL;
+  g_autoptr (GPtrArray) fam = NULL;
+  g_autoptr (GPtrArray) out =
+    g_ptr_array_new_with_free_func ((GDestroyNotify) vmsnap_point_free);
+
+  if (!slot_begin (op, d, "list", 0, &a, err))
+    return -1;
+  if ((c = conn_open (op, d, err)) == NULL)
+    return -1;
+  fam = family (op, &a);
+  for (guint i = 0; i < fam->len; i++) {
+    const rspec *x = g_ptr_array_index (fam, i);
+    g_auto (rbd_image_t) img = NULL;
+    g_autoptr (GPtrArray) names = NULL;
+    int r = img_open (c, x, NULL, TRUE, TRUE, &img, err);
+    if (r == -ENOENT)
+      continue;
+    if (r < 0)
+      return -1;
+    if ((r = snap_names (img, &names)) < 0) {
+      g_autofree char *n = rspec_image (x);
+      return rfail (c, err, r, "cannot list the snapshots of rbd image %s", n);
+    }
+    for (guint k = 0; k < names->len; k++) {
+      const char *sn = g_ptr_array_index (names, k);
+      g_autofree char *key = g_strconcat (MD_SNAP, sn, NULL), *owner = NULL;
+      vmsnap_point *pt = g_new0 (vmsnap_point, 1);
+      rspec s;
+      rspec_copy (&s, x, sn);
+      pt->locator = rspec_locator (&s);
+      pt->name = g_strdup (sn);
+      if (md_get (img, key, &owner) == 0)
+        pt->owner = g_strdup_printf ("vmsnap:%s", owner);
+      rspec_clear (&s);
+      g_ptr_array_add (out, pt);
+    }
+  }
+  *points = g_steal_pointer (&out);
+  return 0;
+}
+
+/* =============================================================== discard */
+
+/* Storage the core no longer references: a snapshot (undo of a create), or
+ * an image head (the old image after a clone revert, a clone whose revert
+ * was rolled back, an abandoned image without snapshots).  An image
+ * without snapshots is removed (and the protection vmsnap put on its
+ * parent snapshot released); one that still holds snapshots keeps them and
+ * is marked abandoned, and its head data is discarded unless it is a clone.
+ * Never the disk's active image.  Already gone: success. */
+static int
+vrbd_discard (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+              unsigned int flags, GError **err)
+{
+  g_auto (rspec) a = { 0 };
+  g_auto (rspec) t = { 0 };
+  g_autoptr (conn) c = NULL;
+  g_auto (rbd_image_t) img = NULL;
+  g_autoptr (GPtrArray) names = NULL;
+  g_autofree char *tn = NULL;
+  rspec par = { 0 };
+  gboolean has_parent;
+  int r;
+
+  if (!slot_begin (op, d, "discard", flags, &a, err))
+    return -1;
+  if (!loc_parse (d, locator, FALSE, &t, err))
+    return -1;
+  tn = rspec_image (&t);
+  if (t.snap == NULL && same_image (&a, &t))
+    return fail (err, VMSNAP_ERR_FAILED, "disk %s: refusing to discard rbd "
+                 "image %s: it is the disk's active image (internal error)",
+                 d->target, tn);
+  if ((c = conn_open (op, d, err)) == NULL)
+    return -1;
+  if (t.snap) {
+    g_autoptr (GPtrArray) kids = NULL;
+    r = children_of (c, &t, &kids, err);
+    if (r == -ENOENT) {
+      g_clear_error (err);
+      return 0;
+    }
+    if (r < 0)
+      return -1;
+    if (kids->len > 0) {
+      g_autofree char *list = names_of (kids), *p = rspec_point (&t);
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot %s has clones "
+                   "(%s) and stays", d->target, p, list);
+    }
+    if (!record_client (c, err))
+      return -1;
+    return remove_snapshot (c, &t, err);
+  }
+  r = img_open (c, &t, NULL, FALSE, TRUE, &img, err);
+  if (r == -ENOENT)
+    return 0;
+  if (r < 0)
+    return -1;
+  if ((r = snap_names (img, &names)) < 0)
+    return rfail (c, err, r, "cannot list the snapshots of rbd image %s", tn);
+  if (!record_client (c, err))
+    return -1;
+  has_parent = parent_of (img, &par) == 0;
+  if (names->len > 0) {
+    uint64_t size = 0;
+    rspec_clear (&par);
+    if ((r = rbd_metadata_set (img, MD_ABANDONED, vmsnap_op_domain_uuid (op))) < 0)
+      return rfail (c, err, r, "cannot mark rbd image %s as abandoned", tn);
+    /* A clone's head is left as it is: discarding an object its snapshots
+     * read from the parent makes librbd copy the parent's data up first,
+     * which costs far more than the head holds. */
+    if (has_parent)
+      return 0;
+    if ((r = rbd_get_size (img, &size)) < 0)
+      return rfail (c, err, r, "cannot read the size of rbd image %s", tn);
+    /* rbd_discard returns the byte count as an int: 1 GiB at a time. */
+    for (uint64_t off = 0; off < size; off += DISCARD_CHUNK)
+      if ((r = rbd_discard (img, off, MIN (DISCARD_CHUNK, size - off))) < 0)
+        return rfail (c, err, r, "cannot discard the head data of rbd image "
+                      "%s (it stays for its snapshots)", tn);
+    return 0;
+  }
+  img_close (g_steal_pointer (&img));
+  {
+    rados_ioctx_t io = conn_io (c, &t, err);
+    if (io == NULL) {
+      rspec_clear (&par);
+      return -1;
+    }
+    r = rbd_remove (io, t.image);
+  }
+  if (r < 0 && r != -ENOENT) {
+    rspec_clear (&par);
+    if (r == -EBUSY)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: rbd image %s is still "
+                   "open by a client (rbd status %s)", d->target, tn, tn);
+    return rfail (c, err, r, "cannot remove rbd image %s", tn);
+  }
+  if (has_parent)
+    release_parent (c, &par);
+  rspec_clear (&par);
+  return 0;
+}
 
 static vmsnap_backend rbd_backend = {
   .name = NAME,
@@ -128,6 +2269,8 @@ static vmsnap_backend rbd_backend = {
   .revert = vrbd_revert,
   .merge = vrbd_merge,
   .delete = vrbd_delete,
+  .list = vrbd_list,
+  .discard = vrbd_discard,
 };
 
 VMSNAP_REGISTER_BACKEND (rbd_backend)
