@@ -306,7 +306,13 @@ vmsnap_op_locator (const vmsnap_op *op, size_t i)
 void
 vmsnap_op_progress (vmsnap_op *op, uint64_t done, uint64_t total)
 {
-  if (total > 0 && isatty (STDERR_FILENO))
+  if (total == 0 || op->quiet || !isatty (STDERR_FILENO))
+    return;
+  /* The line is erased once the work is complete, so that what is printed
+   * next (a message, the shell prompt) starts on a clean line. */
+  if (done >= total)
+    fprintf (stderr, "\r\033[K");
+  else
     fprintf (stderr, "\r  %s: %3u%%", op->group + 5,
              (unsigned) (done * 100 / total));
 }

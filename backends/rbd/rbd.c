@@ -1517,9 +1517,10 @@ revert_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
       return -1;
     rbd_stat (img, &info, sizeof info);
     if (!vmsnap_op_step_done (op, "rollback")) {
-      if ((r = rbd_snap_rollback_with_progress (img, t->snap, progress_cb, &pc)) < 0)
-        return rfail (c, err, r, "cannot roll %s back to %s", aname, t->snap);
+      r = rbd_snap_rollback_with_progress (img, t->snap, progress_cb, &pc);
       progress_done (&pc);
+      if (r < 0)
+        return rfail (c, err, r, "cannot roll %s back to %s", aname, t->snap);
       if (!vmsnap_op_mark_done (op, "rollback", err))
         return -1;
     }
@@ -1718,9 +1719,10 @@ flatten_child (conn *c, const rspec *kid, const rspec *t, guint64 *copied,
   if (!r)
     return 0;
   *copied += parent_bytes (c, kid, img);
-  if ((r = rbd_flatten_with_progress (img, progress_cb, &pc)) < 0 && r != -EINVAL)
-    return rfail (c, err, r, "cannot flatten clone %s", kn);
+  r = rbd_flatten_with_progress (img, progress_cb, &pc);
   progress_done (&pc);
+  if (r < 0 && r != -EINVAL)
+    return rfail (c, err, r, "cannot flatten clone %s", kn);
   return 0;
 }
 

@@ -219,7 +219,9 @@ const char *vmsnap_op_state_dir (const vmsnap_op *op);
  * A backend finds with them which points depend on which. */
 size_t vmsnap_op_n_locators (const vmsnap_op *op);
 const char *vmsnap_op_locator (const vmsnap_op *op, size_t i);
-/* Report progress of a long operation; the core draws it on a terminal. */
+/* Report progress of a long operation; the core draws it on a terminal
+ * (not with --quiet/--json).  Call it with DONE == TOTAL when the work ends,
+ * also on an error path: that erases the line. */
 void vmsnap_op_progress (vmsnap_op *op, uint64_t done, uint64_t total);
 
 /* Durable state: the write-ahead journal.
