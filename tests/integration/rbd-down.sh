@@ -36,7 +36,8 @@ grep -q "port='$dead'" "$DEAD" || fail "could not point the domain at port $dead
 
 # expect_down SECONDS-MIN SECONDS-MAX WANT CMD...: CMD fails with exit 1 in
 # the time window, its message has WANT and the usual parts, and the
-# catalog is unchanged.
+# catalog is unchanged.  The upper bounds leave room for
+# a loaded machine and a sanitizer build: the point is "no hang".
 expect_down ()
 {
     local lo=$1 hi=$2 want=$3 t0 ms out rc=0 l
@@ -58,22 +59,22 @@ expect_down ()
 LIST=$list0
 echo "dead monitor (127.0.0.1:$dead), VMSNAP_RBD_TIMEOUT=3:"
 export VMSNAP_RBD_TIMEOUT=3
-expect_down 2 8 "cannot connect to the Ceph cluster of rbd image rbd/vda as client.admin (monitors 127.0.0.1:$dead): timed out after 3 s" \
+expect_down 2 15 "cannot connect to the Ceph cluster of rbd image rbd/vda as client.admin (monitors 127.0.0.1:$dead): timed out after 3 s" \
     "$VMSNAP" create "$DEAD" s2
-expect_down 2 8 "timed out after 3 s" "$VMSNAP" revert "$DEAD" s1
-expect_down 2 8 "timed out after 3 s" "$VMSNAP" delete "$DEAD" s1
+expect_down 2 15 "timed out after 3 s" "$VMSNAP" revert "$DEAD" s1
+expect_down 2 15 "timed out after 3 s" "$VMSNAP" delete "$DEAD" s1
 echo "dead monitor, default timeout:"
 unset VMSNAP_RBD_TIMEOUT
-expect_down 9 25 "timed out after 10 s" "$VMSNAP" create "$DEAD" s2
+expect_down 9 40 "timed out after 10 s" "$VMSNAP" create "$DEAD" s2
 expect_fail 2 "VMSNAP_RBD_TIMEOUT='soon' is not a number of seconds" \
     env VMSNAP_RBD_TIMEOUT=soon "$VMSNAP" create "$DOM" s2
 
 echo "frozen OSD, VMSNAP_RBD_TIMEOUT=3:"
 export VMSNAP_RBD_TIMEOUT=3
 ceph_osd_freeze
-expect_down 2 12 "rbd image rbd/vda: timed out after 3 s" "$VMSNAP" create "$DOM" s2
-expect_down 2 12 "timed out after 3 s" "$VMSNAP" revert "$DOM" s1
-expect_down 2 12 "timed out after 3 s" "$VMSNAP" delete "$DOM" s1
+expect_down 2 20 "rbd image rbd/vda: timed out after 3 s" "$VMSNAP" create "$DOM" s2
+expect_down 2 20 "timed out after 3 s" "$VMSNAP" revert "$DOM" s1
+expect_down 2 20 "timed out after 3 s" "$VMSNAP" delete "$DOM" s1
 ceph_osd_thaw
 [ "$(rbdc snap ls --format json rbd/vda | jq -r '[.[].name] | join(" ")')" = s1 ] ||
     fail "after the frozen OSD: snapshots of rbd/vda are not just s1"
@@ -88,6 +89,6 @@ jq -e '[.snapshots[].name] == ["s1", "s2"] and .pending == null' <<<"$LIST" >/de
 
 echo "killed OSD, VMSNAP_RBD_TIMEOUT=3:"
 ceph_osd_kill
-expect_down 2 12 "timed out after 3 s" "$VMSNAP" create "$DOM" s3
-expect_down 2 12 "timed out after 3 s" "$VMSNAP" merge "$DOM"
+expect_down 2 20 "timed out after 3 s" "$VMSNAP" create "$DOM" s3
+expect_down 2 20 "timed out after 3 s" "$VMSNAP" merge "$DOM"
 echo "rbd-down: ok"
