@@ -72,8 +72,8 @@ _vmsnap_split ()
 }
 
 # _vmsnap_reply CANDIDATE...: COMPREPLY gets the candidates that start with
-# the current word, less the part of it that bash does not replace (what
-# precedes the last '=' or ':').
+# the current word, less the part of it that readline does not replace
+# (what precedes, and includes, the last '=' or ':').
 _vmsnap_reply ()
 {
     local c
@@ -200,8 +200,12 @@ _vmsnap ()
     _vmsnap_split
     words=("${_vmsnap_words[@]}") cword=$_vmsnap_cword
     cur=${words[cword]-} btok=${COMP_WORDS[COMP_CWORD]-}
+    # Readline replaces only what follows the last word break: nothing when
+    # the cursor word is the break itself ("vda=" is "vda" "=").
     _vmsnap_cur=$cur _vmsnap_strip=""
-    if [[ $cur != "$btok" && $cur == *"$btok" ]]; then
+    if [[ $btok =~ ^[=:]+$ ]]; then
+        _vmsnap_strip=$cur
+    elif [[ $cur != "$btok" && $cur == *"$btok" ]]; then
         _vmsnap_strip=${cur:0:${#cur}-${#btok}}
     fi
 

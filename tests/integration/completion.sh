@@ -21,7 +21,9 @@ unset LIBVIRT_DEFAULT_URI VMSNAP_STATE_DIR
 complete -p vmsnap >/dev/null || fail "the script does not register a completion for vmsnap"
 
 # comp LINE: complete LINE with the cursor at its end, as bash would; sets
-# REPLY_LIST (COMPREPLY sorted, one per line).
+# REPLY_LIST (COMPREPLY sorted, one per line).  Readline replaces only what
+# follows the last blank, '=' or ':' of the line, so that is what COMPREPLY
+# holds ("--backend vda=" offers "qcow2-external", "qemu:///s" "///system").
 comp ()
 {
     local line=$1 t
@@ -133,8 +135,8 @@ PATH=$PATH_SAVED
 # ---- backends, disk targets, configuration keys -------------------------------
 loaded=$("$V" backends | awk '$2 == "loaded" { print $1 }')
 grep -qx qcow2-external <<<"$loaded" || fail "qcow2-external is not loaded: $loaded"
-# shellcheck disable=SC2046
-expect "$V create $dom x --backend vda=" $(sed 's/^/=/' <<<"$loaded"); ok
+# shellcheck disable=SC2086
+expect "$V create $dom x --backend vda=" $loaded; ok
 expect "$V create $dom x --backend vda=qcow2-e" qcow2-external; ok
 expect "$V create $dom x --backend=vdb=qcow2-i" qcow2-internal; ok
 expect "$V create $dom x --backend " vda= vdb=; ok
@@ -150,9 +152,9 @@ _vmsnap_cur="" _vmsnap_strip="" COMPREPLY=()
 _vmsnap_value -o "" ""
 got=$(printf '%s\n' "${COMPREPLY[@]}" | sort)
 [ "$got" = "$keys" ] || fail "-o offers [$(echo $got)], vmsnap.conf.5 has [$(echo $keys)]"
-_vmsnap_cur="--option=rbd.revert-mode=" _vmsnap_strip="--option=rbd.revert-mode" COMPREPLY=()
+_vmsnap_cur="--option=rbd.revert-mode=" _vmsnap_strip="--option=rbd.revert-mode=" COMPREPLY=()
 _vmsnap_value --option "--option=" "rbd.revert-mode="
-[ "$(printf '%s\n' "${COMPREPLY[@]}" | sort | tr '\n' ' ')" = "=auto =clone =rollback " ] ||
+[ "$(printf '%s\n' "${COMPREPLY[@]}" | sort | tr '\n' ' ')" = "auto clone rollback " ] ||
     fail "--option=rbd.revert-mode= offers [${COMPREPLY[*]}]"
 ok
 if "$V" config --help >/dev/null 2>&1; then
