@@ -23,6 +23,8 @@ PACKAGES=(
   libvirt-clients util-linux
   # tests
   jq valgrind
+  # tests: the man pages (groff -man -ww)
+  groff-base
   # tests: the LVM guest (tests/fixtures/lvm-guest.sh) runs the host's lvm2
   # (and thin_check, which LVM runs on thin pools) over 9p; its initramfs
   # is a static busybox

@@ -617,10 +617,12 @@ static int
 view_cmd (int argc, char **argv, int which)
 {
   common_opts co = { 0 };
-  gboolean tree = FALSE;
+  gboolean tree = FALSE, names = FALSE;
   g_autofree char *disk = NULL;
   GOptionEntry list_entries[] = {
     { "tree", 0, 0, G_OPTION_ARG_NONE, &tree, "show the snapshot tree", NULL },
+    { "names", 0, 0, G_OPTION_ARG_NONE, &names,
+      "print only the snapshot names, one per line (for scripts and completion)", NULL },
     { NULL },
   };
   GOptionEntry chain_entries[] = {
@@ -650,6 +652,11 @@ view_cmd (int argc, char **argv, int which)
   if (argc != want) {
     common_clear (&co);
     return usage_error (oc, which == 1 ? "needs DOMAIN and NAME" : "needs DOMAIN");
+  }
+  if (names && (tree || co.json)) {
+    common_clear (&co);
+    return usage_error (oc, tree ? "--names and --tree exclude each other"
+                                 : "--names and --json exclude each other");
   }
   e = open_engine (&ctx, argv[1], &co, VMSNAP_ENGINE_READ_ONLY, &err);
   if (e)
@@ -699,6 +706,12 @@ view_cmd (int argc, char **argv, int which)
   } else if (co.json) {
     out (json);
     out ("\n");
+  } else if (names) {
+    JsonArray *snaps = json_object_get_array_member (o, "snapshots");
+    for (guint i = 0; snaps && i < json_array_get_length (snaps); i++) {
+      out (ostr0 (json_array_get_object_element (snaps, i), "name"));
+      out ("\n");
+    }
   } else if (which == 0) {
     JsonArray *snaps = json_object_get_array_member (o, "snapshots");
     JsonObject *pend = json_object_has_member (o, "pending")
