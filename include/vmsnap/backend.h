@@ -244,7 +244,8 @@ bool vmsnap_op_step_done (const vmsnap_op *op, const char *step);
 gboolean vmsnap_op_mark_done (vmsnap_op *op, const char *step, GError **err);
 bool vmsnap_op_is_recovering (const vmsnap_op *op);
 
-/* Run an external tool: argv is exec'd directly (never a shell), LC_ALL=C.
+/* Run an external tool: argv is exec'd directly (never a shell, no PATH
+ * search: argv[0] is a full path, e.g. what vmsnap_op_qemu_img () returns), LC_ALL=C.
  * vmsnap_op_run captures stdout into *out (may be NULL).  The _progress
  * variant is for tools that print progress on stdout (qemu-img -p): it is
  * shown on the user's terminal when there is one and discarded otherwise.
@@ -365,8 +366,8 @@ typedef struct vmsnap_backend {
                 vmsnap_probe_result *res, GError **err);
 
   /* Mandatory.  Capture the disk's current contents as a new point in time
-   * named NAME (already validated by the core: [A-Za-z0-9._-], no leading
-   * '.', at most 200 bytes) and set the locator with
+   * named NAME (already validated by the core: 1 to 128 characters from
+   * [A-Za-z0-9._+-], the first a letter or digit) and set the locator with
    * vmsnap_result_set_locator().  If the active source changes, say so with
    * vmsnap_result_set_new_source().  May assume the VM is shut off, or
    * paused/frozen when the backend has CREATE_NEEDS_PAUSE and is online.
