@@ -70,6 +70,12 @@ cannot_run () {
   exit 77
 }
 
+# The tree this script belongs to (its files are what gets packaged).
+if ! grep -q '^AC_INIT(\[vmsnap\]' "$top/configure.ac" 2>/dev/null ||
+   [ ! -f "$top/debian/control" ]; then
+  echo "FAIL: preconditions ($top is not a vmsnap source tree with debian/)"
+  exit 1
+fi
 [ "$(id -u)" = 0 ] || cannot_run "needs root (it installs and purges packages)"
 for tool in dpkg-buildpackage dh apt-get jq pkg-config cc; do
   command -v "$tool" >/dev/null ||
