@@ -5,7 +5,8 @@
 #   ./setup.sh test    install packages, build, run the full test suite
 #                      (VMSNAP_TEST_STRICT=1: a fixture that cannot start fails)
 #
-# Builds go to build/ (and build-asan/ for the sanitizer pass of `test`).
+# Builds go to build/ (and build-asan/ for the sanitizer pass of `test`,
+# build-deb/ for its Debian packages).
 # Set VMSNAP_SKIP_INSTALL=1 to skip apt-get.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -32,6 +33,8 @@ PACKAGES=(
   # tests: the RBD tests' throwaway Ceph cluster (tests/fixtures/ceph.sh)
   # and QEMU's rbd driver (qemu-io on rbd:, VMs with rbd disks)
   ceph-mon ceph-osd ceph-common qemu-block-extra
+  # tests: the Debian packages (tests/packaging/deb.sh builds them)
+  build-essential debhelper dh-autoreconf dpkg-dev fakeroot
 )
 
 if [ "${VMSNAP_SKIP_INSTALL:-0}" != 1 ]; then
@@ -67,7 +70,8 @@ fi
 
 # test: the full suite on the normal build (strict), then again under
 # ASan/UBSan, then the unit tests, the CLI tests and the offline and an
-# online engine scenario under valgrind, then distcheck.
+# online engine scenario under valgrind, then distcheck, then the Debian
+# packages.
 export VMSNAP_TEST_STRICT=1
 status=0
 build build
@@ -79,10 +83,13 @@ build build-asan --enable-sanitizers
 # the real-stack tests already ran twice above, so it runs a light set.
 (cd build && make -j"$(nproc)" distcheck \
    TESTS="tests/unit/test-loader tests/unit/test-parse tests/unit/test-contract tests/integration/backends-cli.sh tests/integration/bad-input.sh tests/integration/engine-scenario.sh tests/integration/online-revert.sh") || status=1
+# The Debian packages: build, install, load the backends, build an
+# out-of-tree backend against libvmsnap-dev, purge (build-deb/).
+bash tests/packaging/deb.sh build-deb || status=1
 
 # Totals over every test-suite.log of this run.
 pass=0 fail=0 skip=0
-for log in build/test-suite.log build-asan/test-suite.log build/test-suite-valgrind.log; do
+for log in build/test-suite.log build-asan/test-suite.log build/test-suite-valgrind.log build-deb/test-suite-deb.log; do
   [ -f "$log" ] || continue
   p=$(sed -n 's/^# PASS: *//p' "$log"); f=$(sed -n 's/^# FAIL: *//p' "$log")
   e=$(sed -n 's/^# ERROR: *//p' "$log"); x=$(sed -n 's/^# XPASS: *//p' "$log")
@@ -90,7 +97,7 @@ for log in build/test-suite.log build-asan/test-suite.log build/test-suite-valgr
   pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0} + ${e:-0} + ${x:-0})); skip=$((skip + ${s:-0}))
 done
 [ "$status" = 0 ] || [ "$fail" -gt 0 ] || fail=$((fail + 1))   # a build/distcheck failure counts
-for log in build/test-suite.log build-asan/test-suite.log; do
+for log in build/test-suite.log build-asan/test-suite.log build-deb/test-suite-deb.log; do
   [ -f "$log" ] && grep -E '^(FAIL|ERROR)' "$log" >&2 || true
 done
 echo "$pass passed, $fail failed, $skip skipped"
