@@ -421,9 +421,11 @@ load_file (vmsnap_config *cfg, const vmsnap_ctx *ctx, GError **err)
     if (!section_known (ctx, *g, &why_not)) {
       g_autofree char *known = NULL;
       if (why_not) {
-        g_ptr_array_add (cfg->notes,
-                         g_strdup_printf ("section [%s] of %s ignored: backend %s is %s",
-                                          *g, cfg->file, *g, why_not));
+        /* An empty section (as the shipped file has) is not worth a note. */
+        if (keys && keys[0])
+          g_ptr_array_add (cfg->notes,
+                           g_strdup_printf ("section [%s] of %s ignored: backend "
+                                            "%s: %s", *g, cfg->file, *g, why_not));
         continue;
       }
       known = known_sections (ctx);
@@ -497,7 +499,7 @@ load_settings (vmsnap_config *cfg, const vmsnap_ctx *ctx,
       g_autofree char *known = NULL;
       if (why_not) {
         g_ptr_array_add (cfg->notes,
-                         g_strdup_printf ("option %s ignored: backend %s is %s",
+                         g_strdup_printf ("option %s ignored: backend %s: %s",
                                           name, section, why_not));
         continue;
       }
