@@ -558,6 +558,12 @@ vmsnap_config_load (const vmsnap_ctx *ctx, const vmsnap_config_options *opts,
 
 /* -------------------------------------------------------------- getters */
 
+const vmsnap_config *
+vmsnap_ctx_config (const vmsnap_ctx *ctx)
+{
+  return ctx ? ctx->config : NULL;
+}
+
 static const cfg_entry *
 lookup (const vmsnap_config *cfg, const char *key)
 {

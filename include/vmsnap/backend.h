@@ -375,10 +375,9 @@ typedef struct {
   const char *help;           /* one line for `vmsnap config` */
 } vmsnap_option_desc;
 
-/* The configuration in force: a backend gets it from the operation or
- * from the probe result, and keeps no copy (it lives as long as the
- * context the front end opened). */
-typedef struct vmsnap_config vmsnap_config;
+/* The configuration in force (vmsnap_config, vmsnap.h): a backend gets it
+ * from the operation or from the probe result, and keeps no copy (it lives
+ * as long as the context the front end opened). */
 
 const vmsnap_config *vmsnap_op_config (const vmsnap_op *op);
 const vmsnap_config *vmsnap_probe_config (const vmsnap_probe_result *res);

@@ -63,6 +63,11 @@ typedef struct {
 vmsnap_ctx *vmsnap_ctx_new_full (const vmsnap_config_options *opts,
                                  GError **err);
 
+/* The configuration in force for CTX; read it with vmsnap_option_get*()
+ * (backend.h).  Valid as long as CTX. */
+typedef struct vmsnap_config vmsnap_config;
+const vmsnap_config *vmsnap_ctx_config (const vmsnap_ctx *ctx);
+
 /* Every known setting with its effective value and where it came from,
  * and the notes (ignored sections), as pretty JSON or as text. */
 char *vmsnap_config_to_json (const vmsnap_ctx *ctx);
