@@ -49,10 +49,12 @@ static const char exit_codes[] =
   "Exit status:\n"
   "  0  success\n"
   "  1  an operation failed (storage, tool, libvirt, backend load)\n"
-  "  2  usage error\n"
+  "  2  usage error, or a bad configuration (unknown key, bad value,\n"
+  "     missing --config file)\n"
   "  3  bad input: malformed domain XML, domain or file not found\n"
   "  4  not possible: no backend can take a disk, an override was refused,\n"
-  "     or the operation is not implemented yet\n"
+  "     a chain would exceed vmsnap.max-chain-depth, or the operation is\n"
+  "     not implemented yet\n"
   "  5  busy: another vmsnap holds the domain\n";
 
 /* Output is UTF-8 as it comes (paths, names): g_print would convert it to
