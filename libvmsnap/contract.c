@@ -20,6 +20,18 @@ vmsnap_probe_result_new (void)
   return r;
 }
 
+const vmsnap_config *
+vmsnap_probe_config (const vmsnap_probe_result *res)
+{
+  return res ? res->config : NULL;
+}
+
+const vmsnap_config *
+vmsnap_op_config (const vmsnap_op *op)
+{
+  return op ? op->config : NULL;
+}
+
 void
 vmsnap_probe_result_free (vmsnap_probe_result *r)
 {

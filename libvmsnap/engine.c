@@ -334,8 +334,11 @@ make_op (vmsnap_engine *e, vmsnap_journal *j, const char *target)
   gboolean online = e->dom->state == VMSNAP_STATE_RUNNING
                     || e->dom->state == VMSNAP_STATE_PAUSED;
 
-  return vmsnap_op_new (j, target, e->dom->name, e->dom->uuid, online,
-                        e->dom->conn, e->state_dir, locs);
+  vmsnap_op *op = vmsnap_op_new (j, target, e->dom->name, e->dom->uuid, online,
+                                 e->dom->conn, e->state_dir, locs);
+
+  op->config = e->ctx->config;
+  return op;
 }
 
 static gboolean reopen_domain (vmsnap_engine *e, GError **err);
@@ -902,14 +905,6 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
 /* ------------------------------------------------------------ opening */
 
 static char *
-default_state_dir (void)
-{
-  const char *env = g_getenv ("VMSNAP_STATE_DIR");
-
-  return g_strdup (env && *env ? env : VMSNAP_STATE_DIR_DEFAULT);
-}
-
-static char *
 journal_path (vmsnap_engine *e)
 {
   return g_build_filename (e->state_dir, "journal", NULL);
@@ -983,7 +978,9 @@ vmsnap_engine_open (vmsnap_ctx *ctx, const char *spec,
                  "domain %s: '%s' is not a valid UUID", e->dom->name, e->dom->uuid);
     return NULL;
   }
-  root = opts && opts->state_dir ? g_strdup (opts->state_dir) : default_state_dir ();
+  /* vmsnap.state-dir: -o > $VMSNAP_STATE_DIR > the file > the default. */
+  root = g_strdup (opts && opts->state_dir ? opts->state_dir
+                   : vmsnap_option_get (ctx->config, "vmsnap.state-dir"));
   e->state_dir = g_build_filename (root, e->dom->uuid, NULL);
   if (!vmsnap_mkdir_private (e->state_dir, err) || !take_lock (e, flags, err))
     return NULL;
@@ -1096,6 +1093,41 @@ finish (vmsnap_engine *e, vmsnap_journal *j, const char *name, GError **err)
   return builder_to_json (b);
 }
 
+/* vmsnap.max-chain-depth: a create must not make a disk's backing chain
+ * deeper than this.  Only backends whose create adds a layer
+ * (VMSNAP_CAP_CREATE_ADDS_LAYER) grow a chain; its depth now is what
+ * inspection found (the active image and every backing file). */
+static gboolean
+check_chain_depth (vmsnap_engine *e, const vmsnap_plan *plan, GError **err)
+{
+  const vmsnap_config *cfg = e->ctx->config;
+  gint64 max = vmsnap_option_get_int (cfg, "vmsnap.max-chain-depth");
+
+  if (max <= 0)
+    return TRUE;
+  for (guint i = 0; i < e->dom->disks->len; i++) {
+    vmsnap_disk_priv *d = e->dom->disks->pdata[i];
+    const char *be = vmsnap_plan_backend (plan, d->pub.target);
+    const vmsnap_module *m = be ? vmsnap_find_module (e->ctx, be) : NULL;
+    gint64 depth = (gint64) d->pub.n_chain;
+
+    if (m == NULL || !(m->be.caps & VMSNAP_CAP_CREATE_ADDS_LAYER) || depth + 1 <= max)
+      continue;
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                 "disk %s: its backing chain is %" G_GINT64_FORMAT " image%s deep "
+                 "and a snapshot by %s would make it %" G_GINT64_FORMAT ", more "
+                 "than the limit of %" G_GINT64_FORMAT " (%s); consolidate it "
+                 "first (vmsnap merge %s --disk %s --max-depth %" G_GINT64_FORMAT
+                 ", or delete snapshots) or raise vmsnap.max-chain-depth; "
+                 "nothing was changed", d->pub.target, depth, depth == 1 ? "" : "s",
+                 be, depth + 1, max,
+                 vmsnap_option_origin (cfg, "vmsnap.max-chain-depth"),
+                 e->spec, d->pub.target, MAX (max - 1, 1));
+    return FALSE;
+  }
+  return TRUE;
+}
+
 char *
 vmsnap_engine_create (vmsnap_engine *e, const char *name,
                       const vmsnap_create_options *opts, GError **err)
@@ -1166,6 +1198,8 @@ vmsnap_engine_create (vmsnap_engine *e, const char *name,
         return NULL;
       }
     }
+  if (!check_chain_depth (e, plan, err))
+    return NULL;
   id = g_strdup_printf ("%u", e->cat->next_id);
   j = begin (e, OP_CREATE, name, id);
   if (is_online (e))

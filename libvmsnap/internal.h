@@ -26,7 +26,18 @@ typedef struct {
 
 struct vmsnap_ctx {
   GPtrArray *modules;         /* vmsnap_module*, in load order */
+  vmsnap_config *config;      /* never NULL once made */
 };
+
+/* ------------------------------------------------------ configuration */
+
+/* Read and validate the configuration for CTX's loaded backends. */
+vmsnap_config *vmsnap_config_load (const vmsnap_ctx *ctx,
+                                   const vmsnap_config_options *opts,
+                                   GError **err);
+void vmsnap_config_free (vmsnap_config *cfg);
+/* NULL when BACKEND's declarations are well-formed, else why not. */
+char *vmsnap_options_check (const char *backend, const vmsnap_option_desc *opts);
 
 /* Loaded modules only, in a stable order (by name). */
 GPtrArray *vmsnap_loaded_backends (const vmsnap_ctx *ctx);
@@ -84,6 +95,7 @@ gboolean vmsnap_image_info (const char *path, const char *fmt, guint64 *vsize,
 /* ----------------------------------------------------------- probing */
 
 struct vmsnap_probe_result {
+  const vmsnap_config *config;
   bool set;
   vmsnap_fitness fit;
   int score;
@@ -143,6 +155,7 @@ struct vmsnap_op {
   char *state_dir;
   GPtrArray *locators;
   gboolean quiet;
+  const vmsnap_config *config;
 };
 
 vmsnap_op *vmsnap_op_new (vmsnap_journal *j, const char *target,

@@ -147,6 +147,14 @@ accept_module (vmsnap_module *m, const vmsnap_backend *be)
       return FALSE;
     }
   }
+  {
+    g_autofree char *why = vmsnap_options_check (m->be.name, m->be.options);
+    if (why) {
+      m->message = g_strdup_printf ("module %s (backend %s): bad settings "
+                                    "declaration: %s", m->path, m->be.name, why);
+      return FALSE;
+    }
+  }
   if (m->be.init) {
     g_autoptr (GError) err = NULL;
     if (m->be.init (&err) < 0) {
@@ -275,6 +283,12 @@ scan_dir (const char *dir, GPtrArray *names)
 vmsnap_ctx *
 vmsnap_ctx_new (GError **err)
 {
+  return vmsnap_ctx_new_full (NULL, err);
+}
+
+vmsnap_ctx *
+vmsnap_ctx_new_full (const vmsnap_config_options *opts, GError **err)
+{
   g_autoptr (GPtrArray) dirs = NULL;
   g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
   vmsnap_ctx *ctx;
@@ -313,6 +327,11 @@ vmsnap_ctx_new (GError **err)
   }
   g_ptr_array_sort (ctx->modules, cmp_module);
   g_mutex_unlock (&load_lock);
+  ctx->config = vmsnap_config_load (ctx, opts, err);
+  if (ctx->config == NULL) {
+    vmsnap_ctx_free (ctx);
+    return NULL;
+  }
   return ctx;
 }
 
@@ -322,6 +341,7 @@ vmsnap_ctx_free (vmsnap_ctx *ctx)
   if (ctx == NULL)
     return;
   g_ptr_array_unref (ctx->modules);
+  vmsnap_config_free (ctx->config);
   g_free (ctx);
 }
 
@@ -395,6 +415,7 @@ vmsnap_caps_names (uint64_t caps)
     { VMSNAP_CAP_REVERT_NEEDS_SHUTOFF, "revert-needs-shutoff" },
     { VMSNAP_CAP_VM_INTERNAL, "vm-internal" },
     { VMSNAP_CAP_ONE_TRANSACTION, "one-transaction" },
+    { VMSNAP_CAP_CREATE_ADDS_LAYER, "create-adds-layer" },
   };
   GPtrArray *out = g_ptr_array_new ();
 

@@ -110,6 +110,7 @@ probe_all (vmsnap_plan *plan, const vmsnap_ctx *ctx, plan_disk *pd,
 
     c->module = m;
     c->res = vmsnap_probe_result_new ();
+    c->res->config = ctx->config;
     g_ptr_array_add (pd->candidates, c);
     if (m->be.probe (&pd->disk->pub, &req, c->res, &err) < 0) {
       vmsnap_probe_set (c->res, VMSNAP_FIT_CANNOT, 0, "probe failed: %s",

@@ -29,6 +29,7 @@ static int cmd_delete (int argc, char **argv);
 static int cmd_merge (int argc, char **argv);
 static int cmd_recover (int argc, char **argv);
 static int cmd_chain (int argc, char **argv);
+static int cmd_config (int argc, char **argv);
 
 static const command commands[] = {
   { "backends", "", "list snapshot backends: loaded, not installed, or why not", cmd_backends },
@@ -41,16 +42,19 @@ static const command commands[] = {
   { "merge", "DOMAIN", "shorten backing chains without losing a named snapshot", cmd_merge },
   { "recover", "DOMAIN", "finish or roll back an operation a crash interrupted", cmd_recover },
   { "chain", "DOMAIN", "the files behind each disk and which snapshot each holds", cmd_chain },
+  { "config", "", "every setting, its effective value and where it came from", cmd_config },
 };
 
 static const char exit_codes[] =
   "Exit status:\n"
   "  0  success\n"
   "  1  an operation failed (storage, tool, libvirt, backend load)\n"
-  "  2  usage error\n"
+  "  2  usage error, or a bad configuration (unknown key, bad value,\n"
+  "     missing --config file)\n"
   "  3  bad input: malformed domain XML, domain or file not found\n"
   "  4  not possible: no backend can take a disk, an override was refused,\n"
-  "     or the operation is not implemented yet\n"
+  "     a chain would exceed vmsnap.max-chain-depth, or the operation is\n"
+  "     not implemented yet\n"
   "  5  busy: another vmsnap holds the domain\n";
 
 /* Output is UTF-8 as it comes (paths, names): g_print would convert it to
@@ -109,6 +113,115 @@ print_json (JsonNode *root)
   s = json_generator_to_data (g, NULL);
   out (s);
   out ("\n");
+}
+
+/* ------------------------------------------------------- configuration */
+
+/* The configuration options of every command that works on a domain (and
+ * of `vmsnap config`): they become the context's vmsnap_config_options. */
+typedef struct {
+  char *file;
+  char **settings;             /* -o SECTION.KEY=VALUE, repeatable */
+  char *lvm_snapshot_size;
+  char *rbd_revert_mode;
+  char *state_dir;             /* --state-dir (domain commands, config) */
+} config_opts;
+
+static void
+add_config (GOptionContext *oc, config_opts *cf)
+{
+  GOptionEntry entries[] = {
+    { "config", 0, 0, G_OPTION_ARG_FILENAME, &cf->file,
+      "read this configuration file (default: $VMSNAP_CONFIG or "
+      VMSNAP_CONFIG_FILE_DEFAULT ")", "FILE" },
+    { "option", 'o', 0, G_OPTION_ARG_STRING_ARRAY, &cf->settings,
+      "set a configuration key, above the environment and the file "
+      "(repeatable; vmsnap config lists the keys)", "SECTION.KEY=VALUE" },
+    { "lvm-snapshot-size", 0, 0, G_OPTION_ARG_STRING, &cf->lvm_snapshot_size,
+      "= -o lvm.snapshot-size=SIZE: COW space of a thick LV's snapshot "
+      "(N% of the LV, or 512M, 2G)", "SIZE" },
+    { "rbd-revert-mode", 0, 0, G_OPTION_ARG_STRING, &cf->rbd_revert_mode,
+      "= -o rbd.revert-mode=MODE: auto, rollback or clone", "MODE" },
+    { NULL },
+  };
+  GOptionGroup *g = g_option_group_new ("config", "Configuration (vmsnap.conf(5)):",
+                                        "Show the configuration options", NULL, NULL);
+  g_option_group_add_entries (g, entries);
+  g_option_context_add_group (oc, g);
+}
+
+static void
+config_clear (config_opts *cf)
+{
+  g_free (cf->file);
+  g_strfreev (cf->settings);
+  g_free (cf->lvm_snapshot_size);
+  g_free (cf->rbd_revert_mode);
+  g_free (cf->state_dir);
+}
+
+/* A context with the configuration CF asks for. */
+static vmsnap_ctx *
+new_ctx (const config_opts *cf, GError **err)
+{
+  g_autoptr (GPtrArray) set = g_ptr_array_new_with_free_func (g_free);
+  vmsnap_config_options co = { .file = cf->file };
+
+  for (char **o = cf->settings; o && *o; o++)
+    g_ptr_array_add (set, g_strdup (*o));
+  if (cf->state_dir)
+    g_ptr_array_add (set, g_strconcat ("vmsnap.state-dir=", cf->state_dir, NULL));
+  if (cf->lvm_snapshot_size)
+    g_ptr_array_add (set, g_strconcat ("lvm.snapshot-size=", cf->lvm_snapshot_size, NULL));
+  if (cf->rbd_revert_mode)
+    g_ptr_array_add (set, g_strconcat ("rbd.revert-mode=", cf->rbd_revert_mode, NULL));
+  g_ptr_array_add (set, NULL);
+  co.settings = (const char *const *) set->pdata;
+  return vmsnap_ctx_new_full (&co, err);
+}
+
+static int
+cmd_config (int argc, char **argv)
+{
+  config_opts cf = { 0 };
+  gboolean json = FALSE;
+  GOptionEntry entries[] = {
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print JSON", NULL },
+    { "state-dir", 0, 0, G_OPTION_ARG_FILENAME, &cf.state_dir,
+      "= -o vmsnap.state-dir=DIR", "DIR" },
+    { NULL },
+  };
+  g_autoptr (GOptionContext) oc = g_option_context_new ("- show the configuration");
+  g_autoptr (vmsnap_ctx) ctx = NULL;
+  g_autofree char *text = NULL;
+  GError *err = NULL;
+  int rc;
+
+  g_option_context_add_main_entries (oc, entries, NULL);
+  add_config (oc, &cf);
+  g_option_context_set_summary (oc,
+    "Every setting vmsnap and its installed backends know, its effective\n"
+    "value and where it came from: the command line (-o), an environment\n"
+    "variable, the configuration file, or the built-in default (highest\n"
+    "first).  Sections of backends that are not installed are ignored, with\n"
+    "a note.  An unknown key or a bad value exits 2.");
+  if ((rc = parse (oc, &argc, &argv)) >= 0) {
+    config_clear (&cf);
+    return rc;
+  }
+  if (argc != 1) {
+    config_clear (&cf);
+    return usage_error (oc, "config takes no arguments");
+  }
+  ctx = new_ctx (&cf, &err);
+  config_clear (&cf);
+  if (ctx == NULL)
+    return fail (err);
+  text = json ? vmsnap_config_to_json (ctx) : vmsnap_config_to_text (ctx);
+  out (text);
+  if (json)
+    out ("\n");
+  return 0;
 }
 
 /* ------------------------------------------------------------ backends */
@@ -214,6 +327,7 @@ cmd_plan (int argc, char **argv)
     { NULL },
   };
   g_autoptr (GOptionContext) oc = g_option_context_new ("DOMAIN - show the snapshot plan");
+  config_opts cf = { 0 };
   g_autoptr (vmsnap_ctx) ctx = NULL;
   g_autoptr (vmsnap_domain) dom = NULL;
   g_autoptr (vmsnap_plan) plan = NULL;
@@ -223,17 +337,23 @@ cmd_plan (int argc, char **argv)
   int rc;
 
   g_option_context_add_main_entries (oc, entries, NULL);
+  add_config (oc, &cf);
   g_option_context_set_summary (oc,
     "DOMAIN is a libvirt domain name or UUID (on --connect URI), or a path to\n"
     "a domain XML file (no daemon needed).  For every disk: the backend that\n"
     "would snapshot it, why, and the limits that apply; for the VM: the mode,\n"
     "whether it must pause, and where the memory state would go.  Nothing is\n"
     "changed.  Exits 4 when some disk cannot be snapshotted as asked.");
-  if ((rc = parse (oc, &argc, &argv)) >= 0)
+  if ((rc = parse (oc, &argc, &argv)) >= 0) {
+    config_clear (&cf);
     return rc;
-  if (argc != 2)
+  }
+  if (argc != 2) {
+    config_clear (&cf);
     return usage_error (oc, "plan needs exactly one DOMAIN");
-  ctx = vmsnap_ctx_new (&err);
+  }
+  ctx = new_ctx (&cf, &err);
+  config_clear (&cf);
   if (ctx == NULL)
     return fail (err);
   dom = vmsnap_domain_open (ctx, argv[1], uri, &err);
@@ -258,7 +378,7 @@ cmd_plan (int argc, char **argv)
 /* Options every command on a domain takes. */
 typedef struct {
   char *uri;
-  char *state_dir;
+  config_opts cf;             /* --config, -o, shortcuts, --state-dir */
   gboolean no_wait;
   gboolean json;
 } common_opts;
@@ -269,8 +389,9 @@ add_common (GOptionContext *oc, common_opts *co)
   GOptionEntry entries[] = {
     { "connect", 'c', 0, G_OPTION_ARG_STRING, &co->uri,
       "libvirt URI (default: LIBVIRT_DEFAULT_URI)", "URI" },
-    { "state-dir", 0, 0, G_OPTION_ARG_FILENAME, &co->state_dir,
-      "where catalogs live (default: $VMSNAP_STATE_DIR or " VMSNAP_STATE_DIR_DEFAULT ")", "DIR" },
+    { "state-dir", 0, 0, G_OPTION_ARG_FILENAME, &co->cf.state_dir,
+      "where catalogs live (= -o vmsnap.state-dir=DIR; default: "
+      "$VMSNAP_STATE_DIR, the file, or " VMSNAP_STATE_DIR_DEFAULT ")", "DIR" },
     { "no-wait", 0, 0, G_OPTION_ARG_NONE, &co->no_wait,
       "fail at once if another vmsnap works on the domain", NULL },
     { "json", 0, 0, G_OPTION_ARG_NONE, &co->json, "print JSON", NULL },
@@ -280,13 +401,15 @@ add_common (GOptionContext *oc, common_opts *co)
                                         "Show the common options", NULL, NULL);
   g_option_group_add_entries (g, entries);
   g_option_context_add_group (oc, g);
+  add_config (oc, &co->cf);
 }
 
 static void
 common_clear (common_opts *co)
 {
   g_free (co->uri);
-  g_free (co->state_dir);
+  config_clear (&co->cf);
+  memset (&co->cf, 0, sizeof co->cf);
 }
 
 static vmsnap_engine *
@@ -294,13 +417,14 @@ open_engine (vmsnap_ctx **ctx, const char *spec, const common_opts *co,
              unsigned int extra, GError **err)
 {
   vmsnap_engine_options eo = {
-    .uri = co->uri, .state_dir = co->state_dir,
+    .uri = co->uri,
     .flags = (co->no_wait ? VMSNAP_ENGINE_NO_WAIT : 0) | extra,
   };
   vmsnap_engine *e;
   g_autofree char *rec = NULL;
 
-  *ctx = vmsnap_ctx_new (err);
+  /* --state-dir is the setting vmsnap.state-dir (on the command line). */
+  *ctx = new_ctx (&co->cf, err);
   if (*ctx == NULL)
     return NULL;
   e = vmsnap_engine_open (*ctx, spec, &eo, err);

@@ -7,7 +7,7 @@
  * ("LVM-" + VG uuid + LV uuid) names the LV whatever path the domain uses.
  *
  * Thin LVs.  create: a thin snapshot in the same pool (refused when the
- * pool is fuller than VMSNAP_LVM_THIN_MAX_PERCENT, default 90).  revert: the
+ * pool is fuller than lvm.thin-max-percent, default 90).  revert: the
  * disk's LV is renamed away and a new thin snapshot of the snapshot takes
  * its name, so the domain's device path does not change and the snapshot
  * stays as it was (revertable again); the old LV is garbage.  Thin
@@ -15,8 +15,8 @@
  * nothing to consolidate.
  *
  * Thick LVs.  create: a classic COW snapshot of the disk's LV, sized by
- * VMSNAP_LVM_SNAPSHOT_SIZE (a percentage of the LV, default 20%, or a size
- * such as 512M), refused when the VG lacks the space.  revert: lvconvert
+ * lvm.snapshot-size (a percentage of the LV, default 20%, or a size such
+ * as 512M), refused when the VG lacks the space.  revert: lvconvert
  * --merge of the snapshot into the LV (the merge needs the LV closed: the
  * domain is shut off), then the snapshot is created again under the same
  * name and tags, so it stays revertable.  A merge LVM defers (the LV was
@@ -66,7 +66,7 @@
 #define OLD_MARK ".vmsnap-old-"
 
 #define DEFAULT_SNAPSHOT_SIZE "20%"
-#define DEFAULT_THIN_MAX_PERCENT 90.0
+#define DEFAULT_THIN_MAX_PERCENT "90"
 
 /* ========================================================== sizes */
 
@@ -460,24 +460,29 @@ disk_lv_or_fail (const vmsnap_disk *d, char **vg, char **lv, GError **err)
 
 /* ============================================================ policies */
 
-/* VMSNAP_LVM_THIN_MAX_PERCENT: the pool fullness above which a create is
- * refused. */
-static gboolean
-thin_limit (double *limit, GError **err)
-{
-  const char *e = g_getenv ("VMSNAP_LVM_THIN_MAX_PERCENT");
-  char *end;
+/* Settings ([lvm] in vmsnap.conf, -o lvm.KEY=VALUE; the environment
+ * variables are the older way to set them and still work). */
+static const vmsnap_option_desc lvm_options[] = {
+  { "snapshot-size", VMSNAP_OPTION_SIZE_OR_PERCENT, DEFAULT_SNAPSHOT_SIZE,
+    NULL, 0, 0, NULL, "VMSNAP_LVM_SNAPSHOT_SIZE",
+    "COW space of a thick LV's snapshot: a percentage of the LV or a size" },
+  { "thin-max-percent", VMSNAP_OPTION_INT, DEFAULT_THIN_MAX_PERCENT, NULL,
+    0, 100, "%", "VMSNAP_LVM_THIN_MAX_PERCENT",
+    "refuse a thin snapshot while the pool's data or metadata is fuller than this" },
+  { NULL },
+};
 
-  *limit = DEFAULT_THIN_MAX_PERCENT;
-  if (e == NULL || *e == '\0')
-    return TRUE;
-  *limit = g_ascii_strtod (e, &end);
-  if (end == e || *end != '\0' || *limit <= 0 || *limit > 100) {
-    fail (err, VMSNAP_ERR_INVALID_INPUT, "VMSNAP_LVM_THIN_MAX_PERCENT='%s' is "
-          "not a percentage between 0 and 100", e);
-    return FALSE;
-  }
-  return TRUE;
+/* lvm.thin-max-percent: the pool fullness above which a create is
+ * refused.  *origin: where the value came from, for messages. */
+static double
+thin_limit (const vmsnap_config *cfg, const char **origin)
+{
+  const char *o = vmsnap_option_origin (cfg, "lvm.thin-max-percent");
+
+  *origin = o ? o : "lvm.thin-max-percent, the default";
+  if (cfg == NULL)
+    return g_ascii_strtod (DEFAULT_THIN_MAX_PERCENT, NULL);
+  return (double) vmsnap_option_get_int (cfg, "lvm.thin-max-percent");
 }
 
 static guint64
@@ -494,50 +499,33 @@ ceil_u64 (double x)
   return (double) r < x ? r + 1 : r;
 }
 
-/* The size of a new COW snapshot of O: VMSNAP_LVM_SNAPSHOT_SIZE (default
- * 20%): "N%" of O's size, or a size ("512M", "2G", "1073741824"; binary
- * units).  Rounded up to whole extents, at least one; never more than O
- * can use (its size plus the exception tables), as LVM itself caps it. */
-static gboolean
-snapshot_size (const vmsnap_disk *d, const lvinfo *o, guint64 *bytes,
-               char **policy, GError **err)
+/* The size of a new COW snapshot of O: lvm.snapshot-size (default 20%):
+ * "N%" of O's size, or a size ("512M", "2G", "1073741824"; binary units;
+ * the core validated it).  Rounded up to whole extents, at least one;
+ * never more than O can use (its size plus the exception tables), as LVM
+ * itself caps it.  *policy says how it was chosen, for messages. */
+static void
+snapshot_size (const vmsnap_config *cfg, const lvinfo *o, guint64 *bytes,
+               char **policy)
 {
-  const char *env = g_getenv ("VMSNAP_LVM_SNAPSHOT_SIZE");
-  const char *v = env && *env ? env : DEFAULT_SNAPSHOT_SIZE;
-  char *end;
-  double n = g_ascii_strtod (v, &end);
+  const char *v = vmsnap_option_get (cfg, "lvm.snapshot-size");
+  const char *origin = vmsnap_option_origin (cfg, "lvm.snapshot-size");
+  bool pct = TRUE;
   guint64 want, cap;
 
-  if (end == v || !(n > 0))
-    goto bad;
-  if (strcmp (end, "%") == 0) {
-    if (n > 100)
-      goto bad;
-    want = ceil_u64 ((double) o->size * n / 100.0);
+  if (v == NULL) {              /* no configuration: no context (tests) */
+    v = DEFAULT_SNAPSHOT_SIZE;
+    want = ceil_u64 ((double) o->size * 20 / 100.0);
+  } else
+    want = vmsnap_option_get_size (cfg, "lvm.snapshot-size", o->size, &pct);
+  if (pct)
     *policy = g_strdup_printf ("%s of the LV", v);
-  } else {
-    static const char units[] = "bkmgtp";
-    const char *u = *end ? strchr (units, g_ascii_tolower (*end)) : units;
-    double mult = 1;
-    if (u == NULL)
-      goto bad;
-    if (*end && end[1] && g_ascii_strcasecmp (end + 1, "iB") != 0
-        && g_ascii_strcasecmp (end + 1, "B") != 0)
-      goto bad;
-    for (const char *p = units; p < u; p++)
-      mult *= 1024;
-    want = ceil_u64 (n * mult);
-    *policy = g_strdup_printf ("VMSNAP_LVM_SNAPSHOT_SIZE=%s", v);
-  }
+  else
+    *policy = g_strdup_printf ("%s=%s", origin && g_str_has_prefix (origin, "VMSNAP_")
+                               ? origin : "lvm.snapshot-size", v);
   want = MAX (round_up (want, o->extent), o->extent);
   cap = round_up (o->size + o->size / 64, o->extent);
   *bytes = MIN (want, cap);
-  return TRUE;
-bad:
-  fail (err, VMSNAP_ERR_INVALID_INPUT, "disk %s: VMSNAP_LVM_SNAPSHOT_SIZE='%s' "
-        "is neither a percentage of the LV (e.g. 20%%) nor a size (e.g. 512M, "
-        "2G)", d->target, v);
-  return FALSE;
 }
 
 /* ============================================================= names */
@@ -911,9 +899,9 @@ lvm_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
   }
   if (is_thin (o)) {
     lvinfo *pool = find_lv (rows, o->pool);
-    double limit = DEFAULT_THIN_MAX_PERCENT;
+    const char *origin;
+    double limit = thin_limit (vmsnap_probe_config (res), &origin);
 
-    thin_limit (&limit, NULL);
     vmsnap_probe_set_class (res, VMSNAP_CLASS_LVM_THIN);
     vmsnap_probe_add_detail (res, "thin_pool", "%s/%s", vg, o->pool);
     if (pool) {
@@ -924,8 +912,8 @@ lvm_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
                       "thin LV %s in pool %s/%s: thin snapshots, revert to any "
                       "snapshot without copying data", d->source, vg, o->pool);
     vmsnap_probe_add_limit (res, "creation is refused while pool %s/%s is "
-                            "fuller than %.0f%% (VMSNAP_LVM_THIN_MAX_PERCENT)",
-                            vg, o->pool, limit);
+                            "fuller than %.0f%% (%s)", vg, o->pool, limit,
+                            origin);
   } else if (o->attr[0] == '-' || o->attr[0] == 'o' || o->attr[0] == 'O'
              || o->attr[0] == 'r' || o->attr[0] == 'm') {
     GString *snaps = g_string_new (NULL);
@@ -936,7 +924,8 @@ lvm_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
     vmsnap_probe_set (res, VMSNAP_FIT_PREFERRED, 85,
                       "thick LV %s: classic COW snapshot sized by policy",
                       d->source);
-    if (snapshot_size (d, o, &size, &policy, NULL)) {
+    snapshot_size (vmsnap_probe_config (res), o, &size, &policy);
+    {
       g_autofree char *s = size_text (size);
       vmsnap_probe_add_detail (res, "snapshot_size", "%s (%s)", s, policy);
     }
@@ -1017,24 +1006,23 @@ create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
     p->tags = snapshot_tags (op, d, name);
     if (is_thin (o)) {
       lvinfo *pool = find_lv (rows, o->pool);
-      double limit;
-      if (!thin_limit (&limit, err))
-        return -1;
+      const char *origin;
+      double limit = thin_limit (vmsnap_op_config (op), &origin);
+
       if (pool && (pool->data > limit || pool->meta > limit))
         return fail (err, VMSNAP_ERR_FAILED,
                      "disk %s: thin pool %s/%s is %.2f%% full (data; metadata "
                      "%.2f%%), above the limit of %.0f%% "
-                     "(VMSNAP_LVM_THIN_MAX_PERCENT): a snapshot keeps every "
+                     "(%s): a snapshot keeps every "
                      "block the disk overwrites, and a full pool stops every "
                      "thin LV in it.  Extend the pool (lvextend -L+SIZE %s/%s, "
                      "or --poolmetadatasize) or delete snapshots; nothing was "
                      "changed", d->target, vg, o->pool, pool->data, pool->meta,
-                     limit, vg, o->pool);
+                     limit, origin, vg, o->pool);
       p->kind = g_strdup ("thin");
     } else {
       g_autofree char *policy = NULL, *need = NULL, *have = NULL, *osz = NULL;
-      if (!snapshot_size (d, o, &p->size, &policy, err))
-        return -1;
+      snapshot_size (vmsnap_op_config (op), o, &p->size, &policy);
       if (p->size > o->vg_free) {
         need = size_text (p->size);
         have = size_text (o->vg_free);
@@ -1043,7 +1031,8 @@ create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
                      "disk %s: volume group %s has %s free, but a snapshot of "
                      "%s/%s (%s) needs %s (%s, whole extents): add space to "
                      "the VG (vgextend %s DEVICE), free some, or set "
-                     "VMSNAP_LVM_SNAPSHOT_SIZE lower (e.g. 10%% or 256M); "
+                     "lvm.snapshot-size lower (--lvm-snapshot-size, vmsnap.conf "
+                     "or VMSNAP_LVM_SNAPSHOT_SIZE; e.g. 10%% or 256M); "
                      "nothing was changed", d->target, vg, have, vg, lv, osz,
                      need, policy, vg);
       }
@@ -1824,6 +1813,7 @@ static vmsnap_backend lvm = {
   .delete = lvm_delete,
   .list = lvm_list,
   .discard = lvm_discard,
+  .options = lvm_options,
 };
 
 VMSNAP_REGISTER_BACKEND (lvm)

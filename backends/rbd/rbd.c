@@ -3,7 +3,7 @@
  * The disk's pool, namespace, image, monitor hosts, auth user and secret
  * come from the domain XML; planning (probe) needs no cluster connection.
  * Every other slot connects with timeouts on monitor and OSD operations
- * (VMSNAP_RBD_TIMEOUT seconds, default 10), so an unreachable cluster is an
+ * (rbd.timeout seconds, default 10), so an unreachable cluster is an
  * error within that time, never a hang.
  *
  * Locators.  "rbd:POOL[/NAMESPACE]/IMAGE@SNAP" names a snapshot (a point in
@@ -28,16 +28,16 @@
  * object, the same image stays) or clone (the snapshot is protected and
  * cloned to IMAGE-STEM.vmsnap-XXXXXXXX, which becomes the disk's source:
  * O(1)).  The default is chosen by the objects a rollback would touch
- * (ROLLBACK_MAX_OBJECTS, VMSNAP_RBD_ROLLBACK_MAX_OBJECTS);
- * VMSNAP_RBD_REVERT_MODE=rollback|clone|auto overrides it.  A snapshot that lives in another image than the disk's
+ * (rbd.rollback-max-objects, default ROLLBACK_MAX_OBJECTS);
+ * rbd.revert-mode=rollback|clone|auto overrides it.  A snapshot that lives in another image than the disk's
  * (after an earlier clone revert) can only be cloned.  The old head is
- * returned as garbage (VMSNAP_RBD_KEEP_OLD_HEAD=1 keeps it): the discard
+ * returned as garbage (rbd.keep-old-head=true keeps it): the discard
  * slot removes an image without snapshots, and marks one that still holds
  * snapshots abandoned (discarding its head data unless it is a clone).
  *
  * Delete: clone children of the snapshot are flattened first (with
  * progress), or the delete is refused naming them
- * (VMSNAP_RBD_DELETE_CHILDREN=refuse); then the snapshot is unprotected (if
+ * (rbd.delete-children=refuse); then the snapshot is unprotected (if
  * vmsnap protected it) and removed.  A child that still depends on the
  * snapshot after flattening (no deep-flatten feature and snapshots of its
  * own) makes the point "kept": the core keeps it unnamed and merge removes
@@ -260,84 +260,81 @@ image_stem (const char *image)
   return g_strdup (image);
 }
 
-/* ========================================================== environment */
+/* ============================================================= settings */
 
-static gboolean
-env_timeout (guint *out, GError **err)
+/* [rbd] in vmsnap.conf, -o rbd.KEY=VALUE; the environment variables are
+ * the older way to set them and still work.  The core validates them. */
+static const char *const revert_modes[] = { "auto", "rollback", "clone", NULL };
+static const char *const delete_children_modes[] = { "flatten", "refuse", NULL };
+
+static const vmsnap_option_desc rbd_options[] = {
+  { "revert-mode", VMSNAP_OPTION_ENUM, "auto", revert_modes, 0, 0, NULL,
+    "VMSNAP_RBD_REVERT_MODE",
+    "revert by rollback, by clone, or auto: rollback up to rollback-max-objects" },
+  { "rollback-max-objects", VMSNAP_OPTION_INT, G_STRINGIFY (ROLLBACK_MAX_OBJECTS),
+    NULL, 0, G_MAXINT64, "objects", "VMSNAP_RBD_ROLLBACK_MAX_OBJECTS",
+    "auto revert mode: roll back when at most this many objects change, else clone" },
+  { "timeout", VMSNAP_OPTION_INT, G_STRINGIFY (DEFAULT_TIMEOUT), NULL, 1, 3600,
+    "seconds", "VMSNAP_RBD_TIMEOUT",
+    "limit on every monitor and OSD operation" },
+  { "delete-children", VMSNAP_OPTION_ENUM, "flatten", delete_children_modes,
+    0, 0, NULL, "VMSNAP_RBD_DELETE_CHILDREN",
+    "deleting a snapshot with clones: flatten the clones, or refuse" },
+  { "keep-old-head", VMSNAP_OPTION_BOOL, "false", NULL, 0, 0, NULL,
+    "VMSNAP_RBD_KEEP_OLD_HEAD",
+    "a clone revert keeps the disk's previous image instead of discarding it" },
+  { NULL },
+};
+
+/* Where a setting came from, for messages ("rbd.KEY, the default" when
+ * there is no configuration, as in a slot called without an operation). */
+static const char *
+origin_of (vmsnap_op *op, const char *key)
 {
-  const char *e = g_getenv ("VMSNAP_RBD_TIMEOUT");
-  guint64 v;
+  const char *o = vmsnap_option_origin (vmsnap_op_config (op), key);
 
-  *out = DEFAULT_TIMEOUT;
-  if (e == NULL || *e == '\0')
-    return TRUE;
-  if (!g_ascii_string_to_unsigned (e, 10, 1, 3600, &v, NULL)) {
-    fail (err, VMSNAP_ERR_USAGE, "VMSNAP_RBD_TIMEOUT='%s' is not a number of "
-          "seconds from 1 to 3600", e);
-    return FALSE;
-  }
-  *out = (guint) v;
-  return TRUE;
+  return o ? o : key;
+}
+
+static guint
+opt_timeout (vmsnap_op *op)
+{
+  const vmsnap_config *cfg = vmsnap_op_config (op);
+
+  return cfg ? (guint) vmsnap_option_get_int (cfg, "rbd.timeout") : DEFAULT_TIMEOUT;
 }
 
 /* The default revert mode rolls back up to this many objects. */
-static gboolean
-env_rollback_max (guint64 *out, GError **err)
+static guint64
+opt_rollback_max (vmsnap_op *op)
 {
-  const char *e = g_getenv ("VMSNAP_RBD_ROLLBACK_MAX_OBJECTS");
+  const vmsnap_config *cfg = vmsnap_op_config (op);
 
-  *out = ROLLBACK_MAX_OBJECTS;
-  if (e == NULL || *e == '\0')
-    return TRUE;
-  if (!g_ascii_string_to_unsigned (e, 10, 0, G_MAXUINT64, out, NULL)) {
-    fail (err, VMSNAP_ERR_USAGE, "VMSNAP_RBD_ROLLBACK_MAX_OBJECTS='%s' is not "
-          "a number of objects", e);
-    return FALSE;
-  }
-  return TRUE;
+  return cfg ? (guint64) vmsnap_option_get_int (cfg, "rbd.rollback-max-objects")
+             : ROLLBACK_MAX_OBJECTS;
 }
 
 /* NULL (auto), "rollback" or "clone". */
-static gboolean
-env_revert_mode (const char **out, GError **err)
+static const char *
+opt_revert_mode (vmsnap_op *op)
 {
-  const char *e = g_getenv ("VMSNAP_RBD_REVERT_MODE");
+  const char *m = vmsnap_option_get (vmsnap_op_config (op), "rbd.revert-mode");
 
-  *out = NULL;
-  if (e == NULL || *e == '\0' || strcmp (e, "auto") == 0)
-    return TRUE;
-  if (strcmp (e, "rollback") == 0 || strcmp (e, "clone") == 0) {
-    *out = e;
-    return TRUE;
-  }
-  fail (err, VMSNAP_ERR_USAGE, "VMSNAP_RBD_REVERT_MODE='%s': use rollback, "
-        "clone or auto", e);
-  return FALSE;
+  return m == NULL || strcmp (m, "auto") == 0 ? NULL : m;
 }
 
 static gboolean
-env_refuse_children (gboolean *refuse, GError **err)
+opt_refuse_children (vmsnap_op *op)
 {
-  const char *e = g_getenv ("VMSNAP_RBD_DELETE_CHILDREN");
+  const char *m = vmsnap_option_get (vmsnap_op_config (op), "rbd.delete-children");
 
-  *refuse = FALSE;
-  if (e == NULL || *e == '\0' || strcmp (e, "flatten") == 0)
-    return TRUE;
-  if (strcmp (e, "refuse") == 0) {
-    *refuse = TRUE;
-    return TRUE;
-  }
-  fail (err, VMSNAP_ERR_USAGE, "VMSNAP_RBD_DELETE_CHILDREN='%s': use flatten "
-        "or refuse", e);
-  return FALSE;
+  return m && strcmp (m, "refuse") == 0;
 }
 
 static gboolean
-env_keep_old_head (void)
+opt_keep_old_head (vmsnap_op *op)
 {
-  const char *e = g_getenv ("VMSNAP_RBD_KEEP_OLD_HEAD");
-
-  return e && (strcmp (e, "1") == 0 || strcmp (e, "yes") == 0);
+  return vmsnap_option_get_bool (vmsnap_op_config (op), "rbd.keep-old-head");
 }
 
 /* ============================================================ connection */
@@ -389,7 +386,7 @@ hint_for (const conn *c, int r)
   case ETIMEDOUT:
     return "the Ceph cluster did not answer in time: check that its monitors "
            "and OSDs are up and reachable (ceph -s), or raise "
-           "VMSNAP_RBD_TIMEOUT";
+           "rbd.timeout (VMSNAP_RBD_TIMEOUT)";
   case EACCES:
   case EPERM:
     return "permission denied: check the client's key (keyring in ceph.conf "
@@ -577,8 +574,7 @@ conn_open (vmsnap_op *op, const vmsnap_disk *d, GError **err)
 
   c->d = d;
   c->op = op;
-  if (!env_timeout (&c->timeout, err))
-    return NULL;
+  c->timeout = opt_timeout (op);
   c->who = g_strdup_printf ("client.%s", d->auth_username ? d->auth_username : "admin");
   if ((r = rados_create (&c->cluster, d->auth_username)) < 0) {
     rfail (c, err, r, "cannot set up a Ceph client (%s)", c->who);
@@ -1435,11 +1431,9 @@ revert_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
 
   if (mode == NULL) {
     g_auto (rbd_image_t) aimg = NULL, timg = NULL;
-    const char *env;
+    const char *forced = opt_revert_mode (op);
     rbd_image_info_t info;
 
-    if (!env_revert_mode (&env, err))
-      return -1;
     if ((r = img_open (c, t, t->snap, TRUE, TRUE, &timg, err)) == -ENOENT)
       return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot %s is no longer "
                    "in the cluster, so it cannot be reverted to (rbd snap ls "
@@ -1459,14 +1453,12 @@ revert_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
       why = g_strdup_printf ("%s lives in image %s, not in the disk's %s "
                              "(an earlier clone revert): only a clone can "
                              "bring it back", tp, tname, aname);
-    } else if (env) {
-      mode = env;
-      why = g_strdup ("VMSNAP_RBD_REVERT_MODE");
+    } else if (forced) {
+      mode = forced;
+      why = g_strdup (origin_of (op, "rbd.revert-mode"));
     } else {
-      guint64 limit, touched;
+      guint64 limit = opt_rollback_max (op), touched;
       const char *how;
-      if (!env_rollback_max (&limit, err))
-        return -1;
       touched = rollback_objects (aimg, timg, &info, &how);
       mode = touched <= limit ? "rollback" : "clone";
       why = g_strdup_printf ("a rollback touches %" G_GUINT64_FORMAT " objects "
@@ -1512,7 +1504,8 @@ revert_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
     if (!same_image (a, t))
       return fail (err, VMSNAP_ERR_FAILED, "disk %s: %s is not a snapshot of "
                    "the disk's image %s: rollback is impossible; run the "
-                   "revert with VMSNAP_RBD_REVERT_MODE=clone", d->target, tp, aname);
+                   "revert with --rbd-revert-mode clone (rbd.revert-mode)",
+                   d->target, tp, aname);
     if (img_open (c, a, NULL, FALSE, FALSE, &img, err) < 0)
       return -1;
     rbd_stat (img, &info, sizeof info);
@@ -1538,7 +1531,7 @@ revert_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
     const char *cn = vmsnap_op_get (op, "clone");
     rspec ch;
     g_autofree char *cloc = NULL, *old = NULL, *depth_note = NULL;
-    gboolean keep = env_keep_old_head ();
+    gboolean keep = opt_keep_old_head (op);
     guint depth = 0;
 
     if (cn == NULL || !rspec_parse (cn, &ch))
@@ -1570,7 +1563,7 @@ revert_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
     vmsnap_result_set_note (res, "cloned %s as %s, the disk's new image (%s); "
                             "previous image %s %s%s", tp, cn,
                             why ? why : "clone", aname,
-                            keep ? "kept (VMSNAP_RBD_KEEP_OLD_HEAD)"
+                            keep ? "kept (rbd.keep-old-head)"
                                  : "discarded after the switch",
                             depth_note ? depth_note : "");
     rspec_clear (&ch);
@@ -1746,11 +1739,9 @@ delete_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
     g_autoptr (GPtrArray) found = NULL;
     g_autofree char *kp = g_strconcat (MD_PROT, t->snap, NULL);
     g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
-    gboolean exists = FALSE, refuse = FALSE;
+    gboolean exists = FALSE, refuse = opt_refuse_children (op);
     int prot = 0;
 
-    if (!env_refuse_children (&refuse, err))
-      return -1;
     r = img_open (c, t, NULL, TRUE, TRUE, &img, err);
     if (r < 0 && r != -ENOENT)
       return -1;
@@ -1779,9 +1770,10 @@ delete_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
       if (refuse)
         return fail (err, VMSNAP_ERR_FAILED, "disk %s: snapshot %s has %u "
                      "clone(s) that depend on it: %s; flatten them (rbd flatten "
-                     "IMAGE), or let vmsnap flatten them (unset "
-                     "VMSNAP_RBD_DELETE_CHILDREN=refuse)",
-                     d->target, tp, found->len, list);
+                     "IMAGE), or let vmsnap flatten them (%s is refuse: "
+                     "make rbd.delete-children flatten)",
+                     d->target, tp, found->len, list,
+                     origin_of (op, "rbd.delete-children"));
     }
     for (guint i = 0; i < found->len; i++)
       g_ptr_array_add (names, rspec_image (g_ptr_array_index (found, i)));
@@ -2258,6 +2250,7 @@ vrbd_discard (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
 }
 
 static vmsnap_backend rbd_backend = {
+  .options = rbd_options,
   .name = NAME,
   .version = PACKAGE_VERSION,
   .description = "Ceph RBD snapshots, rollback or clone revert, through librbd",

@@ -175,6 +175,9 @@ typedef struct {
 #define VMSNAP_CAP_VM_INTERNAL      (UINT64_C(1) << 11)
 /* Several disks of this backend can be captured in one libvirt transaction. */
 #define VMSNAP_CAP_ONE_TRANSACTION  (UINT64_C(1) << 12)
+/* create puts a new image on top of the disk's backing chain (an external
+ * overlay): the chain grows by one, which vmsnap.max-chain-depth limits. */
+#define VMSNAP_CAP_CREATE_ADDS_LAYER (UINT64_C(1) << 13)
 
 /* --------------------------------------------------------------- probe */
 
@@ -336,6 +339,68 @@ typedef struct {
 
 void vmsnap_point_free (vmsnap_point *p);
 
+/* ------------------------------------------------------ configuration */
+
+/* Settings a backend declares (the `options` slot) and reads.
+ *
+ * The section of the configuration file (vmsnap.conf(5)) named after the
+ * backend holds its keys; `-o BACKEND.KEY=VALUE` sets them on the command
+ * line.  The core validates the file, the environment and the command line
+ * against the declarations before any slot runs (an unknown key or a bad
+ * value is an error that names the file or option, the section, the key
+ * and the allowed values), and resolves each key's effective value:
+ * command line > environment variable (desc.env) > configuration file >
+ * desc.default_value.  A slot therefore never sees a value that does not
+ * fit its declaration.
+ *
+ * An array of vmsnap_option_desc ends with an entry whose key is NULL.
+ * The layout of vmsnap_option_desc is fixed for ABI 1 (it sits in arrays,
+ * so it cannot grow); a later need gets a new slot. */
+typedef enum {
+  VMSNAP_OPTION_STRING = 0,     /* any non-empty text */
+  VMSNAP_OPTION_INT,            /* a decimal integer from min to max */
+  VMSNAP_OPTION_BOOL,           /* true/false (also yes/no, on/off, 1/0) */
+  VMSNAP_OPTION_ENUM,           /* one of values[] */
+  /* "N%" (0 < N <= 100, a share of something the backend knows) or a size
+   * "N[bkmgtp][B|iB]" (binary units, N > 0, decimals allowed: "1.5G"). */
+  VMSNAP_OPTION_SIZE_OR_PERCENT,
+} vmsnap_option_type;
+
+typedef struct {
+  const char *key;            /* [a-z0-9-], unique in its section */
+  vmsnap_option_type type;
+  const char *default_value;  /* as text; must itself be valid */
+  const char *const *values;  /* ENUM: allowed values, NULL-terminated */
+  int64_t min, max;           /* INT: the inclusive range */
+  const char *unit;           /* INT: "seconds", "objects", "%" or NULL,
+                                 for messages and `vmsnap config` */
+  const char *env;            /* environment variable that sets it, or NULL */
+  const char *help;           /* one line for `vmsnap config` */
+} vmsnap_option_desc;
+
+/* The configuration in force (vmsnap_config, vmsnap.h): a backend gets it
+ * from the operation or from the probe result, and keeps no copy (it lives
+ * as long as the context the front end opened). */
+
+const vmsnap_config *vmsnap_op_config (const vmsnap_op *op);
+const vmsnap_config *vmsnap_probe_config (const vmsnap_probe_result *res);
+
+/* Read a setting by its full name, "SECTION.KEY" (e.g. "lvm.snapshot-size",
+ * the same spelling as -o).  These never fail for a declared key (the core
+ * validated the value); for a NULL CFG or an undeclared key they return
+ * NULL, 0 or FALSE.  Strings stay valid as long as CFG. */
+const char *vmsnap_option_get (const vmsnap_config *cfg, const char *key);
+int64_t vmsnap_option_get_int (const vmsnap_config *cfg, const char *key);
+bool vmsnap_option_get_bool (const vmsnap_config *cfg, const char *key);
+/* SIZE_OR_PERCENT: the size in bytes; a percentage is taken of WHOLE and
+ * rounded up.  *is_percent (may be NULL) says which form was given. */
+uint64_t vmsnap_option_get_size (const vmsnap_config *cfg, const char *key,
+                                 uint64_t whole, bool *is_percent);
+/* Where the value came from, to cite in a message: the environment
+ * variable's name ("VMSNAP_LVM_SNAPSHOT_SIZE"), "KEY in FILE",
+ * "KEY on the command line" or "KEY, the default". */
+const char *vmsnap_option_origin (const vmsnap_config *cfg, const char *key);
+
 /* ------------------------------------------------------- the contract */
 
 typedef struct vmsnap_backend {
@@ -407,6 +472,15 @@ typedef struct vmsnap_backend {
    * storage already gone is success. */
   int (*discard) (vmsnap_op *op, const vmsnap_disk *disk, const char *locator,
                   unsigned int flags, GError **err);
+
+  /* Optional (NULL: no settings; modules built before this slot load with
+   * it NULL).  The keys of the configuration section named after the
+   * backend, terminated by an entry with a NULL key (see "configuration"
+   * above).  Must stay valid while the module is loaded (a static array).
+   * The core refuses a module whose declarations are malformed (bad key,
+   * a default that does not fit its type, an ENUM without values), naming
+   * the module and the key.  Read the values with vmsnap_option_get*(). */
+  const vmsnap_option_desc *options;
 } vmsnap_backend;
 
 /* Smallest struct a module may register: everything up to and including

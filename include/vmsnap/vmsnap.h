@@ -37,8 +37,41 @@ int vmsnap_exit_code (const GError *err);
 typedef struct vmsnap_ctx vmsnap_ctx;
 
 /* Initialise the library and load every backend that is installed.
- * A backend that fails to load is recorded (see backends), not fatal. */
+ * A backend that fails to load is recorded (see backends), not fatal.
+ * Then read the configuration (vmsnap.conf(5)) as vmsnap_ctx_new_full
+ * with OPTS NULL does: an invalid configuration is an error. */
 vmsnap_ctx *vmsnap_ctx_new (GError **err);
+
+/* Where the configuration comes from.  Each setting's effective value is,
+ * highest first: SETTINGS > its environment variable > the file > the
+ * built-in default. */
+typedef struct {
+  /* The configuration file; NULL: $VMSNAP_CONFIG, else the default file
+   * ($(sysconfdir)/vmsnap/vmsnap.conf).  A file named here or in
+   * $VMSNAP_CONFIG must exist; the default file may be missing. */
+  const char *file;
+  /* "SECTION.KEY=VALUE" from the command line, NULL-terminated, or NULL;
+   * a later one wins over an earlier one for the same key. */
+  const char *const *settings;
+} vmsnap_config_options;
+
+/* vmsnap_ctx_new with the configuration from OPTS.  An unknown section or
+ * key, a bad value or a missing named file fails with VMSNAP_ERR_USAGE,
+ * naming the file (or option or environment variable), the section, the
+ * key and the allowed values.  A section of a backend that is not
+ * installed (or failed to load) is ignored, with a note. */
+vmsnap_ctx *vmsnap_ctx_new_full (const vmsnap_config_options *opts,
+                                 GError **err);
+
+/* The configuration in force for CTX; read it with vmsnap_option_get*()
+ * (backend.h).  Valid as long as CTX. */
+typedef struct vmsnap_config vmsnap_config;
+const vmsnap_config *vmsnap_ctx_config (const vmsnap_ctx *ctx);
+
+/* Every known setting with its effective value and where it came from,
+ * and the notes (ignored sections), as pretty JSON or as text. */
+char *vmsnap_config_to_json (const vmsnap_ctx *ctx);
+char *vmsnap_config_to_text (const vmsnap_ctx *ctx);
 void vmsnap_ctx_free (vmsnap_ctx *ctx);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_ctx, vmsnap_ctx_free)
 
@@ -115,7 +148,7 @@ typedef struct vmsnap_engine vmsnap_engine;
 
 typedef struct {
   const char *uri;        /* libvirt URI or NULL */
-  const char *state_dir;  /* NULL: $VMSNAP_STATE_DIR, else the built-in default */
+  const char *state_dir;  /* NULL: the setting vmsnap.state-dir */
   unsigned int flags;     /* VMSNAP_ENGINE_* */
 } vmsnap_engine_options;
 
@@ -130,6 +163,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_engine, vmsnap_engine_free)
  * or digit, at most 128 bytes. */
 gboolean vmsnap_valid_snapshot_name (const char *name, GError **err);
 
+/* Create refuses (VMSNAP_ERR_UNSUPPORTED) when a disk's backing chain
+ * would grow deeper than the setting vmsnap.max-chain-depth (0: no limit). */
 typedef struct {
   const char *description;      /* kept with the snapshot, or NULL */
   bool memory;                  /* --memory: keep the VM's memory state */

@@ -54,11 +54,14 @@ VMSNAP_LVM_THIN_MAX_PERCENT=1 refused 1 "above the limit of 1% (VMSNAP_LVM_THIN_
 [[ $VMS_ERR == *"lvextend -L+SIZE vg/pool"* && $VMS_ERR == *"nothing was changed"* ]] ||
     fail "the message does not say what to do: $VMS_ERR"
 lvt_check "create refused: pool at $pool% above a limit of 1%"
-VMSNAP_LVM_THIN_MAX_PERCENT=abc refused 3 "VMSNAP_LVM_THIN_MAX_PERCENT='abc' is not a percentage" \
+# Bad values are configuration errors (vmsnap.conf(5)): exit 2, before
+# anything is touched.
+VMSNAP_LVM_THIN_MAX_PERCENT=abc refused 2 "VMSNAP_LVM_THIN_MAX_PERCENT='abc' is not a percentage" \
     create "$ENG_DOM" s2
-VMSNAP_LVM_SNAPSHOT_SIZE=lots refused 3 "VMSNAP_LVM_SNAPSHOT_SIZE='lots' is neither" \
+VMSNAP_LVM_SNAPSHOT_SIZE=lots refused 2 "VMSNAP_LVM_SNAPSHOT_SIZE='lots' is neither" \
     create "$ENG_DOM" s2
-VMSNAP_LVM_SNAPSHOT_SIZE=0% refused 3 "VMSNAP_LVM_SNAPSHOT_SIZE='0%'" create "$ENG_DOM" s2
+VMSNAP_LVM_SNAPSHOT_SIZE=0% refused 2 "VMSNAP_LVM_SNAPSHOT_SIZE='0%'" create "$ENG_DOM" s2
+refused 2 "option lvm.snapshot-size='lots' is neither" create --lvm-snapshot-size lots "$ENG_DOM" s2
 lvt_check "bad policy values refused"
 
 # --- the VG without space: the thin disk (first) succeeds, the thick one

@@ -67,6 +67,22 @@ test_small (void)
   expect ("small", VMSNAP_BACKEND_REFUSED, "registers a struct of 16 bytes");
 }
 
+/* A module built before the options slot: loads, the slot zero-filled
+ * (what its struct does not have is never read). */
+static void
+test_older_struct (void)
+{
+  expect ("old", VMSNAP_BACKEND_LOADED, NULL);
+}
+
+static void
+test_bad_options (void)
+{
+  expect ("badopts", VMSNAP_BACKEND_REFUSED,
+          "bad settings declaration: setting 'count': the default 'many' is "
+          "not a valid int");
+}
+
 static void
 test_noentry (void)
 {
@@ -138,6 +154,8 @@ main (int argc, char **argv)
   g_test_add_func ("/loader/bad-abi", test_badabi);
   g_test_add_func ("/loader/missing-slot", test_noslot);
   g_test_add_func ("/loader/struct-too-small", test_small);
+  g_test_add_func ("/loader/older-struct", test_older_struct);
+  g_test_add_func ("/loader/bad-options", test_bad_options);
   g_test_add_func ("/loader/no-entry", test_noentry);
   g_test_add_func ("/loader/unresolved-symbol", test_unresolved);
   g_test_add_func ("/loader/build-tree", test_build_tree);

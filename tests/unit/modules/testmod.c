@@ -36,9 +36,57 @@ t_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
 }
 
 #if defined(TESTMOD_GOOD)
+/* One setting of each type (tests/unit/test-config.c). */
+static const char *const colours[] = { "red", "green", "blue", NULL };
+static const vmsnap_option_desc good_options[] = {
+  { "name", VMSNAP_OPTION_STRING, "anon", NULL, 0, 0, NULL, NULL, "a string" },
+  { "count", VMSNAP_OPTION_INT, "3", NULL, -5, 10, "apples",
+    "VMSNAP_TEST_GOOD_COUNT", "an integer" },
+  { "flag", VMSNAP_OPTION_BOOL, "false", NULL, 0, 0, NULL, NULL, "a boolean" },
+  { "colour", VMSNAP_OPTION_ENUM, "green", colours, 0, 0, NULL,
+    "VMSNAP_TEST_GOOD_COLOUR", "an enum" },
+  { "size", VMSNAP_OPTION_SIZE_OR_PERCENT, "25%", NULL, 0, 0, NULL, NULL,
+    "a size or a percentage" },
+  { NULL },
+};
 static vmsnap_backend b = {
   .name = "good", .version = "1.0", .caps = VMSNAP_CAP_CREATE_OFFLINE,
   .probe = t_probe, .create = t_create, .revert = t_revert, .delete = t_delete,
+  .options = good_options,
+};
+VMSNAP_REGISTER_BACKEND (b)
+
+#elif defined(TESTMOD_OLD)
+/* A module built before the options slot existed: its struct ends at
+ * discard.  What lies beyond its struct_size must not be read: here a
+ * declaration the core would refuse. */
+static const vmsnap_option_desc beyond[] = {
+  { .key = "NOT A KEY", .type = VMSNAP_OPTION_INT, .default_value = "x" },
+  { NULL },
+};
+static vmsnap_backend b = {
+  .name = "old", .version = "1.0", .caps = VMSNAP_CAP_CREATE_OFFLINE,
+  .probe = t_probe, .create = t_create, .revert = t_revert, .delete = t_delete,
+  .options = beyond,
+};
+VMSNAP_BACKEND_EXPORT const vmsnap_backend *vmsnap_backend_entry (void);
+const vmsnap_backend *
+vmsnap_backend_entry (void)
+{
+  b.abi_version = VMSNAP_BACKEND_ABI_VERSION;
+  b.struct_size = offsetof (vmsnap_backend, options);
+  return &b;
+}
+
+#elif defined(TESTMOD_BADOPTS)
+static const vmsnap_option_desc bad_options[] = {
+  { .key = "count", .type = VMSNAP_OPTION_INT, .default_value = "many", .max = 10 },
+  { NULL },
+};
+static vmsnap_backend b = {
+  .name = "badopts", .version = "1.0",
+  .probe = t_probe, .create = t_create, .revert = t_revert, .delete = t_delete,
+  .options = bad_options,
 };
 VMSNAP_REGISTER_BACKEND (b)
 
