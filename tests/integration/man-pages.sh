@@ -134,8 +134,14 @@ echo "options: $checked commands compared with --help-all (vmsnap config: $([ $h
 env_doc=$(for p in "${pages[@]}"; do
               awk '/^\.SH /{ on = ($0 ~ /ENVIRONMENT/) } on' "$p"
           done | sed 's/\\f[BIRP]//g')
-code_env=$(cat "$srcdir"/libvmsnap/*.c "$srcdir"/backends/*/*.c "$srcdir"/tools/*.c |
-           grep -o 'g_getenv ("[A-Z_]*")' | sed 's/.*"\(.*\)".*/\1/' | sort -u)
+# Read by the code: g_getenv literals, and the environment variable each
+# setting declares (the core reads those for the backends; vmsnap config
+# lists them).
+code_env=$( { cat "$srcdir"/libvmsnap/*.c "$srcdir"/backends/*/*.c "$srcdir"/tools/*.c |
+                grep -o 'g_getenv ("[A-Z_]*")' | sed 's/.*"\(.*\)".*/\1/'
+              if [ "$have_config" = 1 ]; then
+                  "$VMSNAP" config --json | jq -r '.settings[].env // empty'
+              fi; } | sort -u)
 [ -n "$code_env" ] || fail "found no g_getenv in the sources"
 while IFS= read -r v; do
     grep -qw -- "$v" <<<"$env_doc" || bad "environment variable $v (read by the code) is not in an ENVIRONMENT section"
