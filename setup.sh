@@ -5,7 +5,8 @@
 #   ./setup.sh test    install packages, build, run the full test suite
 #                      (VMSNAP_TEST_STRICT=1: a fixture that cannot start fails)
 #
-# Builds go to build/ (and build-asan/ for the sanitizer pass of `test`).
+# Builds go to build/ (and build-asan/ for the sanitizer pass of `test`,
+# build-fuzz/ for its fuzzing pass: clang, `make fuzz`, tests/fuzz).
 # Set VMSNAP_SKIP_INSTALL=1 to skip apt-get.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,6 +31,9 @@ PACKAGES=(
   # tests: the RBD tests' throwaway Ceph cluster (tests/fixtures/ceph.sh)
   # and QEMU's rbd driver (qemu-io on rbd:, VMs with rbd disks)
   ceph-mon ceph-osd ceph-common qemu-block-extra
+  # tests: the fuzzing build (tests/fuzz): clang, its libFuzzer/ASan
+  # runtimes (a Recommends of clang), llvm-symbolizer for readable traces
+  clang libclang-rt-14-dev llvm
 )
 
 if [ "${VMSNAP_SKIP_INSTALL:-0}" != 1 ]; then
@@ -72,6 +76,10 @@ build build
 (cd build && make -j"$(nproc)" check) || status=1
 build build-asan --enable-sanitizers
 (cd build-asan && make -j"$(nproc)" check) || status=1
+# Fuzzing (tests/fuzz): a clang build with libFuzzer runs each harness for
+# 60 s over a copy of its corpus; its fuzz-suite.log is counted below.
+build build-fuzz --enable-fuzzing CC=clang || status=1
+(cd build-fuzz && make fuzz FUZZ_SECONDS=60) || status=1
 (cd build && make check-valgrind) || status=1
 # distcheck proves the tarball is complete and builds and tests on its own;
 # the real-stack tests already ran twice above, so it runs a light set.
@@ -80,7 +88,8 @@ build build-asan --enable-sanitizers
 
 # Totals over every test-suite.log of this run.
 pass=0 fail=0 skip=0
-for log in build/test-suite.log build-asan/test-suite.log build/test-suite-valgrind.log; do
+for log in build/test-suite.log build-asan/test-suite.log build/test-suite-valgrind.log \
+           build-fuzz/tests/fuzz/fuzz-suite.log; do
   [ -f "$log" ] || continue
   p=$(sed -n 's/^# PASS: *//p' "$log"); f=$(sed -n 's/^# FAIL: *//p' "$log")
   e=$(sed -n 's/^# ERROR: *//p' "$log"); x=$(sed -n 's/^# XPASS: *//p' "$log")
@@ -88,7 +97,7 @@ for log in build/test-suite.log build-asan/test-suite.log build/test-suite-valgr
   pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0} + ${e:-0} + ${x:-0})); skip=$((skip + ${s:-0}))
 done
 [ "$status" = 0 ] || [ "$fail" -gt 0 ] || fail=$((fail + 1))   # a build/distcheck failure counts
-for log in build/test-suite.log build-asan/test-suite.log; do
+for log in build/test-suite.log build-asan/test-suite.log build-fuzz/tests/fuzz/fuzz-suite.log; do
   [ -f "$log" ] && grep -E '^(FAIL|ERROR)' "$log" >&2 || true
 done
 echo "$pass passed, $fail failed, $skip skipped"

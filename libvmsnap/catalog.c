@@ -309,14 +309,22 @@ vmsnap_catalog_locators (catalog *c, const char *target)
   return out;
 }
 
-/* The nearest visible ancestor of ID (or ID itself), or NULL. */
+/* The nearest visible ancestor of ID (or ID itself), or NULL.  A walk of
+ * more steps than the catalog has entries is a loop of hidden entries (a
+ * damaged catalog), which has no visible ancestor.  (The bound used to be
+ * 100000 steps of a linear search each, and the hidden entry it stopped on
+ * was returned: a few hundred hidden entries in a loop kept `vmsnap list`
+ * busy for minutes; found with tests/fuzz/fuzz-catalog.) */
 cat_snap *
 vmsnap_catalog_visible (catalog *c, const char *id)
 {
   cat_snap *s = vmsnap_catalog_find_id (c, id);
 
-  for (int guard = 0; s && s->hidden && guard < 100000; guard++)
+  for (guint steps = 0; s && s->hidden; steps++) {
+    if (steps >= c->snaps->len)
+      return NULL;
     s = vmsnap_catalog_find_id (c, s->parent);
+  }
   return s;
 }
 

@@ -998,10 +998,13 @@ vmsnap_journal_check (vmsnap_journal *j, GError **err)
       return bad_journal (j, err, "disk %s has no backend", *t);
     if ((kind == OP_REVERT || kind == OP_DELETE) && jop (j, lkey) == NULL)
       return bad_journal (j, err, "disk %s has no locator", *t);
-    /* The catalog records the locator a finished create step returned. */
-    if (kind == OP_CREATE && vmsnap_journal_done (j, "core", step)
-        && !g_key_file_has_key (j->kf, group, "r.locator", NULL))
-      return bad_journal (j, err, "disk %s is done but has no locator", *t);
+    /* The catalog records the locator a finished create step returned
+     * (vmsnap_result_load reads it as UTF-8: NULL if it is not). */
+    if (kind == OP_CREATE && vmsnap_journal_done (j, "core", step)) {
+      g_autofree char *loc = g_key_file_get_string (j->kf, group, "r.locator", NULL);
+      if (loc == NULL || *loc == '\0')
+        return bad_journal (j, err, "disk %s is done but has no locator", *t);
+    }
   }
   return TRUE;
 }
