@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -178,8 +179,17 @@ vmsnap_journal_get (vmsnap_journal *j, const char *group, const char *key)
   /* Values are stored raw; the key file owns them until the next change. */
   g_autofree char *v = g_key_file_get_value (j->kf, group, key, NULL);
   char *unesc;
+  size_t n = v ? strlen (v) : 0, bs = 0;
 
   if (v == NULL)
+    return NULL;
+  /* A value ending in a lone backslash was not written by
+   * vmsnap_journal_set (g_strescape): a damaged journal.  g_strcompress
+   * would print a GLib warning for it; it reads as missing instead
+   * (found by tests/fuzz/fuzz-journal). */
+  while (bs < n && v[n - 1 - bs] == '\\')
+    bs++;
+  if (bs % 2 == 1)
     return NULL;
   unesc = g_strcompress (v);
   /* Keep the string alive as long as the journal: intern it. */

@@ -41,6 +41,15 @@ fuzz_tmpdir_cleanup (void)
   g_clear_pointer (&fuzz_dir, g_free);
 }
 
+/* A GLib warning or critical (a g_return_if_fail that caught a NULL, a
+ * g_strcompress on a damaged value) is a bug too: make it abort. */
+static G_GNUC_UNUSED void
+fuzz_fatal_warnings (void)
+{
+  g_log_set_always_fatal (G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING
+                          | G_LOG_LEVEL_CRITICAL);
+}
+
 /* Make the per-process directory once: $TMPDIR, else /dev/shm (the
  * harnesses fsync), else /tmp; removed at exit. */
 static G_GNUC_UNUSED void
@@ -50,6 +59,7 @@ fuzz_tmpdir_init (const char *name)
   const char *base = g_getenv ("TMPDIR");
   g_autofree char *path = NULL;
 
+  fuzz_fatal_warnings ();
   if (fuzz_dir)
     return;
   if (base == NULL || *base == '\0')
