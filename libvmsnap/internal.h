@@ -120,6 +120,7 @@ typedef struct {
   char *path;
   GKeyFile *kf;
   gboolean recovering;
+  GHashTable *strs;     /* the values vmsnap_journal_get handed out */
 } vmsnap_journal;
 
 vmsnap_journal *vmsnap_journal_new (const char *path);
