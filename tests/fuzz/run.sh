@@ -34,8 +34,13 @@ for prog in "$@"; do
           -print_final_stats=1 -artifact_prefix="$out/artifacts/$name-")
     [ -f "$srcdir/tests/fuzz/$name.dict" ] && args+=(-dict="$srcdir/tests/fuzz/$name.dict")
     echo "  FUZZ     $name (${secs} s)"
+    # The harness's own directory goes under this one, removed even when a
+    # crash skipped the harness's clean-up (tmpfs if there is one: it fsyncs).
+    base=/dev/shm; [ -d "$base" ] && [ -w "$base" ] || base=${TMPDIR:-/tmp}
+    tmp=$(mktemp -d "$base/vmsnap-fuzz.XXXXXX")
     rc=0
-    "$prog" "${args[@]}" "$work" >"$work.log" 2>&1 || rc=$?
+    TMPDIR=$tmp "$prog" "${args[@]}" "$work" >"$work.log" 2>&1 || rc=$?
+    rm -rf "$tmp"
     # "#123 DONE cov: 456 ft: 789 corp: 12/3456b ..." and the final stats
     done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$work.log" | tail -n 1)
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$done_line")
