@@ -6,6 +6,7 @@
 #                      (VMSNAP_TEST_STRICT=1: a fixture that cannot start fails)
 #
 # Builds go to build/ (and build-asan/ for the sanitizer pass of `test`,
+# build-fuzz/ for its fuzzing pass: clang, `make fuzz`, tests/fuzz; and
 # build-deb/ for its Debian packages).
 # Set VMSNAP_SKIP_INSTALL=1 to skip apt-get.
 set -euo pipefail
@@ -35,6 +36,9 @@ PACKAGES=(
   ceph-mon ceph-osd ceph-common qemu-block-extra
   # tests: the Debian packages (tests/packaging/deb.sh builds them)
   build-essential debhelper dh-autoreconf dpkg-dev fakeroot
+  # tests: the fuzzing build (tests/fuzz): clang, its libFuzzer/ASan
+  # runtimes (a Recommends of clang), llvm-symbolizer for readable traces
+  clang libclang-rt-14-dev llvm
 )
 
 if [ "${VMSNAP_SKIP_INSTALL:-0}" != 1 ]; then
@@ -78,18 +82,25 @@ build build
 (cd build && make -j"$(nproc)" check) || status=1
 build build-asan --enable-sanitizers
 (cd build-asan && make -j"$(nproc)" check) || status=1
+# Fuzzing (tests/fuzz): a clang build with libFuzzer runs each harness for
+# 60 s over a copy of its corpus; its fuzz-suite.log is counted below.  Only
+# the harnesses are built (make fuzz builds them): about 5 minutes in all.
+mkdir -p build-fuzz
+(cd build-fuzz && "$top/configure" --enable-werror --enable-fuzzing CC=clang &&
+   make -j"$(nproc)" fuzz FUZZ_SECONDS=60) || status=1
 (cd build && make check-valgrind) || status=1
 # distcheck proves the tarball is complete and builds and tests on its own;
 # the real-stack tests already ran twice above, so it runs a light set.
 (cd build && make -j"$(nproc)" distcheck \
-   TESTS="tests/unit/test-loader tests/unit/test-parse tests/unit/test-contract tests/integration/backends-cli.sh tests/integration/bad-input.sh tests/integration/engine-scenario.sh tests/integration/online-revert.sh") || status=1
+   TESTS="tests/unit/test-loader tests/unit/test-parse tests/unit/test-contract tests/unit/test-config tests/integration/config.sh tests/integration/man-pages.sh tests/integration/completion.sh tests/integration/backends-cli.sh tests/integration/bad-input.sh tests/integration/engine-scenario.sh tests/integration/online-revert.sh") || status=1
 # The Debian packages: build, install, load the backends, build an
 # out-of-tree backend against libvmsnap-dev, purge (build-deb/).
 bash tests/packaging/deb.sh build-deb || status=1
 
 # Totals over every test-suite.log of this run.
 pass=0 fail=0 skip=0
-for log in build/test-suite.log build-asan/test-suite.log build/test-suite-valgrind.log build-deb/test-suite-deb.log; do
+for log in build/test-suite.log build-asan/test-suite.log build/test-suite-valgrind.log \
+           build-fuzz/tests/fuzz/fuzz-suite.log build-deb/test-suite-deb.log; do
   [ -f "$log" ] || continue
   p=$(sed -n 's/^# PASS: *//p' "$log"); f=$(sed -n 's/^# FAIL: *//p' "$log")
   e=$(sed -n 's/^# ERROR: *//p' "$log"); x=$(sed -n 's/^# XPASS: *//p' "$log")
@@ -97,7 +108,8 @@ for log in build/test-suite.log build-asan/test-suite.log build/test-suite-valgr
   pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0} + ${e:-0} + ${x:-0})); skip=$((skip + ${s:-0}))
 done
 [ "$status" = 0 ] || [ "$fail" -gt 0 ] || fail=$((fail + 1))   # a build/distcheck failure counts
-for log in build/test-suite.log build-asan/test-suite.log build-deb/test-suite-deb.log; do
+for log in build/test-suite.log build-asan/test-suite.log build-fuzz/tests/fuzz/fuzz-suite.log \
+           build-deb/test-suite-deb.log; do
   [ -f "$log" ] && grep -E '^(FAIL|ERROR)' "$log" >&2 || true
 done
 echo "$pass passed, $fail failed, $skip skipped"

@@ -156,13 +156,19 @@ vmsnap_catalog_load (const char *path, const char *uuid, const char *name,
     for (xmlNodePtr k = n->children; k; k = k->next) {
       if (k->type != XML_ELEMENT_NODE)
         continue;
-      if (xmlStrEqual (k->name, BAD_CAST "description"))
+      /* vmsnap writes each of these once; of repeated ones (a hand-edited
+       * catalog) the last counts, and the earlier ones are freed, not
+       * leaked (found by tests/fuzz/fuzz-catalog). */
+      if (xmlStrEqual (k->name, BAD_CAST "description")) {
+        g_free (s->description);
         s->description = node_text (k);
-      else if (xmlStrEqual (k->name, BAD_CAST "domain-xml"))
+      } else if (xmlStrEqual (k->name, BAD_CAST "domain-xml")) {
+        g_free (s->domain_xml);
         s->domain_xml = node_text (k);
-      else if (xmlStrEqual (k->name, BAD_CAST "libvirt-snapshot-xml"))
+      } else if (xmlStrEqual (k->name, BAD_CAST "libvirt-snapshot-xml")) {
+        g_free (s->libvirt_xml);
         s->libvirt_xml = node_text (k);
-      else if (xmlStrEqual (k->name, BAD_CAST "disk")) {
+      } else if (xmlStrEqual (k->name, BAD_CAST "disk")) {
         g_autofree char *t = getp (k, "target"), *b = getp (k, "backend"),
                         *l = getp (k, "locator");
         if (t && b && l)
@@ -173,6 +179,44 @@ vmsnap_catalog_load (const char *path, const char *uuid, const char *name,
   }
   xmlFreeDoc (doc);
   return g_steal_pointer (&c);
+}
+
+/* S as XML 1.0 can hold it: valid UTF-8 (invalid bytes become U+FFFD) and
+ * no character XML forbids (control characters but tab, newline and
+ * carriage return; U+FFFE, U+FFFF), which become U+FFFD too.  A description
+ * is whatever the user typed and a journal replayed whatever it held:
+ * libxml2 writes such characters as they are, then refuses to read the file
+ * back, so one of them made the catalog, and with it every snapshot of the
+ * domain, unreadable (found by tests/fuzz/fuzz-journal). */
+static xmlChar *
+xml_safe (const char *s)
+{
+  g_autofree char *valid = g_utf8_make_valid (s, -1);
+  GString *out = g_string_sized_new (strlen (valid));
+
+  for (const char *p = valid; *p; p = g_utf8_next_char (p)) {
+    gunichar ch = g_utf8_get_char (p);
+    gboolean ok = ch >= 0x20 ? ch != 0xFFFE && ch != 0xFFFF
+                             : ch == '\t' || ch == '\n' || ch == '\r';
+    g_string_append_unichar (out, ok ? ch : 0xFFFD);
+  }
+  return BAD_CAST g_string_free (out, FALSE);
+}
+
+static void
+set_prop (xmlNodePtr n, const char *name, const char *value)
+{
+  g_autofree xmlChar *v = xml_safe (value ? value : "");
+
+  xmlNewProp (n, BAD_CAST name, v);
+}
+
+static void
+text_child (xmlNodePtr n, const char *name, const char *value)
+{
+  g_autofree xmlChar *v = xml_safe (value);
+
+  xmlNewTextChild (n, NULL, BAD_CAST name, v);
 }
 
 gboolean
@@ -186,37 +230,37 @@ vmsnap_catalog_save (catalog *c, GError **err)
   gboolean ok;
 
   xmlDocSetRootElement (doc, root);
-  xmlNewProp (root, BAD_CAST "version", BAD_CAST "1");
-  xmlNewProp (root, BAD_CAST "domain-uuid", BAD_CAST c->uuid);
-  xmlNewProp (root, BAD_CAST "domain-name", BAD_CAST c->name);
-  xmlNewProp (root, BAD_CAST "next-id", BAD_CAST next);
+  set_prop (root, "version", "1");
+  set_prop (root, "domain-uuid", c->uuid);
+  set_prop (root, "domain-name", c->name);
+  set_prop (root, "next-id", next);
   if (c->current)
-    xmlNewProp (root, BAD_CAST "current", BAD_CAST c->current);
+    set_prop (root, "current", c->current);
   for (guint i = 0; i < c->snaps->len; i++) {
     cat_snap *s = c->snaps->pdata[i];
     xmlNodePtr n = xmlNewChild (root, NULL, BAD_CAST "snapshot", NULL);
     g_autofree char *created = g_strdup_printf ("%" G_GINT64_FORMAT, s->created);
 
-    xmlNewProp (n, BAD_CAST "id", BAD_CAST s->id);
-    xmlNewProp (n, BAD_CAST "name", BAD_CAST s->name);
+    set_prop (n, "id", s->id);
+    set_prop (n, "name", s->name);
     if (s->parent)
-      xmlNewProp (n, BAD_CAST "parent", BAD_CAST s->parent);
-    xmlNewProp (n, BAD_CAST "created", BAD_CAST created);
+      set_prop (n, "parent", s->parent);
+    set_prop (n, "created", created);
     if (s->hidden)
-      xmlNewProp (n, BAD_CAST "hidden", BAD_CAST "yes");
+      set_prop (n, "hidden", "yes");
     if (s->description)
-      xmlNewTextChild (n, NULL, BAD_CAST "description", BAD_CAST s->description);
+      text_child (n, "description", s->description);
     for (guint k = 0; k < s->disks->len; k++) {
       cat_disk *d = s->disks->pdata[k];
       xmlNodePtr dn = xmlNewChild (n, NULL, BAD_CAST "disk", NULL);
-      xmlNewProp (dn, BAD_CAST "target", BAD_CAST d->target);
-      xmlNewProp (dn, BAD_CAST "backend", BAD_CAST d->backend);
-      xmlNewProp (dn, BAD_CAST "locator", BAD_CAST d->locator);
+      set_prop (dn, "target", d->target);
+      set_prop (dn, "backend", d->backend);
+      set_prop (dn, "locator", d->locator);
     }
     if (s->domain_xml)
-      xmlNewTextChild (n, NULL, BAD_CAST "domain-xml", BAD_CAST s->domain_xml);
+      text_child (n, "domain-xml", s->domain_xml);
     if (s->libvirt_xml)
-      xmlNewTextChild (n, NULL, BAD_CAST "libvirt-snapshot-xml", BAD_CAST s->libvirt_xml);
+      text_child (n, "libvirt-snapshot-xml", s->libvirt_xml);
   }
   xmlDocDumpFormatMemoryEnc (doc, &buf, &len, "UTF-8", 1);
   xmlFreeDoc (doc);
@@ -265,14 +309,23 @@ vmsnap_catalog_locators (catalog *c, const char *target)
   return out;
 }
 
-/* The nearest visible ancestor of ID (or ID itself), or NULL. */
+/* The nearest visible ancestor of ID (or ID itself), or NULL.  A walk of
+ * more steps than the catalog has entries is a loop of hidden entries (a
+ * damaged catalog), which has no visible ancestor.  (The bound used to be
+ * 100000 steps of a linear search each, and the hidden entry it stopped on
+ * was returned as the parent: with 60 hidden entries in a loop `vmsnap
+ * list` took seconds, growing with the square of their number; see
+ * tests/fuzz/corpus/catalog/bug-hidden-loop.xml.) */
 cat_snap *
 vmsnap_catalog_visible (catalog *c, const char *id)
 {
   cat_snap *s = vmsnap_catalog_find_id (c, id);
 
-  for (int guard = 0; s && s->hidden && guard < 100000; guard++)
+  for (guint steps = 0; s && s->hidden; steps++) {
+    if (steps >= c->snaps->len)
+      return NULL;
     s = vmsnap_catalog_find_id (c, s->parent);
+  }
   return s;
 }
 

@@ -458,8 +458,8 @@ silent_virerror (void *opaque, virErrorPtr e)
   /* errors are reported once, by us, from virGetLastErrorMessage() */
 }
 
-static vmsnap_domain *
-domain_new (void)
+vmsnap_domain *
+vmsnap_domain_new (void)
 {
   vmsnap_domain *dom = g_new0 (vmsnap_domain, 1);
 
@@ -616,7 +616,7 @@ vmsnap_domain *
 vmsnap_domain_open (vmsnap_ctx *ctx, const char *spec, const char *uri,
                     GError **err)
 {
-  g_autoptr (vmsnap_domain) dom = domain_new ();
+  g_autoptr (vmsnap_domain) dom = vmsnap_domain_new ();
   gboolean ok;
 
   if (spec == NULL || *spec == '\0') {

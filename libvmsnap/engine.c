@@ -453,10 +453,9 @@ roll_back (vmsnap_engine *e, vmsnap_journal *j)
 
 /* Apply the finished operation to the catalog.  Idempotent. */
 static gboolean
-apply_catalog (vmsnap_engine *e, vmsnap_journal *j, op_kind kind,
+apply_catalog (catalog *c, vmsnap_journal *j, op_kind kind,
                GHashTable *results, GError **err)
 {
-  catalog *c = e->cat;
   const char *id = jop (j, "id");
   g_auto (GStrv) disks = journal_disks (j);
 
@@ -798,7 +797,7 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
       goto failed;
   }
   if (!vmsnap_journal_done (j, "core", "catalog")) {
-    if (!apply_catalog (e, j, kind, results, err)
+    if (!apply_catalog (e->cat, j, kind, results, err)
         || !vmsnap_journal_mark (j, "core", "catalog", err))
       return FALSE;
   }
@@ -902,6 +901,149 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
   return FALSE;
 }
 
+/* ------------------------------------------------------- journal checks */
+
+static gboolean
+journal_kind (vmsnap_journal *j, op_kind *kind)
+{
+  const char *k = jop (j, "kind");
+
+  for (guint i = 0; k && i < G_N_ELEMENTS (op_names); i++)
+    if (strcmp (k, op_names[i]) == 0) {
+      *kind = (op_kind) i;
+      return TRUE;
+    }
+  return FALSE;
+}
+
+static gboolean
+one_of (const char *v, const char *const *allowed)
+{
+  return v == NULL || g_strv_contains (allowed, v);
+}
+
+/* Is V a snapshot id (a decimal number below G_MAXUINT, as begin() writes)? */
+static gboolean
+valid_id (const char *v)
+{
+  if (v == NULL || *v == '\0' || strlen (v) > 10 || strspn (v, "0123456789") != strlen (v))
+    return FALSE;
+  return g_ascii_strtoull (v, NULL, 10) < G_MAXUINT;
+}
+
+static gboolean G_GNUC_PRINTF (3, 4)
+bad_journal (vmsnap_journal *j, GError **err, const char *fmt, ...)
+{
+  va_list ap;
+  g_autofree char *why = NULL;
+
+  va_start (ap, fmt);
+  why = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+               "journal %s: %s: vmsnap never writes such a journal, so it was "
+               "damaged or edited; nothing was replayed. Move it away only "
+               "after checking the domain's disks by hand", j->path, why);
+  return FALSE;
+}
+
+/* Everything run_journal, roll_back and apply_catalog read from a loaded
+ * journal, checked before recovery acts on any of it: a journal is only
+ * ever written by vmsnap (atomically), so one that lacks a key they use, or
+ * names an unknown operation, was damaged or edited by hand.  Replaying it
+ * would be worse than refusing: an unknown kind ran as a create, a missing
+ * id, name or locator reached strcmp() and the catalog as NULL. */
+gboolean
+vmsnap_journal_check (vmsnap_journal *j, GError **err)
+{
+  static const char *const onlines[] = { "internal", "restart", "pause",
+                                         "transaction", NULL };
+  static const char *const starts[] = { "", "running", "paused", NULL };
+  static const char *const afters[] = { "default", "running", "paused",
+                                        "stopped", NULL };
+  op_kind kind;
+  const char *name = jop (j, "name"), *id = jop (j, "id");
+  g_auto (GStrv) disks = journal_disks (j);
+  g_autoptr (GHashTable) seen = g_hash_table_new (g_str_hash, g_str_equal);
+
+  if (!journal_kind (j, &kind))
+    return bad_journal (j, err, "unknown operation kind '%s'",
+                        jop (j, "kind") ? jop (j, "kind") : "(none)");
+  if (disks == NULL)
+    return bad_journal (j, err, "no list of disks");
+  if (!one_of (jop (j, "online"), onlines))
+    return bad_journal (j, err, "unknown online mode '%s'", jop (j, "online"));
+  if (!one_of (jop (j, "start"), starts) || !one_of (jop (j, "after"), afters))
+    return bad_journal (j, err, "unknown state to start the domain in");
+  if (kind != OP_MERGE) {
+    if (!vmsnap_valid_snapshot_name (name, NULL))
+      return bad_journal (j, err, "no valid snapshot name");
+    if (!valid_id (id))
+      return bad_journal (j, err, "no valid snapshot id");
+  }
+  if (kind == OP_CREATE) {
+    const char *created = jop (j, "created");
+    if (created == NULL || *created == '\0'
+        || strspn (created, "0123456789") != strlen (created))
+      return bad_journal (j, err, "no creation time");
+  }
+  for (char **t = disks; *t; t++) {
+    g_autofree char *bkey = g_strconcat ("backend.", *t, NULL);
+    g_autofree char *lkey = g_strconcat ("locator.", *t, NULL);
+    g_autofree char *step = g_strconcat ("disk-", *t, NULL);
+    g_autofree char *group = g_strconcat ("disk.", *t, NULL);
+    const char *be = jop (j, bkey);
+
+    if (**t == '\0' || g_hash_table_contains (seen, *t))
+      return bad_journal (j, err, "disk '%s' is empty or listed twice", *t);
+    g_hash_table_add (seen, *t);
+    if (be == NULL || *be == '\0')
+      return bad_journal (j, err, "disk %s has no backend", *t);
+    if ((kind == OP_REVERT || kind == OP_DELETE) && jop (j, lkey) == NULL)
+      return bad_journal (j, err, "disk %s has no locator", *t);
+    /* The catalog records the locator a finished create step returned
+     * (vmsnap_result_load reads it as UTF-8: NULL if it is not). */
+    if (kind == OP_CREATE && vmsnap_journal_done (j, "core", step)) {
+      g_autofree char *loc = g_key_file_get_string (j->kf, group, "r.locator", NULL);
+      if (loc == NULL || *loc == '\0')
+        return bad_journal (j, err, "disk %s is done but has no locator", *t);
+    }
+  }
+  return TRUE;
+}
+
+/* The part of recovery that reads journal J and acts on nothing but the
+ * catalog (tests/fuzz/fuzz-journal.c): J is checked, the results of its
+ * finished disk steps are loaded and, when every disk step is done and the
+ * catalog step is not, the catalog change is applied to CAT and saved to
+ * CAT's path, as run_journal does.  No backend, no libvirt, no domain. */
+gboolean
+vmsnap_journal_replay_catalog (catalog *cat, vmsnap_journal *j, GError **err)
+{
+  op_kind kind = OP_CREATE;
+  g_auto (GStrv) disks = NULL;
+  g_autoptr (GHashTable) results =
+    g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                           (GDestroyNotify) vmsnap_result_free);
+
+  if (!vmsnap_journal_check (j, err))
+    return FALSE;
+  journal_kind (j, &kind);
+  disks = journal_disks (j);
+  (void) journal_touched (j);
+  for (char **t = disks; *t; t++) {
+    g_autofree char *step = g_strconcat ("disk-", *t, NULL);
+    g_autofree char *group = g_strconcat ("disk.", *t, NULL);
+
+    if (!vmsnap_journal_done (j, "core", step))
+      return TRUE;       /* a backend would act here */
+    g_hash_table_insert (results, g_strdup (*t), vmsnap_result_load (j, group));
+  }
+  if (vmsnap_journal_done (j, "core", "catalog"))
+    return TRUE;
+  return apply_catalog (cat, j, kind, results, err);
+}
+
 /* ------------------------------------------------------------ opening */
 
 static char *
@@ -933,6 +1075,8 @@ recover (vmsnap_engine *e, GError **err)
 
   if (j == NULL)
     return err == NULL || *err == NULL;
+  if (!vmsnap_journal_check (j, err))
+    return FALSE;
   b = json_builder_new ();
   json_builder_begin_object (b);
   jstr (b, "recovered", jop (j, "kind"));

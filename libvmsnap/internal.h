@@ -80,6 +80,8 @@ struct vmsnap_domain {
 };
 
 const char *vmsnap_intern (vmsnap_domain *dom, const char *s);
+/* An empty domain model (no disks), for vmsnap_domain_parse. */
+vmsnap_domain *vmsnap_domain_new (void);
 /* Parse domain XML (BUF, LEN) named WHERE for messages into DOM. */
 gboolean vmsnap_domain_parse (vmsnap_domain *dom, const char *buf, size_t len,
                               const char *where, GError **err);
@@ -130,6 +132,7 @@ typedef struct {
   char *path;
   GKeyFile *kf;
   gboolean recovering;
+  GHashTable *strs;     /* the values vmsnap_journal_get handed out */
 } vmsnap_journal;
 
 vmsnap_journal *vmsnap_journal_new (const char *path);
@@ -184,6 +187,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_result, vmsnap_result_free)
 gboolean vmsnap_result_save (const vmsnap_result *r, vmsnap_journal *j,
                              const char *group, GError **err);
 vmsnap_result *vmsnap_result_load (vmsnap_journal *j, const char *group);
+/* Recovery's check of a loaded journal, before anything is replayed. */
+gboolean vmsnap_journal_check (vmsnap_journal *j, GError **err);
 
 /* ------------------------------------------------------------ catalog */
 
@@ -232,6 +237,10 @@ void vmsnap_catalog_rename (catalog *c, const char *target, const char *from,
                             const char *to);
 void vmsnap_catalog_drop_hidden_locator (catalog *c, const char *target,
                                          const char *locator);
+/* Recovery up to where it would act on storage: check journal J and apply
+ * its catalog step to CAT if every disk step is done (engine.c). */
+gboolean vmsnap_journal_replay_catalog (catalog *cat, vmsnap_journal *j,
+                                        GError **err);
 
 /* ------------------------------------------------- running domains */
 
