@@ -143,7 +143,7 @@ bench_footer ()
     local envs=() v
     for v in $(compgen -e | grep -E '^(BENCH_|VMSNAP_TEST_DOMTYPE)' || true); do
         [ "$v" = BENCH_DIR ] && continue
-        envs+=("$v=${!v}")
+        envs+=("$v=$(printf '%q' "${!v}")")
     done
     echo
     echo "Reproduce (as root, after a build):"
