@@ -24,14 +24,14 @@
 # mode) and the wall time of the whole command are shown too.
 #
 #   bench/pause-window.sh BUILD_DIR
-# Environment: BENCH_QUICK=1 (3 repetitions), BENCH_REPS (default 10),
+# Environment: BENCH_QUICK=1 (3 repetitions), BENCH_REPS (default 6),
 #   BENCH_DISKS (default "1 4 8"), BENCH_SKIP_RBD=1.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_init "$@"
 requires virsh virt-admin
 
-if [ "$BENCH_QUICK" = 1 ]; then REPS=${BENCH_REPS:-3}; else REPS=${BENCH_REPS:-10}; fi
+if [ "$BENCH_QUICK" = 1 ]; then REPS=${BENCH_REPS:-3}; else REPS=${BENCH_REPS:-6}; fi
 DISKS=${BENCH_DISKS:-1 4 8}
 export VMSNAP_STATE_DIR=$TEST_TMP/state
 export VMSNAP_TEST_DOMTYPE=${VMSNAP_TEST_DOMTYPE:-qemu}
