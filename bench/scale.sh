@@ -52,6 +52,7 @@ build ()
     for (( i = 1; i <= target; i++ )); do
         img=$(domxml_active "$dom" vda)
         must qemu-io -f qcow2 -c "write -P $(( i % 200 + 20 )) $(( (i % 512) * 65536 )) 64k" "$img" >/dev/null
+        sync
         time_ms "$VMSNAP" create "$@" "$dom" "$pre$i"
         [ "$T_RC" = 0 ] || fail "create $pre$i: $(cat "$TEST_TMP/.last.err")"
         CT+=("$T_MS")
