@@ -132,7 +132,7 @@ bench_header ()
     echo "## $1"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); mode: $([ "$BENCH_QUICK" = 1 ] && echo "QUICK (smoke sizes, numbers indicative only)" || echo full)"
-    echo "- machine: $(nproc) CPUs ($cpu), $mem RAM, kernel $(uname -r)"
+    echo "- machine: $(nproc) CPUs ($cpu), $mem RAM, kernel $(uname -r); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- vmsnap: $(cd "$srcdir" && git describe --always --dirty 2>/dev/null || echo unknown) ($VMSNAP)"
     echo "- $(qemu-img --version | head -n1)"
 }
