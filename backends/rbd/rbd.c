@@ -700,24 +700,35 @@ img_open (conn *c, const rspec *s, const char *snap, gboolean ro,
    * read-write open of a missing image (or snapshot), or a read-only open
    * of a missing image, a later open at a snapshot in the same process
    * makes a librados thread lock a freed mutex (abort: "terminate called
-   * after throwing std::system_error", or a hang).  So existence is
-   * checked first, on the RADOS objects (image) and through the head
-   * (snapshot). */
+   * after throwing std::system_error", or a hang).  So an image's
+   * existence is checked first, on its RADOS objects.
+   *
+   * Nor is an image ever opened at a snapshot (rbd_open* with a snapshot
+   * name): a snapshot is reached by opening the head read-only and
+   * switching that handle to the snapshot (rbd_snap_set), which fails
+   * with -ENOENT for a missing snapshot without tearing an image context
+   * down.  Opening at a snapshot right after an image context of the same
+   * image was torn down (a failed open, or the read-only head opened and
+   * closed to look the snapshot up) is the pattern that aborts; no
+   * context is ever torn down here before the one the caller gets. */
   r = image_exists (io, s->image);
   if (r == 0 && snap) {
-    rbd_image_t head = NULL;
-    bool e = false;
-    r = rbd_open_read_only (io, s->image, &head, NULL);
+    r = rbd_open_read_only (io, s->image, out, NULL);
     if (r == 0) {
-      r = rbd_snap_exists (head, snap, &e);
-      rbd_close (head);
+      bool e = false;
+      r = rbd_snap_exists (*out, snap, &e);
       if (r == 0 && !e)
         r = -ENOENT;
+      if (r == 0)
+        r = rbd_snap_set (*out, snap);
+      if (r < 0) {
+        rbd_close (*out);
+        *out = NULL;
+      }
     }
-  }
-  if (r == 0)
-    r = ro ? rbd_open_read_only (io, s->image, out, snap)
-           : rbd_open (io, s->image, out, snap);
+  } else if (r == 0)
+    r = ro ? rbd_open_read_only (io, s->image, out, NULL)
+           : rbd_open (io, s->image, out, NULL);
   if (r == 0)
     return 0;
   *out = NULL;
@@ -1808,9 +1819,25 @@ delete_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
   vmsnap_result_add_bytes_copied (res, copied);
   {
     g_autoptr (GPtrArray) left = NULL;
-    if (children_of (c, t, &left, err) < 0)
+    gboolean gone = FALSE;
+    {
+      /* A re-run after the removal itself (interrupted before the core
+       * recorded the result): the snapshot is gone, nothing to list. */
+      g_auto (rbd_image_t) img = NULL;
+      gboolean exists = FALSE;
+      r = img_open (c, t, NULL, TRUE, TRUE, &img, err);
+      if (r < 0 && r != -ENOENT)
+        return -1;
+      if (r == -ENOENT)
+        gone = TRUE;
+      else if ((r = snap_exists (img, t->snap, &exists)) < 0)
+        return rfail (c, err, r, "cannot read the snapshots of %s/%s", t->pool, t->image);
+      else
+        gone = !exists;
+    }
+    if (!gone && children_of (c, t, &left, err) < 0)
       return -1;
-    if (left->len > 0) {
+    if (left && left->len > 0) {
       /* Clones without deep-flatten that have snapshots of their own still
        * need T after a flatten: T stays until they are gone. */
       g_autofree char *list = names_of (left);
