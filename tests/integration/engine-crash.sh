@@ -170,24 +170,10 @@ crash_loop ()
 # LABEL DIRECTION COMMAND ARG, one background job each.
 loops=("create s3|-|create|s3" "revert s1|-|revert|s1"
        "delete s2 (commit)|commit|delete|s2" "delete s1 (pull)|pull|delete|s1")
-pids=()
-for i in "${!loops[@]}"; do
-    IFS='|' read -r label want cmd arg <<<"${loops[i]}"
-    ( setup "$TEST_TMP/loop$i"; crash_loop "$label" "$want" "$cmd" "$arg" ) \
-        >"$TEST_TMP/loop$i.log" 2>&1 &
-    pids+=($!)
-done
-total=0 failed=0
-for i in "${!loops[@]}"; do
-    rc=0
-    wait "${pids[i]}" || rc=$?
-    cat "$TEST_TMP/loop$i.log"
-    if [ "$rc" != 0 ]; then
-        echo "FAIL: crash loop '${loops[i]%%|*}' exited $rc" >&2
-        failed=1
-    else
-        total=$(( total + $(cat "$TEST_TMP/loop$i.points") ))
-    fi
-done
-[ "$failed" = 0 ] || fail "some crash loops failed (above)"
-echo "engine-crash: ok ($total crash points)"
+crash_job ()   # I
+{
+    local label want cmd arg
+    IFS='|' read -r label want cmd arg <<<"${loops[$1]}"
+    setup "$TEST_TMP/loop$1"; crash_loop "$label" "$want" "$cmd" "$arg"
+}
+run_crash_loops engine-crash crash_job

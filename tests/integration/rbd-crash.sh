@@ -204,23 +204,10 @@ crash_loop ()
 
 loops=("create s3|create|create|s3|" "clone revert s1|revert|revert|s1|VMSNAP_RBD_REVERT_MODE=clone"
        "delete s1 (flattens its clones)|delete|delete|s1|")
-pids=()
-for i in "${!loops[@]}"; do
-    IFS='|' read -r label kind cmd arg envv <<<"${loops[i]}"
-    ( crash_loop "$i" "$label" "$kind" "$cmd" "$arg" "$envv" ) >"$TEST_TMP/loop$i.log" 2>&1 &
-    pids+=($!)
-done
-total=0 failed=0
-for i in "${!loops[@]}"; do
-    rc=0
-    wait "${pids[i]}" || rc=$?
-    cat "$TEST_TMP/loop$i.log"
-    if [ "$rc" != 0 ]; then
-        echo "FAIL: crash loop '${loops[i]%%|*}' exited $rc" >&2
-        failed=1
-    else
-        total=$(( total + $(cat "$TEST_TMP/loop$i.points") ))
-    fi
-done
-[ "$failed" = 0 ] || fail "some crash loops failed (above)"
-echo "rbd-crash: ok ($total crash points)"
+crash_job ()   # I
+{
+    local label kind cmd arg envv
+    IFS='|' read -r label kind cmd arg envv <<<"${loops[$1]}"
+    crash_loop "$1" "$label" "$kind" "$cmd" "$arg" "$envv"
+}
+run_crash_loops rbd-crash crash_job
