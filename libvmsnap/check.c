@@ -369,6 +369,39 @@ check_chain (catalog *c, vmsnap_domain *dom, GPtrArray *drifts)
   }
 }
 
+/* A disk whose chain no longer matches the catalog: what its chain holds
+ * cannot be told from what the catalog lost, so points found on it are
+ * not added until the chain is fixed. */
+static void
+hold_back_mismatched (GPtrArray *drifts, GPtrArray *found)
+{
+  for (guint i = 0; i < drifts->len; i++) {
+    drift *m = drifts->pdata[i];
+    if (strcmp (m->kind, "chain-mismatch") != 0)
+      continue;
+    for (guint k = 0; k < drifts->len; k++) {
+      drift *d = drifts->pdata[k];
+      if (strcmp (d->kind, "not-in-catalog") != 0 || strcmp (d->disk, m->disk) != 0
+          || !d->repairable)
+        continue;
+      d->repairable = FALSE;
+      g_free (d->fix);
+      d->fix = g_strdup_printf ("storage holds %s for disk %s that the catalog "
+                                "does not know, but the disk's chain does not "
+                                "match the catalog (see chain-mismatch): fix "
+                                "that first, then run `vmsnap check --repair`",
+                                d->locator, d->disk);
+    }
+    for (guint k = 0; k < found->len;) {
+      char **f = found->pdata[k];
+      if (strcmp (f[0], m->disk) == 0)
+        g_ptr_array_remove_index (found, k);
+      else
+        k++;
+    }
+  }
+}
+
 /* A snapshot name for a point storage holds: its own name if it has a
  * valid free one, else recovered-<last path component>. */
 static char *
@@ -567,6 +600,7 @@ vmsnap_check_domain (vmsnap_ctx *ctx, const char *spec,
   if (!compare (ctx, dom, c, state_dir, drifts, found, notes, err))
     return NULL;
   check_chain (c, dom, drifts);
+  hold_back_mismatched (drifts, found);
 
   if (e && drifts->len > 0) {
     g_autoptr (GPtrArray) found2 = g_ptr_array_new_with_free_func ((GDestroyNotify) g_strfreev);
@@ -577,6 +611,7 @@ vmsnap_check_domain (vmsnap_ctx *ctx, const char *spec,
     if (!compare (ctx, dom, c, state_dir, after, found2, notes, err))
       return NULL;
     check_chain (c, dom, after);
+    hold_back_mismatched (after, found2);
   }
 
   json_builder_begin_object (b);
