@@ -241,6 +241,25 @@ check_disk (vmsnap_ctx *ctx, vmsnap_domain *dom, vmsnap_disk_priv *dp,
                                   " (a snapshot left with no disk is removed)"));
     }
   }
+  /* RBD: a catalogued snapshot whose ownership mark was removed (rbd
+   * image-meta remove) is still vmsnap's, but a lost catalog could not be
+   * rebuilt for it. */
+  for (guint k = 0; strcmp (bname, "rbd") == 0 && k < pts->len; k++) {
+    vmsnap_point *p = pts->pdata[k];
+    if (p->owner || p->locator == NULL
+        || !g_ptr_array_find_with_equal_func (all, p->locator, g_str_equal, NULL))
+      continue;
+    add_drift (drifts, "mark-missing", t, p->name, p->locator, NULL, FALSE,
+               g_strdup_printf ("snapshot %s of disk %s has lost vmsnap's "
+                                "ownership mark (image metadata vmsnap.snap.%s, "
+                                "removed outside vmsnap); the catalog still "
+                                "holds it, but a lost catalog could not be "
+                                "rebuilt for it: set the key again by hand "
+                                "(rbd image-meta set IMAGE vmsnap.snap.%s VALUE, "
+                                "VALUE as the other snapshots' keys have it)",
+                                p->locator, t, p->name ? p->name : "NAME",
+                                p->name ? p->name : "NAME"));
+  }
   /* Points with vmsnap's mark that the catalog does not know.  The active
    * file of a qcow2-external disk is where the VM writes, not a point. */
   actloc = g_strconcat (dp->pub.format ? dp->pub.format : "", ":",
