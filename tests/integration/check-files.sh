@@ -8,7 +8,8 @@
 # changing anything; --repair corrects the catalog (storage untouched,
 # checked by listing the image directory and the snapshot tables) and a
 # second check is clean; the catalog deleted, --repair rebuilds it from
-# storage, and reverts to the rebuilt snapshots give the right bytes.
+# storage, and reverts to the rebuilt snapshots give the right bytes.  Then
+# the same rebuild on a running libvirt domain.
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 : "${srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
@@ -145,4 +146,41 @@ vms_rc check "$TEST_TMP/nosuch.xml"
 [ "$VMS_RC" = 3 ] && grep -q "nosuch.xml" <<<"$VMS_ERR" || fail "unknown domain: rc $VMS_RC: $VMS_ERR"
 vms_rc check
 [ "$VMS_RC" = 2 ] || fail "check without DOMAIN exited $VMS_RC"
+
+# 8. A running libvirt domain (qcow2-external on vda): two snapshots taken
+# while it runs, the catalog lost; check reports both layers and creates
+# nothing, --repair rebuilds them while the domain runs, and a revert to
+# the rebuilt first one gives the bytes it had.
+export VMSNAP_TEST_DOMTYPE=${VMSNAP_TEST_DOMTYPE:-qemu}
+requires virsh
+libvirt_start
+qemu-img create -q -f qcow2 "$img/run.qcow2" 16M
+img_write "$img/run.qcow2" qcow2 0x31 0 1M
+mk_domain_xml ckrun "$TEST_TMP/ckrun.xml" "vda:qcow2:$img/run.qcow2"
+libvirt_define_test_domain ckrun "$TEST_TMP/ckrun.xml"
+cleanup_fn virsh -q undefine ckrun
+cleanup_fn virsh -q destroy ckrun
+out=$(virsh start ckrun 2>&1) || fail "virsh start ckrun: $out"
+dom=ckrun
+vms_ok create "$dom" r1
+hmp_qemu_io ckrun ua-vda "write -P 0x32 0 1M" >/dev/null
+vms_ok create "$dom" r2
+check_rc 0
+[ "$(ndiff)" = 0 ] || fail "running domain after two creates: $CK"
+rm -- "$VMSNAP_STATE_DIR/$(virsh domuuid ckrun | head -1)/catalog.xml"
+check_rc 6
+[ "$(ndiff)" = 2 ] || fail "running domain, lost catalog: want 2 differences: $CK"
+[ ! -e "$VMSNAP_STATE_DIR/$(virsh domuuid ckrun | head -1)/catalog.xml" ] || fail "check wrote a catalog"
+check_rc 0 --repair
+check_rc 0
+[ "$(names)" = "recovered-1 recovered-2 " ] || fail "rebuilt snapshots of ckrun: $(names)"
+"$VMSNAP" info --json "$dom" recovered-2 | jq -e '.parent == "recovered-1"' >/dev/null ||
+    fail "recovered-2's parent is not recovered-1"
+vms_ok revert "$dom" recovered-1 --stopped
+act=$(virsh -q domblklist --inactive ckrun | awk '$1 == "vda" { print $2 }')
+img_read "$act" qcow2 0x31 0 1M
+vms_ok revert "$dom" recovered-2 --stopped
+act=$(virsh -q domblklist --inactive ckrun | awk '$1 == "vda" { print $2 }')
+img_read "$act" qcow2 0x32 0 1M
+check_rc 0
 echo "check-files: ok"
