@@ -9,6 +9,7 @@
 #   DOMAIN                               virsh -r list --all --name (on the
 #                                        --connect URI of the line), *.xml
 #                                        files and directories
+#   (check, like every command, is read from vmsnap --help)
 #   NAME of revert, delete, info         vmsnap list --names --no-wait DOMAIN
 #   --backend TARGET=NAME                disk targets, then loaded backends
 #   --disk TARGET                        the domain's disk targets

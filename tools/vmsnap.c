@@ -30,6 +30,7 @@ static int cmd_merge (int argc, char **argv);
 static int cmd_recover (int argc, char **argv);
 static int cmd_chain (int argc, char **argv);
 static int cmd_config (int argc, char **argv);
+static int cmd_check (int argc, char **argv);
 
 static const command commands[] = {
   { "backends", "", "list snapshot backends: loaded, not installed, or why not", cmd_backends },
@@ -42,6 +43,7 @@ static const command commands[] = {
   { "merge", "DOMAIN", "shorten backing chains without losing a named snapshot", cmd_merge },
   { "recover", "DOMAIN", "finish or roll back an operation a crash interrupted", cmd_recover },
   { "chain", "DOMAIN", "the files behind each disk and which snapshot each holds", cmd_chain },
+  { "check", "DOMAIN", "compare the catalog with storage; --repair corrects the catalog", cmd_check },
   { "config", "", "every setting, its effective value and where it came from", cmd_config },
 };
 
@@ -55,7 +57,9 @@ static const char exit_codes[] =
   "  4  not possible: no backend can take a disk, an override was refused,\n"
   "     a chain would exceed vmsnap.max-chain-depth, or the operation is\n"
   "     not implemented yet\n"
-  "  5  busy: another vmsnap holds the domain\n";
+  "  5  busy: another vmsnap holds the domain\n"
+  "  6  check: the catalog and storage differ (after --repair: what it\n"
+  "     could not correct)\n";
 
 /* Output is UTF-8 as it comes (paths, names): g_print would convert it to
  * the locale's charset and turn non-ASCII into '?' under LC_ALL=C. */
@@ -672,6 +676,85 @@ cmd_merge (int argc, char **argv)
     print_report (report);
   }
   return 0;
+}
+
+/* vmsnap check: drift between the catalog and storage (libvmsnap/check.c). */
+static int
+cmd_check (int argc, char **argv)
+{
+  common_opts co = { 0 };
+  gboolean repair = FALSE;
+  GOptionEntry entries[] = {
+    { "repair", 0, 0, G_OPTION_ARG_NONE, &repair,
+      "correct the catalog from storage (storage is never changed)", NULL },
+    { NULL },
+  };
+  g_autoptr (GOptionContext) oc = g_option_context_new ("DOMAIN - compare the catalog with storage");
+  g_autoptr (vmsnap_ctx) ctx = NULL;
+  g_autoptr (JsonParser) p = json_parser_new ();
+  g_autofree char *json = NULL;
+  vmsnap_engine_options eo = { 0 };
+  JsonObject *o;
+  GError *err = NULL;
+  bool left = false;
+  int rc;
+
+  g_option_context_add_main_entries (oc, entries, NULL);
+  add_common (oc, &co);
+  g_option_context_set_summary (oc,
+    "Reports every difference between the catalog and what storage holds.\n"
+    "Without --repair nothing is written, created or locked.");
+  if ((rc = parse (oc, &argc, &argv)) >= 0) {
+    common_clear (&co);
+    return rc;
+  }
+  if (argc != 2) {
+    common_clear (&co);
+    return usage_error (oc, "needs DOMAIN");
+  }
+  ctx = new_ctx (&co.cf, &err);
+  eo.uri = co.uri;
+  eo.flags = co.no_wait ? VMSNAP_ENGINE_NO_WAIT : 0;
+  if (ctx)
+    json = vmsnap_check_domain (ctx, argv[1], &eo, repair ? VMSNAP_CHECK_REPAIR : 0,
+                                &left, &err);
+  common_clear (&co);
+  if (json == NULL)
+    return fail (err);
+  if (co.json) {
+    out (json);
+    out ("\n");
+    return left ? 6 : 0;
+  }
+  o = parse_obj (p, json);
+  {
+    static const char *const parts[] = { "differences", "changes", "remaining", "notes" };
+    JsonArray *diff = json_object_get_array_member (o, parts[0]);
+    JsonArray *chg = json_object_get_array_member (o, parts[1]);
+    JsonArray *rem = json_object_get_array_member (o, parts[2]);
+    JsonArray *notes = json_object_get_array_member (o, parts[3]);
+    guint nd = json_array_get_length (diff);
+
+    if (nd == 0)
+      printf ("Domain %s: the catalog and storage agree\n", argv[1]);
+    else
+      printf ("Domain %s: %u difference%s between the catalog and storage\n",
+              argv[1], nd, nd == 1 ? "" : "s");
+    for (guint i = 0; i < nd; i++) {
+      JsonObject *d = json_array_get_object_element (diff, i);
+      printf ("  %-18s disk %-6s snapshot %-16s %s\n    fix: %s\n", ostr0 (d, "kind"),
+              ostr0 (d, "disk"), ostr (d, "snapshot") ? ostr (d, "snapshot") : "-",
+              ostr0 (d, "storage"), ostr0 (d, "fix"));
+    }
+    for (guint i = 0; i < json_array_get_length (chg); i++)
+      printf ("Repaired: %s\n", json_array_get_string_element (chg, i));
+    if (repair && json_array_get_length (rem) > 0)
+      printf ("%u difference%s left that --repair cannot correct (see the fixes above)\n",
+              json_array_get_length (rem), json_array_get_length (rem) == 1 ? "" : "s");
+    for (guint i = 0; i < json_array_get_length (notes); i++)
+      printf ("Note: %s\n", json_array_get_string_element (notes, i));
+  }
+  return left ? 6 : 0;
 }
 
 static int

@@ -194,6 +194,21 @@ char *vmsnap_engine_recover_report (vmsnap_engine *e);
 char *vmsnap_engine_list (vmsnap_engine *e, GError **err);
 char *vmsnap_engine_chain (vmsnap_engine *e, const char *disk, GError **err);
 
+/* ------------------------------------------------------------- check */
+
+/* Drift between the catalog and storage (vmsnap check).  Compares what
+ * each disk's backend finds on storage (its list slot) with the catalog.
+ * Without VMSNAP_CHECK_REPAIR nothing is created, written or locked.
+ * With it the domain is opened as by vmsnap_engine_open (lock, recovery;
+ * OPTS->flags NO_WAIT applies) and the catalog is corrected from storage
+ * (written atomically); storage itself is never changed.  Returns a JSON
+ * report (differences, changes, remaining, notes), or NULL with *err;
+ * *DRIFT_LEFT: whether differences remain. */
+#define VMSNAP_CHECK_REPAIR (1u << 0)
+char *vmsnap_check_domain (vmsnap_ctx *ctx, const char *spec,
+                    const vmsnap_engine_options *opts, unsigned int flags,
+                    bool *drift_left, GError **err);
+
 #ifdef __cplusplus
 }
 #endif

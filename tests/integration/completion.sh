@@ -130,6 +130,7 @@ chmod +x "$TEST_TMP/nolibvirt/virsh"
 PATH=$TEST_TMP/nolibvirt:$PATH_SAVED
 expect "$V plan doms/" doms/comp.xml; ok
 expect "$V chain d" doms; ok
+expect "$V check d" doms; ok
 PATH=$PATH_SAVED
 
 # ---- backends, disk targets, configuration keys -------------------------------
