@@ -84,7 +84,7 @@ consistent ()
 virsh event --domain "$DOM" --event lifecycle --loop --timestamp \
     >"$TEST_TMP/events.log" 2>&1 &
 EVPID=$!
-stop_events () { kill "$EVPID" 2>/dev/null; wait "$EVPID" 2>/dev/null; return 0; }
+stop_events () { kill "$EVPID" 2>/dev/null || true; wait "$EVPID" 2>/dev/null || true; }
 cleanup_fn stop_events
 sleep 0.5
 
