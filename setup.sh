@@ -58,7 +58,8 @@ fi
 # installed: downloaded and unpacked into /var/tmp/vmsnap-test-kernel, where
 # the tests find it); fetch it once here so that no test times a download.
 # A failure is not fatal here: the LVM tests then say why (strict: fail).
-if [ "$mode" = test ]; then
+# The demo's Linux guest (demo/mixed.sh) boots the same kernel.
+if [ "$mode" = test ] || [ "$mode" = demo ]; then
   bash tests/fixtures/lvm-guest.sh fetch ||
     echo "setup.sh: warning: no kernel for the LVM guest (the LVM tests will fail)" >&2
 fi
