@@ -717,19 +717,24 @@ warm_get (vmsnap_op *op, const vmsnap_disk *d, guint timeout, GError **err)
   conn *c;
 
   g_mutex_lock (&warm_lock);
-  if (warm == NULL) {
+  if (warm == NULL)
     warm = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, warm_free);
-    /* atexit, not a destructor: it runs before librados' static objects
-     * are destroyed (they were registered earlier), a destructor of this
-     * module after (a crash in rados_shutdown). */
-    atexit (warm_shutdown);
-  }
   c = g_hash_table_lookup (warm, key);
   if (c == NULL && (c = conn_connect (op, d, timeout, err)) != NULL) {
+    static gboolean registered;
     c->shared = TRUE;
     c->d = NULL;                /* each handle names its own disk */
     c->op = NULL;
     g_hash_table_insert (warm, g_steal_pointer (&key), c);
+    /* atexit, not a destructor, and only after a connection exists: the
+     * handlers run in reverse order, so this one runs before the cleanup
+     * of what connecting initialised (OpenSSL's atexit: a rados_shutdown
+     * after it leaks) and before librados' static objects are destroyed
+     * (a module destructor runs after them: a crash in rados_shutdown). */
+    if (!registered) {
+      registered = TRUE;
+      atexit (warm_shutdown);
+    }
   }
   g_mutex_unlock (&warm_lock);
   return c;
@@ -1334,7 +1339,10 @@ vrbd_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
                  "RBD snapshot name", d->target, name ? name : "(null)");
   img_name = rspec_image (&a);
   key = g_strconcat (MD_SNAP, name, NULL);
-  if ((c = conn_open_shared (op, d, err)) == NULL)
+  /* On a running VM this runs inside the pause window: the shared
+   * connection (usually opened by the probe, before the pause). */
+  c = vmsnap_op_is_online (op) ? conn_open_shared (op, d, err) : conn_open (op, d, err);
+  if (c == NULL)
     return -1;
   if (img_open (c, &a, NULL, FALSE, FALSE, &img, err) < 0)
     return -1;
