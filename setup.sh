@@ -34,6 +34,9 @@ PACKAGES=(
   # tests: the RBD tests' throwaway Ceph cluster (tests/fixtures/ceph.sh)
   # and QEMU's rbd driver (qemu-io on rbd:, VMs with rbd disks)
   ceph-mon ceph-osd ceph-common qemu-block-extra
+  # tests: the Linux guest (tests/fixtures/linux-guest.sh) runs the host's
+  # qemu-ga over 9p for its guest-agent channel
+  qemu-guest-agent
   # tests: the Debian packages (tests/packaging/deb.sh builds them)
   build-essential debhelper dh-autoreconf dpkg-dev fakeroot
   # tests: the fuzzing build (tests/fuzz): clang, its libFuzzer/ASan
@@ -55,7 +58,8 @@ fi
 # installed: downloaded and unpacked into /var/tmp/vmsnap-test-kernel, where
 # the tests find it); fetch it once here so that no test times a download.
 # A failure is not fatal here: the LVM tests then say why (strict: fail).
-if [ "$mode" = test ]; then
+# The demo's Linux guest (demo/mixed.sh) boots the same kernel.
+if [ "$mode" = test ] || [ "$mode" = demo ]; then
   bash tests/fixtures/lvm-guest.sh fetch ||
     echo "setup.sh: warning: no kernel for the LVM guest (the LVM tests will fail)" >&2
 fi

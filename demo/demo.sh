@@ -2,6 +2,8 @@
 # vmsnap demo: a private, hermetic libvirt daemon runs a VM with a qcow2 and
 # a raw disk; vmsnap lists its backends and shows the snapshot plan for the
 # VM shut off and running.  Nothing outside a temporary directory changes.
+# Then demo/mixed.sh: one consistent snapshot of a running Linux guest on
+# qcow2 + raw + RBD disks, with its pause window.
 #
 #   demo/demo.sh [BUILD-DIR]     (default: build; ./setup.sh demo runs it)
 set -euo pipefail
@@ -127,3 +129,7 @@ echo
 echo "demo done: every snapshot above was created, reverted, deleted and merged"
 echo "on real images, shut off and while the VM ran; libvirt 9 itself refuses"
 echo "to revert to an external snapshot (above) and to delete one with --children."
+libvirt_stop
+
+# Part 2: one consistent instant across qcow2 + raw + RBD (demo/mixed.sh).
+exec "$top/demo/mixed.sh" "$build"

@@ -347,6 +347,7 @@ typedef struct {
   guint timeout;
   char *addr;              /* our client address */
   char *who;               /* "client.admin" */
+  gboolean shared;         /* borrowed from the warm cache: do not close */
 } conn;
 
 static void
@@ -354,6 +355,10 @@ conn_close (conn *c)
 {
   if (c == NULL)
     return;
+  if (c->shared) {
+    g_free (c);
+    return;
+  }
   if (c->io)
     g_hash_table_unref (c->io);  /* ioctxs before the cluster */
   if (c->cluster)
@@ -561,8 +566,10 @@ record (conn *c, const char *key, const char *value, GError **err)
   return record_client (c, err) && vmsnap_op_set (c->op, key, value, err);
 }
 
+/* A new connection to D's cluster with TIMEOUT (seconds); OP may be NULL
+ * (a probe: a key in a libvirt secret cannot be read then). */
 static conn *
-conn_open (vmsnap_op *op, const vmsnap_disk *d, GError **err)
+conn_connect (vmsnap_op *op, const vmsnap_disk *d, guint timeout, GError **err)
 {
   g_autoptr (conn) c = g_new0 (conn, 1);
   g_autofree char *hosts = mon_hosts (d);
@@ -574,7 +581,7 @@ conn_open (vmsnap_op *op, const vmsnap_disk *d, GError **err)
 
   c->d = d;
   c->op = op;
-  c->timeout = opt_timeout (op);
+  c->timeout = timeout;
   c->who = g_strdup_printf ("client.%s", d->auth_username ? d->auth_username : "admin");
   if ((r = rados_create (&c->cluster, d->auth_username)) < 0) {
     rfail (c, err, r, "cannot set up a Ceph client (%s)", c->who);
@@ -640,8 +647,120 @@ conn_open (vmsnap_op *op, const vmsnap_disk *d, GError **err)
     } else
       c->addr = g_strdup ("?");
   }
-  heal (c);
   return g_steal_pointer (&c);
+}
+
+static conn *
+conn_open (vmsnap_op *op, const vmsnap_disk *d, GError **err)
+{
+  conn *c = conn_connect (op, d, opt_timeout (op), err);
+
+  if (c)
+    heal (c);
+  return c;
+}
+
+/* ------------------------------------------------- the warm connections
+ *
+ * A create on a running VM runs inside the pause window, where each
+ * connection to a cluster (rados_connect: monitor handshake, maps) used to
+ * cost ~100-300 ms per disk.  So connections for creates are shared: one
+ * per cluster identity (user, configuration, monitors, secret) for the
+ * whole process, opened by the probe of a running domain's disk (the
+ * planner probes before the core pauses the VM) when the key does not
+ * live in a libvirt secret (a probe cannot read one), else by the first
+ * create, and reused by the creates of every other disk of that cluster.
+ * They are shut down when the process exits (atexit; modules are never
+ * unloaded). */
+
+static GMutex warm_lock;
+static GHashTable *warm;        /* identity -> conn (owned) */
+
+static char *
+warm_key (const vmsnap_disk *d, guint timeout)
+{
+  g_autofree char *hosts = mon_hosts (d);
+  const char *env = g_getenv ("CEPH_CONF");
+
+  return g_strdup_printf ("%s\n%s\n%s\n%s\n%s\n%s\n%u",
+                          d->auth_username ? d->auth_username : "",
+                          d->source_config ? d->source_config : "",
+                          hosts ? hosts : "",
+                          d->secret_uuid ? d->secret_uuid : "",
+                          d->secret_usage ? d->secret_usage : "",
+                          env ? env : "", timeout);
+}
+
+static void
+warm_free (gpointer p)
+{
+  conn *c = p;
+
+  c->shared = FALSE;
+  conn_close (c);
+}
+
+static void
+warm_shutdown (void)
+{
+  g_mutex_lock (&warm_lock);
+  g_clear_pointer (&warm, g_hash_table_unref);
+  g_mutex_unlock (&warm_lock);
+}
+
+/* The warm connection for D with TIMEOUT, opened now if there is none
+ * (OP may be NULL); NULL with *err if it cannot be opened. */
+static conn *
+warm_get (vmsnap_op *op, const vmsnap_disk *d, guint timeout, GError **err)
+{
+  g_autofree char *key = warm_key (d, timeout);
+  conn *c;
+
+  g_mutex_lock (&warm_lock);
+  if (warm == NULL)
+    warm = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, warm_free);
+  c = g_hash_table_lookup (warm, key);
+  if (c == NULL && (c = conn_connect (op, d, timeout, err)) != NULL) {
+    static gboolean registered;
+    c->shared = TRUE;
+    c->d = NULL;                /* each handle names its own disk */
+    c->op = NULL;
+    g_hash_table_insert (warm, g_steal_pointer (&key), c);
+    /* atexit, not a destructor, and only after a connection exists: the
+     * handlers run in reverse order, so this one runs before the cleanup
+     * of what connecting initialised (OpenSSL's atexit: a rados_shutdown
+     * after it leaks) and before librados' static objects are destroyed
+     * (a module destructor runs after them: a crash in rados_shutdown). */
+    if (!registered) {
+      registered = TRUE;
+      atexit (warm_shutdown);
+    }
+  }
+  g_mutex_unlock (&warm_lock);
+  return c;
+}
+
+/* For a create: a handle on the warm connection of D's cluster (closing
+ * it leaves the connection open), healed for OP. */
+static conn *
+conn_open_shared (vmsnap_op *op, const vmsnap_disk *d, GError **err)
+{
+  conn *w = warm_get (op, d, opt_timeout (op), err);
+  conn *c;
+
+  if (w == NULL)
+    return NULL;
+  c = g_new0 (conn, 1);
+  c->cluster = w->cluster;
+  c->io = w->io;
+  c->d = d;
+  c->op = op;
+  c->timeout = w->timeout;
+  c->addr = w->addr;
+  c->who = w->who;
+  c->shared = TRUE;
+  heal (c);
+  return c;
 }
 
 static rados_ioctx_t
@@ -1087,6 +1206,26 @@ slot_begin (vmsnap_op *op, const vmsnap_disk *d, const char *slot,
 
 /* ================================================================ probe */
 
+/* Connect to D's cluster now, before any pause window, for the creates
+ * to reuse (see "the warm connections").  Best effort and silent: a
+ * create that finds no warm connection connects itself and reports what
+ * fails.  Not when the key is in a libvirt secret (no libvirt connection
+ * here), nor with a timeout set in a configuration file (unknown here:
+ * only VMSNAP_RBD_TIMEOUT is seen). */
+static void
+warm_up (const vmsnap_disk *d)
+{
+  const char *t = g_getenv ("VMSNAP_RBD_TIMEOUT");
+  guint64 timeout = DEFAULT_TIMEOUT;
+  g_autoptr (GError) ignored = NULL;
+
+  if (d->secret_uuid || d->secret_usage)
+    return;
+  if (t && *t && (!g_ascii_string_to_unsigned (t, 10, 1, 3600, &timeout, NULL)))
+    return;
+  warm_get (NULL, d, (guint) timeout, &ignored);
+}
+
 static int
 vrbd_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
             vmsnap_probe_result *res, GError **err)
@@ -1142,8 +1281,10 @@ vrbd_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
   vmsnap_probe_add_limit (res, "revert needs the VM shut off (a running VM is "
                           "stopped and started again); a clone revert "
                           "switches the disk to a new image");
-  if (req->online)
+  if (req->online) {
     vmsnap_probe_add_limit (res, "the VM is paused while the snapshot is taken");
+    warm_up (d);
+  }
   if (req->memory)
     vmsnap_probe_add_limit (res, "memory state goes to an external file");
   return 0;
@@ -1198,7 +1339,10 @@ vrbd_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
                  "RBD snapshot name", d->target, name ? name : "(null)");
   img_name = rspec_image (&a);
   key = g_strconcat (MD_SNAP, name, NULL);
-  if ((c = conn_open (op, d, err)) == NULL)
+  /* On a running VM this runs inside the pause window: the shared
+   * connection (usually opened by the probe, before the pause). */
+  c = vmsnap_op_is_online (op) ? conn_open_shared (op, d, err) : conn_open (op, d, err);
+  if (c == NULL)
     return -1;
   if (img_open (c, &a, NULL, FALSE, FALSE, &img, err) < 0)
     return -1;
@@ -1265,7 +1409,9 @@ vrbd_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
   vmsnap_result_set_locator (res, loc);
   /* Rolled back (another disk failed): the core discards the snapshot. */
   vmsnap_result_add_undo (res, loc);
-  {
+  /* On a running VM this runs inside the pause window: no usage scan
+   * (opening the snapshot and walking its object map) there. */
+  if (!vmsnap_op_is_online (op)) {
     g_auto (rbd_image_t) si = NULL;
     g_autoptr (GPtrArray) names = NULL;
     guint64 bytes = 0;
