@@ -1,0 +1,465 @@
+#!/usr/bin/env bash
+# The cross-backend conformance program (issue 7).
+#
+#   conformance.sh [--config C]... [--seeds N] [--first-seed S] [--steps M]
+#                  [--crash] [--kills K]
+#
+# Configurations (C): qcow2-internal, qcow2-external (on a qcow2 base),
+# qcow2-external-raw (qcow2-external overlays on a raw base), rbd-rollback,
+# rbd-clone (a throwaway Ceph cluster, tests/fixtures/ceph.sh).  Default:
+# all five.  (LVM thin/thick: see doc/conformance.md.)
+#
+# Sequences.  Sequence S of a configuration starts from a fresh 1 MiB disk
+# (16 regions of 64 KiB, all zero) and runs M steps drawn by bash's RANDOM
+# seeded with S: a guest write (1-3 regions get a new pattern byte), create,
+# revert to ANY surviving snapshot, delete ANY snapshot (also one with
+# children), merge.  The model keeps the expected pattern of every region of
+# the disk and of every snapshot.  After EVERY step: the active disk holds
+# the model's head, every surviving snapshot (read directly through its
+# locator from `vmsnap list --json`: an external layer with its chain, an
+# internal snapshot through qemu-img convert -l, an RBD image@snap) holds
+# its pattern, the catalog lists exactly the model's snapshots and current
+# one, and `vmsnap check` finds no drift.  A failure prints the
+# configuration, the seed and the step, and the line that replays it.
+#
+# --crash: the crash matrix.  For every operation (create, revert, delete of
+# a snapshot with a child, merge) the process is killed after each journaled
+# step (VMSNAP_TEST_CRASH_AFTER=1,2,... until the operation completes) and K
+# times (--kills, default 3) with SIGKILL at a random moment; then
+# `vmsnap recover`, and everything is checked: the operation happened
+# entirely or not at all (the model before or after it), every snapshot is
+# intact, no drift (`vmsnap check`), no orphan file.  Prints the points
+# tried and passed per configuration.
+#
+# Environment: VMSNAP (the CLI), srcdir; VMSNAP_CONFORMANCE_SEEDS and
+# VMSNAP_CONFORMANCE_STEPS are the defaults of --seeds and --steps.
+set -euo pipefail
+: "${srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
+. "$srcdir/tests/fixtures/functions.sh"
+. "$srcdir/tests/fixtures/ceph.sh"
+: "${VMSNAP:?VMSNAP: the vmsnap CLI to test}"
+
+CONFIGS=()
+SEEDS=${VMSNAP_CONFORMANCE_SEEDS:-50}
+STEPS=${VMSNAP_CONFORMANCE_STEPS:-20}
+FIRST=1
+CRASH=0
+KILLS=3
+while [ $# -gt 0 ]; do
+    case $1 in
+        --config) CONFIGS+=("$2"); shift 2 ;;
+        --seeds) SEEDS=$2; shift 2 ;;
+        --first-seed|--seed) FIRST=$2; [ "$1" = --first-seed ] || SEEDS=1; shift 2 ;;
+        --steps) STEPS=$2; shift 2 ;;
+        --crash) CRASH=1; shift ;;
+        --kills) KILLS=$2; shift 2 ;;
+        *) echo "usage: $0 [--config C]... [--seeds N] [--seed S | --first-seed S] [--steps M] [--crash] [--kills K]" >&2
+           exit 2 ;;
+    esac
+done
+[ "${#CONFIGS[@]}" -gt 0 ] ||
+    CONFIGS=(qcow2-internal qcow2-external qcow2-external-raw rbd-rollback rbd-clone)
+
+requires jq qemu-img qemu-io xmllint
+mk_tmpdir
+NREG=16 REG=65536
+UUID=7d3c1a52-0b7e-4c59-9f3e-2a1d5e6c7b80
+
+# ------------------------------------------------------------ the model
+declare -a HEAD=()
+declare -A SNAP=() LOC=()
+CURRENT="" PAT=0 CFG="" SEED=0 STEP=0 WHAT=""
+
+where () { echo "config $CFG seed $SEED step $STEP ($WHAT); replay: $0 --config $CFG --seed $SEED --steps $STEPS"; }
+cfail () { fail "$* -- $(where)"; }
+
+model_reset ()
+{
+    local i
+    HEAD=(); for (( i = 0; i < NREG; i++ )); do HEAD+=(0); done
+    SNAP=() LOC=() CURRENT="" PAT=0
+}
+
+# model_save / model_restore: the crash matrix's "before" model.
+model_save ()
+{
+    SAVED_HEAD="${HEAD[*]}" SAVED_CURRENT=$CURRENT
+    SAVED_SNAP=$(declare -p SNAP)
+}
+model_restore ()
+{
+    read -r -a HEAD <<<"$SAVED_HEAD"
+    CURRENT=$SAVED_CURRENT
+    eval "${SAVED_SNAP/declare -A/declare -gA}"
+}
+
+# --------------------------------------------------------- the storage
+# Per configuration: DOM (domain XML), DFMT (format of the disk's data),
+# BACKEND (-b vda=... for create, or empty), ENVS (vmsnap environment).
+cfg_setup ()
+{
+    local dir=$TEST_TMP/run
+    rm -rf "$dir"; mkdir -p "$dir/img"
+    export VMSNAP_STATE_DIR=$dir/state
+    DOM=$dir/dom.xml IMGDIR=$dir/img BACKEND=()
+    unset VMSNAP_RBD_REVERT_MODE
+    case $CFG in
+        qcow2-internal|qcow2-external)
+            qemu-img create -q -f qcow2 "$IMGDIR/vda.qcow2" 1M
+            file_dom qcow2 "$IMGDIR/vda.qcow2"
+            [ "$CFG" = qcow2-external ] || BACKEND=(-b vda=qcow2-internal) ;;
+        qcow2-external-raw)
+            qemu-img create -q -f raw "$IMGDIR/vda.raw" 1M
+            file_dom raw "$IMGDIR/vda.raw" ;;
+        rbd-rollback|rbd-clone)
+            RBDN=$(( ${RBDN:-0} + 1 )); RBDIMG=${CFG#rbd-}-$RBDN
+            rbdc create --size 1M "rbd/$RBDIMG"
+            rbd_domain_xml confdom "$DOM" "vda:rbd/$RBDIMG:conf"
+            sed -i "s|<uuid>.*</uuid>|<uuid>$UUID</uuid>|" "$DOM"
+            export VMSNAP_RBD_REVERT_MODE=${CFG#rbd-} ;;
+        *) fail "unknown configuration '$CFG' (qcow2-internal, qcow2-external, qcow2-external-raw, rbd-rollback, rbd-clone)" ;;
+    esac
+}
+
+file_dom ()   # FORMAT PATH
+{
+    cat >"$DOM" <<EOF
+<domain type='qemu'>
+  <name>confdom</name>
+  <uuid>$UUID</uuid>
+  <memory unit='MiB'>64</memory>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='$1'/>
+      <source file='$2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+  </devices>
+</domain>
+EOF
+}
+
+is_rbd () { [[ $CFG == rbd-* ]]; }
+
+# active: sets AFMT and APATH (qemu-io's filename) of the disk's data now.
+active ()
+{
+    if is_rbd; then
+        AFMT=raw APATH=$(rbd_qemu "$(xmllint --xpath 'string(//disk/source/@name)' "$DOM")")
+    else
+        AFMT=$(xmllint --xpath 'string(//disk/driver/@type)' "$DOM")
+        APATH=$(xmllint --xpath 'string(//disk/source/@file)' "$DOM")
+    fi
+    [ -n "$AFMT" ] && [ -n "$APATH" ] || cfail "no active disk in $DOM"
+}
+
+# check_regions WHAT FMT FILENAME PATTERNS...: one qemu-io for all regions.
+check_regions ()
+{
+    local what=$1 fmt=$2 file=$3 i out n args=()
+    shift 3
+    local -a want=("$@")
+    for (( i = 0; i < NREG; i++ )); do
+        args+=(-c "read -P ${want[i]} $(( i * REG )) $REG")
+    done
+    out=$(timeout 120 qemu-io -r -U -f "$fmt" "${args[@]}" "$file" 2>&1) ||
+        { CHECK_ERR="$what: qemu-io $file failed: $out"; return 1; }
+    n=$(grep -c 'bytes at offset' <<<"$out") || true
+    if [[ $out == *"verification failed"* ]] || [ "$n" != "$NREG" ]; then
+        CHECK_ERR="$what ($file): expected regions [${want[*]}], found $(found_regions "$fmt" "$file")"
+        return 1
+    fi
+}
+
+# found_regions FMT FILE: the first byte of every region (for messages).
+found_regions ()
+{
+    local i out=""
+    for (( i = 0; i < NREG; i++ )); do
+        out+="$(qemu-io -r -U -f "$1" -c "read -v $(( i * REG )) 1" "$2" 2>/dev/null |
+                 sed -n '1s/^[0-9a-f]*: *\([0-9a-f][0-9a-f]\).*/0x\1/p') "
+    done
+    echo "[${out% }]"
+}
+
+# refresh: LOC[name] from list --json; the catalog lists exactly the
+# model's snapshots and current one.
+refresh ()
+{
+    local out names want cur
+    out=$("$VMSNAP" list --json "$DOM" 2>"$TEST_TMP/err") ||
+        { CHECK_ERR="vmsnap list failed: $(cat "$TEST_TMP/err")"; return 1; }
+    names=$(jq -r '.snapshots[].name' <<<"$out" | sort | tr '\n' ' ')
+    want=$(printf '%s\n' "${!SNAP[@]}" | sed '/^$/d' | sort | tr '\n' ' ')
+    [ "$names" = "$want" ] ||
+        { CHECK_ERR="catalog lists [$names], the model has [$want]"; return 1; }
+    cur=$(jq -r '.current // ""' <<<"$out")
+    [ "$cur" = "$CURRENT" ] ||
+        { CHECK_ERR="catalog's current snapshot is '$cur', the model's '$CURRENT'"; return 1; }
+    LIST_BEFORE=$out
+    LOC=()
+    while IFS=$'\t' read -r n l; do
+        LOC[$n]=$l
+    done < <(jq -r '.snapshots[] | [.name, (.disks[] | select(.target == "vda") | .locator)] | @tsv' <<<"$out")
+}
+
+# check_snapshot NAME: read the snapshot through its locator.
+check_snapshot ()
+{
+    local n=$1 loc=${LOC[$1]:-} fmt path tag raw
+    [ -n "$loc" ] || { CHECK_ERR="snapshot $n has no locator for vda"; return 1; }
+    read -r -a want <<<"${SNAP[$n]}"
+    case $loc in
+        rbd:*)
+            check_regions "snapshot $n" raw "$(rbd_qemu "${loc#rbd:}")" "${want[@]}" ;;
+        *#*)
+            fmt=${loc%%:*} path=${loc#*:} tag=${path##*#} path=${path%#*}
+            raw=$TEST_TMP/snap.raw
+            rm -f "$raw"
+            qemu-img convert -U -f "$fmt" -l "snapshot.name=$tag" -O raw "$path" "$raw" 2>"$TEST_TMP/err" ||
+                { CHECK_ERR="snapshot $n: qemu-img convert -l $tag $path: $(cat "$TEST_TMP/err")"; return 1; }
+            check_regions "snapshot $n (internal $tag)" raw "$raw" "${want[@]}" ;;
+        *:/*)
+            check_regions "snapshot $n" "${loc%%:*}" "${loc#*:}" "${want[@]}" ;;
+        *) CHECK_ERR="snapshot $n: locator '$loc' not understood"; return 1 ;;
+    esac
+}
+
+# check_all: head, catalog, every snapshot, no drift.  Returns 1 with
+# CHECK_ERR set.
+check_all ()
+{
+    local n out
+    active
+    check_regions "the disk" "$AFMT" "$APATH" "${HEAD[@]}" || return 1
+    refresh || return 1
+    for n in "${!SNAP[@]}"; do
+        check_snapshot "$n" || return 1
+    done
+    # A guest write changes no snapshot and no catalog: no drift check.
+    [ "$WHAT" = write ] && return 0
+    out=$("$VMSNAP" check --json "$DOM" 2>&1) ||
+        { CHECK_ERR="vmsnap check finds drift: $out"; return 1; }
+}
+
+# no_orphans: every file in the image directory is on the active chain or on
+# the chain of a snapshot's locator (file configurations).
+no_orphans ()
+{
+    is_rbd && return 0
+    local f refs="" loc p
+    active
+    refs+=$(qemu-img info -U -f "$AFMT" --backing-chain --output=json "$APATH" | jq -r '.[].filename')
+    for loc in "${LOC[@]}"; do
+        p=${loc#*:}; p=${p%#*}
+        refs+=$'\n'$(qemu-img info -U -f "${loc%%:*}" --backing-chain --output=json "$p" | jq -r '.[].filename')
+    done
+    for f in "$IMGDIR"/*; do
+        grep -qxF "$f" <<<"$refs" || { CHECK_ERR="orphan file $f (on no chain)"; return 1; }
+    done
+}
+
+# ----------------------------------------------------------- operations
+vms ()
+{
+    VMS_RC=0
+    VMS_OUT=$("$VMSNAP" "$@" 2>"$TEST_TMP/err") || VMS_RC=$?
+    VMS_ERR=$(cat "$TEST_TMP/err")
+}
+vms_ok ()
+{
+    vms "$@"
+    [ "$VMS_RC" = 0 ] || cfail "vmsnap $* exited $VMS_RC: $VMS_OUT $VMS_ERR"
+}
+
+op_write ()
+{
+    local k i args=()
+    active
+    for (( k = 0; k < 1 + RANDOM % 3; k++ )); do
+        i=$(( RANDOM % NREG ))
+        PAT=$(( PAT % 250 + 1 ))
+        HEAD[i]=$PAT
+        args+=(-c "write -P $PAT $(( i * REG )) $REG")
+    done
+    out=$(timeout 120 qemu-io -f "$AFMT" "${args[@]}" "$APATH" 2>&1) ||
+        cfail "guest write failed: $out"
+    [[ $out != *failed* ]] || cfail "guest write failed: $out"
+    WHAT="write"
+}
+
+NAMEN=0
+op_create () { NAMEN=$(( NAMEN + 1 )); create_named "s$NAMEN"; }
+create_named ()
+{
+    WHAT="create $1"
+    vms_ok create "$DOM" "$1" "${BACKEND[@]}"
+    model_create "$1"
+}
+model_create () { SNAP[$1]="${HEAD[*]}"; CURRENT=$1; }
+
+pick_snapshot () { local -a n=("${!SNAP[@]}"); PICK=${n[RANDOM % ${#n[@]}]}; }
+
+op_revert () { pick_snapshot; WHAT="revert $PICK"; vms_ok revert "$DOM" "$PICK"; model_revert "$PICK"; }
+model_revert () { read -r -a HEAD <<<"${SNAP[$1]}"; CURRENT=$1; }
+
+op_delete () { pick_snapshot; WHAT="delete $PICK"; vms_ok delete "$DOM" "$PICK"; model_delete "$PICK"; }
+model_delete ()
+{
+    # The catalog's current snapshot after deleting the current one is its
+    # parent (a named one: the catalog's parent as listed before).
+    if [ "$CURRENT" = "$1" ]; then
+        CURRENT=$(jq -r --arg n "$1" '.snapshots[] | select(.name == $n) | .parent // ""' <<<"$LIST_BEFORE")
+    fi
+    unset "SNAP[$1]"
+}
+
+op_merge () { WHAT="merge"; vms_ok merge "$DOM"; }
+
+# ------------------------------------------------------------ sequences
+run_sequence ()
+{
+    local r
+    SEED=$1 STEP=0 WHAT="setup" NAMEN=0
+    RANDOM=$SEED
+    model_reset
+    cfg_setup
+    LIST_BEFORE='{}'
+    for (( STEP = 1; STEP <= STEPS; STEP++ )); do
+        r=$(( RANDOM % 100 ))
+        if [ "${#SNAP[@]}" = 0 ] && [ "$r" -ge 60 ]; then r=40; fi
+        if   [ "$r" -lt 35 ]; then op_write
+        elif [ "$r" -lt 60 ]; then op_create
+        elif [ "$r" -lt 75 ]; then op_revert
+        elif [ "$r" -lt 90 ]; then op_delete
+        else op_merge
+        fi
+        check_all || cfail "$CHECK_ERR"
+    done
+}
+
+conformance ()
+{
+    local s t0=$SECONDS
+    for (( s = FIRST; s < FIRST + SEEDS; s++ )); do
+        run_sequence "$s"
+    done
+    # The checks can fail: a model that differs from the disk in one region
+    # (and, when there is one, in one snapshot) must be caught.
+    local h3=${HEAD[3]}
+    HEAD[3]=$(( h3 % 250 + 1 ))
+    ! check_all || cfail "self-test: the disk passed a check against a wrong model"
+    HEAD[3]=$h3
+    if [ "${#SNAP[@]}" -gt 0 ]; then
+        pick_snapshot
+        local keep=${SNAP[$PICK]}
+        SNAP[$PICK]="7 ${keep#* }"
+        [ "${keep%% *}" != 7 ] || SNAP[$PICK]="8 ${keep#* }"
+        ! check_all || cfail "self-test: snapshot $PICK passed a check against a wrong model"
+        SNAP[$PICK]=$keep
+    fi
+    check_all || cfail "self-test: the restored model fails: $CHECK_ERR"
+    echo "conformance: $CFG: $SEEDS sequences x $STEPS steps passed ($(( SECONDS - t0 )) s)"
+}
+
+# --------------------------------------------------------- crash matrix
+# The state every crash point starts from: s1 <- s2 <- s3 (a child),
+# written between, then revert s1 and a write (s1 has two children).
+crash_base ()
+{
+    model_reset
+    cfg_setup
+    RANDOM=42
+    op_write; create_named s1; op_write; create_named s2; op_write
+    create_named s3; op_write
+    WHAT="revert s1"; vms_ok revert "$DOM" s1; model_revert s1; op_write
+}
+
+# crash_op OP: the operation under test; OP_MODEL: its effect on the model.
+crash_run ()
+{
+    case $1 in
+        create) vms create "$DOM" sx "${BACKEND[@]}" ;;
+        revert) vms revert "$DOM" s3 ;;
+        delete) vms delete "$DOM" s2 ;;
+        merge) vms merge "$DOM" ;;
+    esac
+}
+crash_model_after ()
+{
+    case $1 in
+        create) model_create sx ;;
+        revert) model_revert s3 ;;
+        delete) model_delete s2 ;;
+        merge) ;;
+    esac
+}
+
+# After recover: the model before or after the operation holds.
+crash_verify ()
+{
+    local before_err
+    check_all && no_orphans && return 0
+    before_err=$CHECK_ERR
+    crash_model_after "$1"
+    check_all && no_orphans && return 0
+    cfail "after recover neither the state before the operation ($before_err) nor after it ($CHECK_ERR) holds"
+}
+
+crash_point ()   # OP KIND ARG
+{
+    local op=$1 kind=$2 arg=$3 pid
+    crash_base
+    LIST_BEFORE=$("$VMSNAP" list --json "$DOM")
+    model_save
+    WHAT="$op, $kind $arg"
+    if [ "$kind" = after ]; then
+        VMSNAP_TEST_CRASH_AFTER=$arg crash_run "$op"
+        if [ "$VMS_RC" = 0 ]; then
+            CRASH_DONE=1
+        elif [[ $VMS_ERR != *"VMSNAP_TEST_CRASH_AFTER reached"* ]]; then
+            cfail "vmsnap $op exited $VMS_RC without reaching the crash point: $VMS_ERR"
+        fi
+    else
+        crash_run "$op" & pid=$!
+        sleep "0.$(printf '%03d' $(( RANDOM % 600 )))"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+    vms_ok recover "$DOM"
+    model_restore
+    crash_verify "$op"
+    POINTS=$(( POINTS + 1 ))
+}
+
+crash_matrix ()
+{
+    local op k t0=$SECONDS
+    POINTS=0 SEED=0 STEP=0
+    for op in create revert delete merge; do
+        CRASH_DONE=0
+        for (( k = 1; CRASH_DONE == 0; k++ )); do
+            [ "$k" -le 60 ] || cfail "$op never completed within 60 crash points"
+            crash_point "$op" after "$k"
+        done
+        for (( k = 0; k < KILLS; k++ )); do
+            crash_point "$op" kill "$k"
+        done
+    done
+    echo "crash matrix: $CFG: $POINTS points tried, $POINTS passed ($(( SECONDS - t0 )) s)"
+}
+
+# ---------------------------------------------------------------- main
+for CFG in "${CONFIGS[@]}"; do
+    if is_rbd && [ -z "${CEPH_CONF:-}" ]; then
+        requires_qemu_rbd
+        requires_rbd_backend
+        ceph_start
+    fi
+    if [ "$CRASH" = 1 ]; then
+        crash_matrix
+    else
+        conformance
+    fi
+done
