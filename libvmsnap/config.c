@@ -21,14 +21,24 @@
 #define CORE_SECTION "vmsnap"
 #define MAX_OPTIONS 256
 
+static const char *const quiesce_modes[] = { "off", "on", "best-effort", NULL };
+
 static const vmsnap_option_desc core_options[] = {
   { "state-dir", VMSNAP_OPTION_STRING, VMSNAP_STATE_DIR_DEFAULT, NULL, 0, 0,
     NULL, "VMSNAP_STATE_DIR",
     "where each domain's catalog, journal and lock live" },
   { "max-chain-depth", VMSNAP_OPTION_INT, "0", NULL, 0, 1000, "images", NULL,
     "create refuses when a disk's backing chain would grow deeper (0: no limit)" },
+  { "quiesce", VMSNAP_OPTION_ENUM, "off", quiesce_modes, 0, 0, NULL, NULL,
+    "freeze the guest's file systems through its agent around a create "
+    "(quiesce-qga plugin; create --quiesce): off, on (failure aborts), best-effort" },
   { "quiesce-timeout", VMSNAP_OPTION_INT, "10", NULL, 1, 3600, "seconds", NULL,
-    "longest guest file-system freeze (reserved for the guest-agent plugin; not used yet)" },
+    "how long the guest agent gets to answer a freeze or thaw (quiesce-qga)" },
+  { "hooks-dir", VMSNAP_OPTION_STRING, VMSNAP_HOOKS_DIR_DEFAULT, NULL, 0, 0, NULL,
+    "VMSNAP_HOOKS_DIR",
+    "the executables the exec-hooks plugin runs before and after each operation" },
+  { "hook-timeout", VMSNAP_OPTION_INT, "30", NULL, 1, 86400, "seconds", NULL,
+    "a hook still running after this is killed (a before hook then aborts the operation)" },
   { NULL },
 };
 

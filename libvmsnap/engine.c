@@ -33,6 +33,7 @@
 #include <libvirt/virterror.h>
 
 #include "internal.h"
+#include "plugin-internal.h"
 
 struct vmsnap_engine {
   vmsnap_ctx *ctx;             /* borrowed */
@@ -45,6 +46,9 @@ struct vmsnap_engine {
   char *recover_report;        /* JSON, or NULL */
   gint64 paused_at;            /* monotonic µs when we suspended the VM, or 0 */
   gint64 pause_us;             /* how long it stayed suspended */
+  vmsnap_hook_call *hooks;     /* the plugins' view of the running operation */
+  gint64 frozen_at;            /* monotonic µs of a successful FREEZE, or 0 */
+  gint64 frozen_us;            /* how long the guest stayed frozen */
 };
 
 typedef enum { OP_CREATE, OP_REVERT, OP_DELETE, OP_MERGE } op_kind;
@@ -691,6 +695,111 @@ vm_step (vmsnap_engine *e, vmsnap_journal *j, op_kind kind, GError **err)
   return TRUE;
 }
 
+/* ------------------------------------------------------------ plugins */
+
+static const char *
+state_name (vmsnap_engine *e)
+{
+  int st = 0, reason = 0;
+
+  if (e->dom->dom == NULL)
+    return "file";
+  if (virDomainGetState (e->dom->dom, &st, &reason, 0) < 0)
+    return "unknown";
+  return st == VIR_DOMAIN_RUNNING ? "running" : st == VIR_DOMAIN_PAUSED ? "paused"
+       : st == VIR_DOMAIN_SHUTOFF ? "shut off" : "other";
+}
+
+/* The plugins' view of the operation in J (HC's strings borrow from J and
+ * E; targets/backends are freed by hooks_clear). */
+static void
+hooks_init (vmsnap_engine *e, vmsnap_journal *j, vmsnap_hook_call *hc, GPtrArray *msgs)
+{
+  char **disks = journal_disks (j);
+  guint n = disks ? g_strv_length (disks) : 0;
+
+  /* Copies: the journal's values and the domain model change under us. */
+  memset (hc, 0, sizeof *hc);
+  hc->operation = g_strdup (jop (j, "kind"));
+  hc->domain = g_strdup (e->dom->name);
+  hc->uuid = g_strdup (e->dom->uuid);
+  hc->snapshot = g_strdup (jop (j, "name"));
+  hc->state = state_name (e);
+  hc->targets = disks;
+  hc->backends = g_new0 (char *, n + 1);
+  for (guint i = 0; i < n; i++) {
+    g_autofree char *bkey = g_strconcat ("backend.", disks[i], NULL);
+    hc->backends[i] = g_strdup (jop (j, bkey));
+  }
+  hc->libvirt_domain = e->dom->dom;
+  hc->config = e->ctx->config;
+  hc->messages = msgs;
+}
+
+static void
+hooks_clear (vmsnap_hook_call *hc)
+{
+  g_strfreev (hc->targets);
+  g_strfreev (hc->backends);
+  g_free ((char *) hc->operation);
+  g_free ((char *) hc->domain);
+  g_free ((char *) hc->uuid);
+  g_free ((char *) hc->snapshot);
+  memset (hc, 0, sizeof *hc);
+}
+
+/* create --quiesce: FREEZE every plugin right before the capture, the
+ * freeze recorded first so that recovery thaws after a crash. */
+static gboolean
+freeze (vmsnap_engine *e, vmsnap_journal *j, GError **err)
+{
+  const char *mode = vmsnap_option_get (e->ctx->config, "vmsnap.quiesce");
+
+  if (e->hooks == NULL || g_strcmp0 (mode, "off") == 0 || mode == NULL
+      || e->dom->dom == NULL || virDomainIsActive (e->dom->dom) != 1)
+    return TRUE;
+  if (!vmsnap_journal_set (j, "op", "frozen", "yes", err))
+    return FALSE;
+  e->hooks->libvirt_domain = e->dom->dom;
+  e->hooks->state = state_name (e);
+  if (!vmsnap_plugins_run (e->hooks, VMSNAP_HOOK_FREEZE, TRUE, NULL, err)) {
+    vmsnap_journal_mark (j, "core", "thaw", NULL);
+    return FALSE;
+  }
+  e->frozen_at = g_get_monotonic_time ();
+  return TRUE;
+}
+
+/* THAW after the capture, on an error path, or in recovery; idempotent
+ * (journal step "thaw").  Failures are warnings (e->hooks' messages). */
+static gboolean
+thaw_if_frozen (vmsnap_engine *e, vmsnap_journal *j, gboolean succeeded, const char *error)
+{
+  g_autoptr (GPtrArray) own = NULL;
+  vmsnap_hook_call local, *hc = e->hooks;
+
+  if (g_strcmp0 (jop (j, "frozen"), "yes") != 0 || vmsnap_journal_done (j, "core", "thaw"))
+    return TRUE;
+  if (hc == NULL) {
+    own = g_ptr_array_new_with_free_func (g_free);
+    hooks_init (e, j, &local, own);
+    hc = &local;
+  }
+  hc->libvirt_domain = e->dom->dom;
+  hc->state = state_name (e);
+  vmsnap_plugins_run (hc, VMSNAP_HOOK_THAW, succeeded, error, NULL);
+  if (hc == &local) {
+    for (guint i = 0; i < own->len; i++)
+      g_printerr ("vmsnap: %s\n", (char *) own->pdata[i]);
+    hooks_clear (&local);
+  }
+  if (e->frozen_at) {
+    e->frozen_us = g_get_monotonic_time () - e->frozen_at;
+    e->frozen_at = 0;
+  }
+  return vmsnap_journal_mark (j, "core", "thaw", NULL);
+}
+
 /* Run (or resume) the operation in journal J.  REPORT gets one object per
  * disk.  On failure of a create/revert before "define", roll back. */
 static gboolean
@@ -712,6 +821,12 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
     if (kind_s && strcmp (kind_s, op_names[i]) == 0)
       kind = (op_kind) i;
 
+  if (j->recovering)
+    thaw_if_frozen (e, j, FALSE, "interrupted");
+  if (kind == OP_CREATE && !j->recovering && jop (j, "online")
+      && g_strcmp0 (jop (j, "online"), "restart") != 0
+      && !vmsnap_journal_done (j, "core", "vm") && !freeze (e, j, err))
+    goto failed;
   if (jop (j, "online") && !vmsnap_journal_done (j, "core", "vm")) {
     if (!vm_step (e, j, kind, err) || !vmsnap_journal_mark (j, "core", "vm", err)
         || !reopen_domain (e, err))
@@ -792,6 +907,8 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
     if (!resume_if_paused (e, j, err) || !vmsnap_journal_mark (j, "core", "resume", err))
       goto failed;
   }
+  if (!thaw_if_frozen (e, j, TRUE, NULL))
+    goto failed;
   if (!vmsnap_journal_done (j, "core", "define")) {
     if (!define_sources (e, sources, err) || !vmsnap_journal_mark (j, "core", "define", err))
       goto failed;
@@ -840,6 +957,10 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
       json_builder_set_member_name (report, "pause_ms");
       json_builder_add_double_value (report, (double) e->pause_us / 1000.0);
     }
+    if (g_strcmp0 (jop (j, "frozen"), "yes") == 0 && e->frozen_us > 0) {
+      json_builder_set_member_name (report, "frozen_ms");
+      json_builder_add_double_value (report, (double) e->frozen_us / 1000.0);
+    }
     if (e->dom->dom) {
       int st = 0, reason = 0;
       if (virDomainGetState (e->dom->dom, &st, &reason, 0) == 0)
@@ -869,6 +990,7 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
   return vmsnap_journal_remove (j, err);
 
  failed:
+  thaw_if_frozen (e, j, FALSE, err && *err ? (*err)->message : NULL);
   if (!journal_touched (j)) {
     /* Nothing was recorded, so nothing was done: abandon the operation. */
     vmsnap_journal_remove (j, NULL);
@@ -1227,12 +1349,55 @@ finish (vmsnap_engine *e, vmsnap_journal *j, const char *name, GError **err)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
 
+  g_autoptr (GPtrArray) msgs = g_ptr_array_new_with_free_func (g_free);
+  vmsnap_hook_call hc;
+  const char *quiesce = vmsnap_option_get (e->ctx->config, "vmsnap.quiesce");
+  gboolean ok;
+
+  hooks_init (e, j, &hc, msgs);
+  if (g_strcmp0 (jop (j, "kind"), "create") == 0 && quiesce && strcmp (quiesce, "off") != 0
+      && !vmsnap_plugin_loaded ("quiesce-qga")) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                 "--quiesce (vmsnap.quiesce=%s) needs the quiesce-qga plugin, which "
+                 "is not installed or did not load (package vmsnap; %s); nothing "
+                 "changed", quiesce, VMSNAP_PLUGIN_INSTALL_DIR);
+    vmsnap_journal_remove (j, NULL);
+    hooks_clear (&hc);
+    return NULL;
+  }
+  if (!vmsnap_plugins_run (&hc, VMSNAP_HOOK_BEFORE, TRUE, NULL, err)) {
+    vmsnap_journal_remove (j, NULL);
+    g_prefix_error (err, "%s %s not started, nothing changed: ", jop (j, "kind"),
+                    name ? name : "");
+    hooks_clear (&hc);
+    return NULL;
+  }
+  e->hooks = &hc;
   json_builder_begin_object (b);
   jstr (b, "operation", jop (j, "kind"));
   jstr (b, "domain", e->dom->name);
   jstr (b, "snapshot", name);
-  if (!run_journal (e, j, b, err))
+  ok = run_journal (e, j, b, err);
+  e->hooks = NULL;
+  hc.state = state_name (e);
+  hc.libvirt_domain = e->dom->dom;
+  vmsnap_plugins_run (&hc, VMSNAP_HOOK_AFTER, ok, ok ? NULL : err && *err ? (*err)->message : "failed",
+                      NULL);
+  hooks_clear (&hc);
+  if (!ok) {
+    /* The operation's error stands; what the plugins said goes with it. */
+    for (guint i = 0; err && *err && i < msgs->len; i++) {
+      char *m = g_strdup_printf ("%s\n%s", (*err)->message, (char *) msgs->pdata[i]);
+      g_free ((*err)->message);
+      (*err)->message = m;
+    }
     return NULL;
+  }
+  json_builder_set_member_name (b, "plugin_messages");
+  json_builder_begin_array (b);
+  for (guint i = 0; i < msgs->len; i++)
+    json_builder_add_string_value (b, msgs->pdata[i]);
+  json_builder_end_array (b);
   json_builder_end_object (b);
   return builder_to_json (b);
 }

@@ -41,12 +41,13 @@ module_free (gpointer p)
   g_free (m);
 }
 
-/* Directories to search, in order. */
-static GPtrArray *
-search_dirs (void)
+/* Directories to search for modules of KIND ("backends" or "plugins"), in
+ * order: $ENV (colon-separated), the build tree, INSTALL_DIR. */
+GPtrArray *
+vmsnap_module_dirs (const char *env_name, const char *kind, const char *install_dir)
 {
   GPtrArray *dirs = g_ptr_array_new_with_free_func (g_free);
-  const char *env = g_getenv ("VMSNAP_BACKEND_DIR");
+  const char *env = g_getenv (env_name);
   g_autofree char *exe = g_file_read_link ("/proc/self/exe", NULL);
 
   if (env != NULL && *env != '\0') {
@@ -58,15 +59,15 @@ search_dirs (void)
   /* The build tree, only for programs run from it (tools/, tests/), so an
    * installed vmsnap never picks up a stale build. */
   if (exe != NULL && g_str_has_prefix (exe, VMSNAP_ABS_BUILDDIR "/"))
-    g_ptr_array_add (dirs, g_strdup (VMSNAP_ABS_BUILDDIR "/backends"));
-  g_ptr_array_add (dirs, g_strdup (VMSNAP_BACKEND_INSTALL_DIR));
+    g_ptr_array_add (dirs, g_strconcat (VMSNAP_ABS_BUILDDIR "/", kind, NULL));
+  g_ptr_array_add (dirs, g_strdup (install_dir));
   return dirs;
 }
 
 /* Where a module file for NAME may sit inside DIR: DIR/NAME.{la,so} (install
  * dir, VMSNAP_BACKEND_DIR) or DIR/NAME/NAME.{la,so} (the build tree). */
-static char *
-find_module_in (const char *dir, const char *name)
+char *
+vmsnap_module_find_in (const char *dir, const char *name)
 {
   for (int i = 0; i < 2; i++) {
     g_autofree char *base = i == 0 ? g_strdup_printf ("%s/%s", dir, name)
@@ -80,8 +81,8 @@ find_module_in (const char *dir, const char *name)
   return NULL;
 }
 
-static gboolean
-valid_name (const char *name)
+gboolean
+vmsnap_module_valid_name (const char *name)
 {
   if (name == NULL || *name == '\0' || strlen (name) > 64)
     return FALSE;
@@ -131,7 +132,7 @@ accept_module (vmsnap_module *m, const vmsnap_backend *be)
                                   m->path, m->be.name ? "version" : "name");
     return FALSE;
   }
-  if (!valid_name (m->be.name) || strcmp (m->be.name, m->name) != 0) {
+  if (!vmsnap_module_valid_name (m->be.name) || strcmp (m->be.name, m->name) != 0) {
     m->message = g_strdup_printf (
       "module %s registers the name '%s'; a module file NAME.so must "
       "register NAME, made of a-z, 0-9 and '-'", m->path, m->be.name);
@@ -189,6 +190,39 @@ real_dlerror (const char *base)
     dlclose (h);
   }
   return NULL;
+}
+
+/* Open the module at BASE (libltdl, initialised here if needed), under the
+ * loader's lock.  NULL with *WHY set (the dynamic loader's real reason). */
+void *
+vmsnap_module_open (const char *base, char **why)
+{
+  lt_dlhandle h = NULL;
+
+  g_mutex_lock (&load_lock);
+  if (!ltdl_ready) {
+    if (lt_dlinit () != 0) {
+      *why = g_strdup_printf ("cannot initialise libltdl: %s", lt_dlerror ());
+      g_mutex_unlock (&load_lock);
+      return NULL;
+    }
+    ltdl_ready = TRUE;
+  }
+  h = lt_dlopenext (base);
+  if (h == NULL) {
+    const char *e = lt_dlerror ();
+    g_autofree char *real = real_dlerror (base);
+    *why = g_strdup (real ? real : e ? e : "unknown error");
+  }
+  g_mutex_unlock (&load_lock);
+  return h;
+}
+
+/* The address of SYMBOL in a handle from vmsnap_module_open. */
+void *
+vmsnap_module_sym (void *handle, const char *symbol)
+{
+  return lt_dlsym ((lt_dlhandle) handle, symbol);
 }
 
 static vmsnap_module *
@@ -260,8 +294,8 @@ cmp_module (gconstpointer a, gconstpointer b)
 }
 
 /* Module names found as NAME.la / NAME.so directly in DIR. */
-static void
-scan_dir (const char *dir, GPtrArray *names)
+void
+vmsnap_module_scan_dir (const char *dir, GPtrArray *names)
 {
   g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
   const char *ent;
@@ -274,7 +308,7 @@ scan_dir (const char *dir, GPtrArray *names)
       n = g_strndup (ent, strlen (ent) - 3);
     else if (g_str_has_suffix (ent, ".so"))
       n = g_strndup (ent, strlen (ent) - 3);
-    if (n && valid_name (n)
+    if (n && vmsnap_module_valid_name (n)
         && !g_ptr_array_find_with_equal_func (names, n, g_str_equal, NULL))
       g_ptr_array_add (names, g_steal_pointer (&n));
   }
@@ -306,12 +340,12 @@ vmsnap_ctx_new_full (const vmsnap_config_options *opts, GError **err)
 
   ctx = g_new0 (vmsnap_ctx, 1);
   ctx->modules = g_ptr_array_new_with_free_func (module_free);
-  dirs = search_dirs ();
+  dirs = vmsnap_module_dirs ("VMSNAP_BACKEND_DIR", "backends", VMSNAP_BACKEND_INSTALL_DIR);
   for (size_t i = 0; i < G_N_ELEMENTS (shipped); i++)
     g_ptr_array_add (names, g_strdup (shipped[i].name));
   /* Out-of-tree backends dropped into a search dir are found too. */
   for (guint i = 0; i < dirs->len; i++)
-    scan_dir (dirs->pdata[i], names);
+    vmsnap_module_scan_dir (dirs->pdata[i], names);
 
   for (guint i = 0; i < names->len; i++) {
     const char *name = names->pdata[i];
@@ -322,7 +356,7 @@ vmsnap_ctx_new_full (const vmsnap_config_options *opts, GError **err)
       if (strcmp (shipped[k].name, name) == 0)
         package = shipped[k].package;
     for (guint d = 0; d < dirs->len && base == NULL; d++)
-      base = find_module_in (dirs->pdata[d], name);
+      base = vmsnap_module_find_in (dirs->pdata[d], name);
     g_ptr_array_add (ctx->modules, load_one (name, base, package));
   }
   g_ptr_array_sort (ctx->modules, cmp_module);

@@ -497,6 +497,20 @@ print_report (const char *json)
     }
     printf ("\n");
   }
+  if (json_object_has_member (o, "pause_ms"))
+    printf ("  the VM was paused for %.1f ms\n", json_object_get_double_member (o, "pause_ms"));
+  if (json_object_has_member (o, "frozen_ms"))
+    printf ("  the guest's file systems were frozen for %.1f ms\n",
+            json_object_get_double_member (o, "frozen_ms"));
+  warn = json_object_has_member (o, "plugin_messages")
+         ? json_object_get_array_member (o, "plugin_messages") : NULL;
+  for (guint i = 0; warn && i < json_array_get_length (warn); i++) {
+    const char *m = json_array_get_string_element (warn, i);
+    if (g_str_has_prefix (m, "warning: "))
+      fprintf (stderr, "vmsnap: %s\n", m);
+    else
+      printf ("  %s\n", m);
+  }
   warn = json_object_get_array_member (o, "warnings");
   for (guint i = 0; warn && i < json_array_get_length (warn); i++)
     fprintf (stderr, "vmsnap: warning: %s\n", json_array_get_string_element (warn, i));
@@ -516,6 +530,49 @@ print_report (const char *json)
 
 typedef enum { SNAP_CREATE, SNAP_REVERT, SNAP_DELETE } snap_cmd;
 
+/* create --quiesce[=SECONDS|best-effort]: the settings it stands for. */
+static char *quiesce_setting[3];
+
+static gboolean
+quiesce_cb (const char *name G_GNUC_UNUSED, const char *value,
+            gpointer data G_GNUC_UNUSED, GError **err)
+{
+  g_free (quiesce_setting[0]);
+  g_free (quiesce_setting[1]);
+  quiesce_setting[1] = NULL;
+  if (value == NULL || *value == '\0') {
+    quiesce_setting[0] = g_strdup ("vmsnap.quiesce=on");
+  } else if (!strcmp (value, "best-effort")) {
+    quiesce_setting[0] = g_strdup ("vmsnap.quiesce=best-effort");
+  } else if (strspn (value, "0123456789") == strlen (value) && strlen (value) < 6) {
+    quiesce_setting[0] = g_strdup ("vmsnap.quiesce=on");
+    quiesce_setting[1] = g_strconcat ("vmsnap.quiesce-timeout=", value, NULL);
+  } else {
+    quiesce_setting[0] = NULL;
+    g_set_error (err, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                 "--quiesce=%s: give the agent's time limit in seconds, or "
+                 "best-effort (a plain pause when the agent fails)", value);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Append the --quiesce settings to CF's -o list. */
+static void
+add_quiesce_settings (config_opts *cf)
+{
+  g_autoptr (GStrvBuilder) b = g_strv_builder_new ();
+
+  if (quiesce_setting[0] == NULL)
+    return;
+  for (char **o = cf->settings; o && *o; o++)
+    g_strv_builder_add (b, *o);
+  for (int i = 0; i < 2 && quiesce_setting[i]; i++)
+    g_strv_builder_add (b, quiesce_setting[i]);
+  g_strfreev (cf->settings);
+  cf->settings = g_strv_builder_end (b);
+}
+
 static int
 snapshot_cmd (int argc, char **argv, snap_cmd which)
 {
@@ -533,6 +590,10 @@ snapshot_cmd (int argc, char **argv, snap_cmd which)
       "also keep the memory state of the running VM", NULL },
     { "backend", 'b', 0, G_OPTION_ARG_STRING_ARRAY, &overrides,
       "use BACKEND for disk TARGET (repeatable)", "TARGET=BACKEND" },
+    { "quiesce", 0, G_OPTION_FLAG_OPTIONAL_ARG, G_OPTION_ARG_CALLBACK, (gpointer) quiesce_cb,
+      "freeze the guest's file systems through its agent for the snapshot "
+      "(= -o vmsnap.quiesce=on; SECONDS: the agent's time limit; best-effort: "
+      "a plain pause if the agent fails; the value only with '=')", "SECONDS|best-effort" },
     { NULL },
   };
   GOptionEntry revert_entries[] = {
@@ -551,8 +612,16 @@ snapshot_cmd (int argc, char **argv, snap_cmd which)
   GError *err = NULL;
   int rc;
 
-  if (which == SNAP_CREATE)
+  if (which == SNAP_CREATE) {
     g_option_context_add_main_entries (oc, create_entries, NULL);
+    /* --quiesce takes its value only with '=': "--quiesce DOMAIN" must
+     * not eat the domain. */
+    for (int i = 1; i < argc; i++)
+      if (!strcmp (argv[i], "--quiesce"))
+        argv[i] = (char *) "--quiesce=";
+      else if (!strcmp (argv[i], "--"))
+        break;
+  }
   if (which == SNAP_REVERT)
     g_option_context_add_main_entries (oc, revert_entries, NULL);
   add_common (oc, &co);
@@ -581,6 +650,7 @@ snapshot_cmd (int argc, char **argv, snap_cmd which)
     common_clear (&co);
     return usage_error (oc, "--running, --paused and --stopped exclude each other");
   }
+  add_quiesce_settings (&co.cf);
   e = open_engine (&ctx, argv[1], &co, 0, &err);
   if (e != NULL) {
     if (which == SNAP_CREATE) {
