@@ -139,7 +139,8 @@ _vmsnap_backends ()
 }
 
 # The keys of vmsnap.conf(5), and the values of those that have a few.
-_vmsnap_conf_keys="vmsnap.state-dir vmsnap.max-chain-depth vmsnap.quiesce-timeout
+_vmsnap_conf_keys="vmsnap.state-dir vmsnap.max-chain-depth vmsnap.quiesce vmsnap.quiesce-timeout
+vmsnap.hooks-dir vmsnap.hook-timeout
 lvm.snapshot-size lvm.thin-max-percent
 rbd.revert-mode rbd.rollback-max-objects rbd.timeout rbd.delete-children
 rbd.keep-old-head"
@@ -148,6 +149,7 @@ _vmsnap_conf_values ()
 {
     case $1 in
         rbd.revert-mode) echo auto rollback clone ;;
+        vmsnap.quiesce) echo off on best-effort ;;
         rbd.delete-children) echo flatten refuse ;;
         rbd.keep-old-head) echo true false ;;
     esac

@@ -44,7 +44,7 @@ GPtrArray *vmsnap_loaded_backends (const vmsnap_ctx *ctx);
 const vmsnap_module *vmsnap_find_module (const vmsnap_ctx *ctx,
                                          const char *name);
 /* The loader's pieces, shared by backends and plugins (plugin.c). */
-GPtrArray *vmsnap_module_dirs (const char *env_name, const char *kind,
+GPtrArray *vmsnap_module_dirs (const char *env, const char *kind,
                                const char *install_dir);
 char *vmsnap_module_find_in (const char *dir, const char *name);
 gboolean vmsnap_module_valid_name (const char *name);

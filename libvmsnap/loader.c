@@ -42,12 +42,12 @@ module_free (gpointer p)
 }
 
 /* Directories to search for modules of KIND ("backends" or "plugins"), in
- * order: $ENV (colon-separated), the build tree, INSTALL_DIR. */
+ * order: ENV (the value of its variable, colon-separated), the build tree,
+ * INSTALL_DIR. */
 GPtrArray *
-vmsnap_module_dirs (const char *env_name, const char *kind, const char *install_dir)
+vmsnap_module_dirs (const char *env, const char *kind, const char *install_dir)
 {
   GPtrArray *dirs = g_ptr_array_new_with_free_func (g_free);
-  const char *env = g_getenv (env_name);
   g_autofree char *exe = g_file_read_link ("/proc/self/exe", NULL);
 
   if (env != NULL && *env != '\0') {
@@ -340,7 +340,7 @@ vmsnap_ctx_new_full (const vmsnap_config_options *opts, GError **err)
 
   ctx = g_new0 (vmsnap_ctx, 1);
   ctx->modules = g_ptr_array_new_with_free_func (module_free);
-  dirs = vmsnap_module_dirs ("VMSNAP_BACKEND_DIR", "backends", VMSNAP_BACKEND_INSTALL_DIR);
+  dirs = vmsnap_module_dirs (g_getenv ("VMSNAP_BACKEND_DIR"), "backends", VMSNAP_BACKEND_INSTALL_DIR);
   for (size_t i = 0; i < G_N_ELEMENTS (shipped); i++)
     g_ptr_array_add (names, g_strdup (shipped[i].name));
   /* Out-of-tree backends dropped into a search dir are found too. */

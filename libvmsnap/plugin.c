@@ -76,7 +76,7 @@ load_all (void)
 
   plugins = g_ptr_array_new ();
   problems = g_ptr_array_new_with_free_func (g_free);
-  dirs = vmsnap_module_dirs ("VMSNAP_PLUGIN_DIR", "plugins", VMSNAP_PLUGIN_INSTALL_DIR);
+  dirs = vmsnap_module_dirs (g_getenv ("VMSNAP_PLUGIN_DIR"), "plugins", VMSNAP_PLUGIN_INSTALL_DIR);
   for (guint i = 0; i < dirs->len; i++) {
     g_autoptr (GDir) d = g_dir_open (dirs->pdata[i], 0, NULL);
     const char *ent;

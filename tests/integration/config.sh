@@ -139,7 +139,7 @@ bad_file ()
     echo "    $out"
 }
 bad_file $'[vmsnap]\nmax-chain-dept = 3' "$bad: unknown key 'max-chain-dept' in section [vmsnap]" \
-    "known keys: state-dir, max-chain-depth, quiesce-timeout"
+    "known keys: state-dir, max-chain-depth, quiesce, quiesce-timeout, hooks-dir, hook-timeout"
 bad_file $'[lmv]\nsnapshot-size = 10%' "$bad: unknown section [lmv]" "known sections: vmsnap, "
 bad_file $'[vmsnap]\nmax-chain-depth = deep' \
     "$bad: [vmsnap] max-chain-depth='deep' is not a number of images from 0 to 1000"
@@ -247,7 +247,7 @@ j=$(config_json --config "$T/uncommented.conf")
 jq -e '.notes | length == 0' <<<"$j" >/dev/null || fail "uncommented shipped file: notes: $j"
 jq -e '.settings | all(.source == "file")' <<<"$j" >/dev/null ||
     fail "a key is missing from etc/vmsnap.conf: $(jq -c '[.settings[] | select(.source != "file") | .key]' <<<"$j")"
-jq -e '[.settings[] | select(.key != "vmsnap.state-dir" and .value != .default)] | length == 0' <<<"$j" >/dev/null ||
+jq -e '[.settings[] | select(.key != "vmsnap.state-dir" and .key != "vmsnap.hooks-dir" and .value != .default)] | length == 0' <<<"$j" >/dev/null ||
     fail "etc/vmsnap.conf shows a wrong default: $(jq -c '[.settings[] | select(.value != .default) | .key]' <<<"$j")"
 echo "    ok"
 
