@@ -34,6 +34,9 @@ PACKAGES=(
   # tests: the RBD tests' throwaway Ceph cluster (tests/fixtures/ceph.sh)
   # and QEMU's rbd driver (qemu-io on rbd:, VMs with rbd disks)
   ceph-mon ceph-osd ceph-common qemu-block-extra
+  # tests: UEFI domains (tests/integration/uefi-nvram.sh): OVMF firmware
+  # and its NVRAM template
+  ovmf
   # tests: the Debian packages (tests/packaging/deb.sh builds them)
   build-essential debhelper dh-autoreconf dpkg-dev fakeroot
   # tests: the fuzzing build (tests/fuzz): clang, its libFuzzer/ASan

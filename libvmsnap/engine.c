@@ -1443,6 +1443,12 @@ vmsnap_engine_create (vmsnap_engine *e, const char *name,
     else
       xml = virDomainGetXMLDesc (e->dom->dom, VIR_DOMAIN_XML_INACTIVE);
     nvram = vmsnap_nvram_path (xml);
+    if (nvram == NULL && is_online (e)) {
+      /* firmware='efi': libvirt may name the NVRAM in the live definition only */
+      char *live = virDomainGetXMLDesc (e->dom->dom, 0);
+      nvram = vmsnap_nvram_path (live);
+      free (live);
+    }
     if (is_online (e))
       g_key_file_set_string (j->kf, "op", "online",
                              !strcmp (mode, "internal") ? "internal"
@@ -1456,7 +1462,7 @@ vmsnap_engine_create (vmsnap_engine *e, const char *name,
     if (nvram) {
       g_autofree char *f = g_strdup_printf ("nvram-%s.fd", id);
       g_key_file_set_string (j->kf, "op", "nvram", f);
-      vmsnap_journal_set (j, "op", "nvram_source", nvram, NULL);
+      g_key_file_set_string (j->kf, "op", "nvram_source", nvram);
       if (!g_file_test (nvram, G_FILE_TEST_IS_REGULAR)) {
         g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
                      "domain %s: its UEFI NVRAM file %s is missing, so the "
@@ -1556,7 +1562,7 @@ per_snapshot_op (vmsnap_engine *e, op_kind kind, const char *name,
     g_key_file_set_string (j->kf, "op", "memory", s->memory);
   if (s->nvram) {
     g_key_file_set_string (j->kf, "op", "nvram", s->nvram);
-    vmsnap_journal_set (j, "op", "nvram_source", s->nvram_source, NULL);
+    g_key_file_set_string (j->kf, "op", "nvram_source", s->nvram_source);
   }
   if (kind == OP_REVERT && s->memory && e->dom->dom) {
     /* Issue 7: stop QEMU, revert the disks with the backends, then restore
