@@ -1442,8 +1442,11 @@ vmsnap_engine_create (vmsnap_engine *e, const char *name,
       g_file_get_contents (e->dom->path, &xml, NULL, NULL);
     else
       xml = virDomainGetXMLDesc (e->dom->dom, VIR_DOMAIN_XML_INACTIVE);
-    nvram = vmsnap_nvram_path (xml);
-    if (nvram == NULL && is_online (e)) {
+    /* libvirt's internal snapshot with memory keeps a qcow2 NVRAM itself
+     * (QEMU refuses it with a raw one, and so does the planner). */
+    if (!(is_online (e) && !strcmp (mode, "internal")))
+      nvram = vmsnap_nvram_path (xml);
+    if (nvram == NULL && is_online (e) && strcmp (mode, "internal") != 0) {
       /* firmware='efi': libvirt may name the NVRAM in the live definition only */
       char *live = virDomainGetXMLDesc (e->dom->dom, 0);
       nvram = vmsnap_nvram_path (live);
