@@ -37,6 +37,9 @@ PACKAGES=(
   # tests: the Linux guest (tests/fixtures/linux-guest.sh) runs the host's
   # qemu-ga over 9p for its guest-agent channel
   qemu-guest-agent
+  # tests: UEFI domains (tests/integration/uefi-nvram.sh): OVMF firmware
+  # and its NVRAM template
+  ovmf
   # tests: the Debian packages (tests/packaging/deb.sh builds them)
   build-essential debhelper dh-autoreconf dpkg-dev fakeroot
   # tests: the fuzzing build (tests/fuzz): clang, its libFuzzer/ASan

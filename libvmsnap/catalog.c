@@ -47,6 +47,9 @@ cat_snap_free (gpointer p)
   g_free (s->description);
   g_free (s->domain_xml);
   g_free (s->libvirt_xml);
+  g_free (s->memory);
+  g_free (s->nvram);
+  g_free (s->nvram_source);
   g_ptr_array_unref (s->disks);
   g_free (s);
 }
@@ -168,6 +171,21 @@ vmsnap_catalog_load (const char *path, const char *uuid, const char *name,
       } else if (xmlStrEqual (k->name, BAD_CAST "libvirt-snapshot-xml")) {
         g_free (s->libvirt_xml);
         s->libvirt_xml = node_text (k);
+      } else if (xmlStrEqual (k->name, BAD_CAST "memory")) {
+        /* a plain name in the state dir: anything else is not ours */
+        g_autofree char *f = getp (k, "file");
+        g_free (s->memory);
+        s->memory = f && *f && !strchr (f, '/') && strcmp (f, "..") != 0
+                    ? g_steal_pointer (&f) : NULL;
+      } else if (xmlStrEqual (k->name, BAD_CAST "nvram")) {
+        g_autofree char *f = getp (k, "file"), *src = getp (k, "source");
+        g_free (s->nvram);
+        g_free (s->nvram_source);
+        s->nvram = s->nvram_source = NULL;
+        if (f && *f && !strchr (f, '/') && strcmp (f, "..") != 0 && src && *src == '/') {
+          s->nvram = g_steal_pointer (&f);
+          s->nvram_source = g_steal_pointer (&src);
+        }
       } else if (xmlStrEqual (k->name, BAD_CAST "disk")) {
         g_autofree char *t = getp (k, "target"), *b = getp (k, "backend"),
                         *l = getp (k, "locator");
@@ -261,6 +279,15 @@ vmsnap_catalog_save (catalog *c, GError **err)
       text_child (n, "domain-xml", s->domain_xml);
     if (s->libvirt_xml)
       text_child (n, "libvirt-snapshot-xml", s->libvirt_xml);
+    if (s->memory) {
+      xmlNodePtr m = xmlNewChild (n, NULL, BAD_CAST "memory", NULL);
+      set_prop (m, "file", s->memory);
+    }
+    if (s->nvram) {
+      xmlNodePtr m = xmlNewChild (n, NULL, BAD_CAST "nvram", NULL);
+      set_prop (m, "file", s->nvram);
+      set_prop (m, "source", s->nvram_source);
+    }
   }
   xmlDocDumpFormatMemoryEnc (doc, &buf, &len, "UTF-8", 1);
   xmlFreeDoc (doc);

@@ -404,6 +404,30 @@ journal_touched (vmsnap_journal *j)
 
 static gboolean resume_if_paused (vmsnap_engine *e, vmsnap_journal *j, GError **err);
 
+/* Issue 7: the memory file and the NVRAM copy a snapshot keeps in the
+ * state dir, named in the journal by key KEY ("memory", "nvram"). */
+static char *
+state_file (vmsnap_engine *e, vmsnap_journal *j, const char *key)
+{
+  const char *f = jop (j, key);
+
+  return f && *f ? g_build_filename (e->state_dir, f, NULL) : NULL;
+}
+
+/* Remove the state files a create made (roll back) or a deleted snapshot
+ * had.  Absent files are fine: repeatable. */
+static void
+remove_state_files (vmsnap_engine *e, vmsnap_journal *j)
+{
+  static const char *const keys[] = { "memory", "nvram" };
+
+  for (guint i = 0; i < G_N_ELEMENTS (keys); i++) {
+    g_autofree char *p = state_file (e, j, keys[i]);
+    if (p && g_unlink (p) < 0 && errno != ENOENT)
+      fprintf (stderr, "vmsnap: warning: cannot remove %s: %s\n", p, g_strerror (errno));
+  }
+}
+
 /* The VM-level part of a rollback: an internal snapshot libvirt took is
  * deleted again, a domain stopped for a revert is started again. */
 static void
@@ -453,6 +477,8 @@ roll_back (vmsnap_engine *e, vmsnap_journal *j)
     discard_list (e, j, m, *t, r->undo, NULL);
   }
   online_roll_back (e, j);
+  if (g_strcmp0 (jop (j, "kind"), "create") == 0)
+    remove_state_files (e, j);
 }
 
 /* Apply the finished operation to the catalog.  Idempotent. */
@@ -474,6 +500,11 @@ apply_catalog (catalog *c, vmsnap_journal *j, op_kind kind,
                        ? g_strdup (jop (j, "description")) : NULL;
       s->domain_xml = g_strdup (jop (j, "domain_xml"));
       s->libvirt_xml = g_strdup (jop (j, "libvirt_xml"));
+      s->memory = jop (j, "memory") ? g_strdup (jop (j, "memory")) : NULL;
+      if (jop (j, "nvram")) {
+        s->nvram = g_strdup (jop (j, "nvram"));
+        s->nvram_source = g_strdup (jop (j, "nvram_source"));
+      }
       for (char **t = disks; t && *t; t++) {
         vmsnap_result *r = g_hash_table_lookup (results, *t);
         g_autofree char *bkey = g_strconcat ("backend.", *t, NULL);
@@ -637,18 +668,23 @@ vm_step (vmsnap_engine *e, vmsnap_journal *j, op_kind kind, GError **err)
     /* The pause window: every backend captures its disk while the vCPUs
      * are stopped.  Only a VM we paused is resumed afterwards. */
     int st = 0, reason = 0;
-    if (!active || virDomainGetState (e->dom->dom, &st, &reason, 0) < 0
-        || st != VIR_DOMAIN_RUNNING)
-      return TRUE;
-    if (!vmsnap_journal_set (j, "op", "paused_by_us", "yes", err))
-      return FALSE;
-    if (virDomainSuspend (e->dom->dom) < 0) {
-      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-                   "domain %s: cannot pause it for the snapshot: %s",
-                   e->dom->name, virGetLastErrorMessage ());
-      return FALSE;
+    g_autofree char *mem = state_file (e, j, "memory");
+    if (active && virDomainGetState (e->dom->dom, &st, &reason, 0) == 0
+        && st == VIR_DOMAIN_RUNNING) {
+      if (!vmsnap_journal_set (j, "op", "paused_by_us", "yes", err))
+        return FALSE;
+      if (virDomainSuspend (e->dom->dom) < 0) {
+        g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                     "domain %s: cannot pause it for the snapshot: %s",
+                     e->dom->name, virGetLastErrorMessage ());
+        return FALSE;
+      }
+      e->paused_at = g_get_monotonic_time ();
     }
-    e->paused_at = g_get_monotonic_time ();
+    /* The memory state, at the instant the disks are captured: the vCPUs
+     * stay stopped until every backend is done. */
+    if (mem && kind == OP_CREATE)
+      return vmsnap_memstate_save (e->dom, tag, mem, err);
     return TRUE;
   }
   if (strcmp (mode, "internal") != 0)
@@ -832,6 +868,22 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
         || !reopen_domain (e, err))
       goto failed;
   }
+  if (kind == OP_CREATE && jop (j, "nvram") && !vmsnap_journal_done (j, "core", "nvram")) {
+    /* Inside the pause window of a running domain, or offline. */
+    g_autofree char *copy = state_file (e, j, "nvram");
+    const char *src = jop (j, "nvram_source");
+    if (!g_file_test (src, G_FILE_TEST_IS_REGULAR)) {
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                   "domain %s: its UEFI NVRAM file %s is missing, so the "
+                   "snapshot cannot capture it; restore the file (or start "
+                   "the domain once, which recreates it from the template)",
+                   e->dom->name, src);
+      goto failed;
+    }
+    if (!vmsnap_copy_file_atomic (src, copy, 0600, err)
+        || !vmsnap_journal_mark (j, "core", "nvram", err))
+      goto failed;
+  }
 
   for (char **t = disks; t && *t; t++) {
     g_autofree char *step = g_strconcat ("disk-", *t, NULL);
@@ -913,9 +965,29 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
     if (!define_sources (e, sources, err) || !vmsnap_journal_mark (j, "core", "define", err))
       goto failed;
   }
+  if (kind == OP_REVERT && jop (j, "nvram") && !vmsnap_journal_done (j, "core", "nvram")) {
+    /* The domain is shut off here (a revert of a running one stopped it). */
+    g_autofree char *copy = state_file (e, j, "nvram");
+    if (e->dom->dom && virDomainIsActive (e->dom->dom) == 1) {
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                   "domain %s is running: its NVRAM file %s cannot be "
+                   "reverted under QEMU (stop it, then run vmsnap recover)",
+                   e->dom->name, jop (j, "nvram_source"));
+      goto failed;
+    }
+    if (!vmsnap_copy_file_inplace (copy, jop (j, "nvram_source"), err)
+        || !vmsnap_journal_mark (j, "core", "nvram", err))
+      goto failed;
+  }
   if (!vmsnap_journal_done (j, "core", "catalog")) {
     if (!apply_catalog (e->cat, j, kind, results, err)
         || !vmsnap_journal_mark (j, "core", "catalog", err))
+      return FALSE;
+  }
+  if (kind == OP_DELETE && !vmsnap_journal_done (j, "core", "state-files")) {
+    /* The catalog no longer names them: remove them (repeatable). */
+    remove_state_files (e, j);
+    if (!vmsnap_journal_mark (j, "core", "state-files", err))
       return FALSE;
   }
   if (report) {
@@ -943,7 +1015,10 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
     }
   }
   if (jop (j, "start") && *jop (j, "start") && !vmsnap_journal_done (j, "core", "start")) {
-    if (!vmsnap_online_start (e->dom, !strcmp (jop (j, "start"), "paused"), err)
+    g_autofree char *mem = kind == OP_REVERT ? state_file (e, j, "memory") : NULL;
+    gboolean paused = !strcmp (jop (j, "start"), "paused");
+    if (!(mem ? vmsnap_memstate_restore (e->dom, mem, paused, err)
+              : vmsnap_online_start (e->dom, paused, err))
         || !vmsnap_journal_mark (j, "core", "start", err)) {
       if (report)
         json_builder_end_array (report);
@@ -953,6 +1028,20 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
   if (report) {
     json_builder_end_array (report);
     jstr (report, "online", jop (j, "online"));
+    {
+      g_autofree char *mem = state_file (e, j, "memory");
+      g_autofree char *nv = state_file (e, j, "nvram");
+      GStatBuf st;
+      if (mem && kind == OP_CREATE) {
+        jstr (report, "memory", mem);
+        json_builder_set_member_name (report, "memory_size");
+        json_builder_add_int_value (report, g_stat (mem, &st) == 0 ? (gint64) st.st_size : 0);
+      }
+      if (nv && kind != OP_MERGE) {
+        jstr (report, "nvram", nv);
+        jstr (report, "nvram_source", jop (j, "nvram_source"));
+      }
+    }
     if (g_strcmp0 (jop (j, "online"), "pause") == 0 && e->pause_us > 0) {
       json_builder_set_member_name (report, "pause_ms");
       json_builder_add_double_value (report, (double) e->pause_us / 1000.0);
@@ -992,7 +1081,13 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
  failed:
   thaw_if_frozen (e, j, FALSE, err && *err ? (*err)->message : NULL);
   if (!journal_touched (j)) {
-    /* Nothing was recorded, so nothing was done: abandon the operation. */
+    /* Nothing was recorded, so nothing was done: abandon the operation
+     * (a memory file an interrupted save left goes too). */
+    if (kind == OP_CREATE) {
+      if (g_strcmp0 (jop (j, "online"), "pause") == 0)
+        resume_if_paused (e, j, NULL);
+      remove_state_files (e, j);
+    }
     vmsnap_journal_remove (j, NULL);
     if (err && *err)
       g_prefix_error (err, "%s %s failed, nothing changed: ", kind_s,
@@ -1097,6 +1192,13 @@ vmsnap_journal_check (vmsnap_journal *j, GError **err)
     return bad_journal (j, err, "unknown online mode '%s'", jop (j, "online"));
   if (!one_of (jop (j, "start"), starts) || !one_of (jop (j, "after"), afters))
     return bad_journal (j, err, "unknown state to start the domain in");
+  for (guint i = 0; i < 2; i++) {
+    const char *f = jop (j, i == 0 ? "memory" : "nvram");
+    if (f && (*f == '\0' || strchr (f, '/') || !strcmp (f, "..") || !strcmp (f, ".")))
+      return bad_journal (j, err, "a state file name that is not a plain name");
+  }
+  if (jop (j, "nvram") && (jop (j, "nvram_source") == NULL || *jop (j, "nvram_source") != '/'))
+    return bad_journal (j, err, "an NVRAM copy without the file it belongs to");
   if (kind != OP_MERGE) {
     if (!vmsnap_valid_snapshot_name (name, NULL))
       return bad_journal (j, err, "no valid snapshot name");
@@ -1475,22 +1577,8 @@ vmsnap_engine_create (vmsnap_engine *e, const char *name,
                    "overlays (drop --backend ...=qcow2-internal)", e->dom->name);
       return NULL;
     }
-    if (!strcmp (mode, "external") && po.memory) {
-      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
-                   "domain %s: --memory on a running domain needs every disk "
-                   "on qcow2 (an internal snapshot); with external overlays "
-                   "the memory state is not supported yet: drop --memory for "
-                   "a disk-only snapshot", e->dom->name);
-      return NULL;
-    }
-    if (!strcmp (mode, "mixed") && po.memory) {
-      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
-                   "domain %s: --memory on a running domain whose disks need "
-                   "different kinds of backends is not supported yet; drop "
-                   "--memory for a disk-only snapshot (taken in one pause "
-                   "window)", e->dom->name);
-      return NULL;
-    }
+    /* external or mixed with --memory: libvirt saves the memory state
+     * into a file inside vmsnap's pause window (memstate.c, issue 7). */
   }
   if (is_online (e) && strcmp (mode, "internal") != 0)
     for (guint i = 0; i < e->dom->disks->len; i++) {
@@ -1511,11 +1599,48 @@ vmsnap_engine_create (vmsnap_engine *e, const char *name,
     return NULL;
   id = g_strdup_printf ("%u", e->cat->next_id);
   j = begin (e, OP_CREATE, name, id);
-  if (is_online (e))
-    g_key_file_set_string (j->kf, "op", "online",
-                           !strcmp (mode, "internal") ? "internal"
-                           : !strcmp (mode, "external") && !vmsnap_plan_needs_pause (plan)
-                           ? "transaction" : "pause");
+  {
+    /* Issue 7: a memory file and an NVRAM copy need the pause window. */
+    g_autofree char *nvram = NULL;
+    gboolean memfile = is_online (e) && po.memory && strcmp (mode, "internal") != 0;
+    if (e->dom->path)
+      g_file_get_contents (e->dom->path, &xml, NULL, NULL);
+    else
+      xml = virDomainGetXMLDesc (e->dom->dom, VIR_DOMAIN_XML_INACTIVE);
+    /* libvirt's internal snapshot with memory keeps a qcow2 NVRAM itself
+     * (QEMU refuses it with a raw one, and so does the planner). */
+    if (!(is_online (e) && !strcmp (mode, "internal")))
+      nvram = vmsnap_nvram_path (xml);
+    if (nvram == NULL && is_online (e) && strcmp (mode, "internal") != 0) {
+      /* firmware='efi': libvirt may name the NVRAM in the live definition only */
+      char *live = virDomainGetXMLDesc (e->dom->dom, 0);
+      nvram = vmsnap_nvram_path (live);
+      free (live);
+    }
+    if (is_online (e))
+      g_key_file_set_string (j->kf, "op", "online",
+                             !strcmp (mode, "internal") ? "internal"
+                             : !strcmp (mode, "external") && !vmsnap_plan_needs_pause (plan)
+                               && !memfile && nvram == NULL
+                             ? "transaction" : "pause");
+    if (memfile) {
+      g_autofree char *f = g_strdup_printf ("memory-%s.save", id);
+      g_key_file_set_string (j->kf, "op", "memory", f);
+    }
+    if (nvram) {
+      g_autofree char *f = g_strdup_printf ("nvram-%s.fd", id);
+      g_key_file_set_string (j->kf, "op", "nvram", f);
+      g_key_file_set_string (j->kf, "op", "nvram_source", nvram);
+      if (!g_file_test (nvram, G_FILE_TEST_IS_REGULAR)) {
+        g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                     "domain %s: its UEFI NVRAM file %s is missing, so the "
+                     "snapshot cannot capture it; restore the file (or start "
+                     "the domain once, which creates it from the template): "
+                     "nothing was changed", e->dom->name, nvram);
+        return NULL;
+      }
+    }
+  }
   for (guint i = 0; i < e->dom->disks->len; i++) {
     vmsnap_disk_priv *d = e->dom->disks->pdata[i];
     const char *be = vmsnap_plan_backend (plan, d->pub.target);
@@ -1535,10 +1660,6 @@ vmsnap_engine_create (vmsnap_engine *e, const char *name,
   g_key_file_set_string (j->kf, "op", "created", created);
   g_key_file_set_string (j->kf, "op", "parent", e->cat->current ? e->cat->current : "");
   vmsnap_journal_set (j, "op", "description", description ? description : "", NULL);
-  if (e->dom->path)
-    g_file_get_contents (e->dom->path, &xml, NULL, NULL);
-  else
-    xml = virDomainGetXMLDesc (e->dom->dom, VIR_DOMAIN_XML_INACTIVE);
   if (!vmsnap_journal_set (j, "op", "domain_xml", xml ? xml : "", err))
     return NULL;
   return finish (e, j, name, err);
@@ -1605,7 +1726,33 @@ per_snapshot_op (vmsnap_engine *e, op_kind kind, const char *name,
   set_disks (j, targets);
   if (s->libvirt_xml)
     vmsnap_journal_set (j, "op", "libvirt_xml", s->libvirt_xml, NULL);
-  if (kind == OP_REVERT) {
+  if (s->memory)
+    g_key_file_set_string (j->kf, "op", "memory", s->memory);
+  if (s->nvram) {
+    g_key_file_set_string (j->kf, "op", "nvram", s->nvram);
+    g_key_file_set_string (j->kf, "op", "nvram_source", s->nvram_source);
+  }
+  if (kind == OP_REVERT && s->memory && e->dom->dom) {
+    /* Issue 7: stop QEMU, revert the disks with the backends, then restore
+     * the memory file (libvirt 9 cannot revert external snapshots).  By
+     * default the domain runs again, as after an internal one. */
+    g_key_file_set_string (j->kf, "op", "after", after_names[after]);
+    if (is_online (e)) {
+      if (virDomainIsPersistent (e->dom->dom) != 1) {
+        g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                     "domain %s is transient: a revert stops QEMU, and a "
+                     "transient domain would be gone; define it (virsh "
+                     "define) first", e->dom->name);
+        return NULL;
+      }
+      g_key_file_set_string (j->kf, "op", "online", "restart");
+      g_key_file_set_string (j->kf, "op", "was",
+                             e->dom->state == VMSNAP_STATE_PAUSED ? "paused" : "running");
+    }
+    g_key_file_set_string (j->kf, "op", "start",
+                           after == VMSNAP_AFTER_REVERT_STOPPED ? ""
+                           : after == VMSNAP_AFTER_REVERT_PAUSED ? "paused" : "running");
+  } else if (kind == OP_REVERT) {
     g_key_file_set_string (j->kf, "op", "after", after_names[after]);
     if (s->libvirt_xml && e->dom->dom) {
       /* Memory and disks come back through libvirt, running or not. */
@@ -1750,6 +1897,18 @@ snap_json (vmsnap_engine *e, JsonBuilder *b, cat_snap *s)
   jstr (b, "description", s->description);
   json_builder_set_member_name (b, "current");
   json_builder_add_boolean_value (b, cur == s);
+  if (s->memory) {
+    g_autofree char *p = g_build_filename (e->state_dir, s->memory, NULL);
+    GStatBuf st;
+    jstr (b, "memory", p);
+    json_builder_set_member_name (b, "memory_size");
+    json_builder_add_int_value (b, g_stat (p, &st) == 0 ? (gint64) st.st_size : 0);
+  }
+  if (s->nvram) {
+    g_autofree char *p = g_build_filename (e->state_dir, s->nvram, NULL);
+    jstr (b, "nvram", p);
+    jstr (b, "nvram_source", s->nvram_source);
+  }
   json_builder_set_member_name (b, "disks");
   json_builder_begin_array (b);
   for (guint k = 0; k < s->disks->len; k++) {

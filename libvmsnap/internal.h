@@ -216,6 +216,9 @@ typedef struct {
   char *domain_xml;
   char *libvirt_xml;   /* libvirt's snapshot XML (internal with memory) */
   GPtrArray *disks;      /* cat_disk* */
+  char *memory;          /* memory file, a name in the state dir, or NULL */
+  char *nvram;           /* copy of the NVRAM, a name in the state dir, or NULL */
+  char *nvram_source;    /* the domain's NVRAM file it was copied from */
 } cat_snap;
 
 typedef struct {
@@ -271,6 +274,15 @@ gboolean vmsnap_online_tag_somewhere (vmsnap_domain *dom, const char *tag,
                                       const char *const *disks, gboolean unknown);
 gboolean vmsnap_online_stop (vmsnap_domain *dom, GError **err);
 gboolean vmsnap_online_start (vmsnap_domain *dom, gboolean paused, GError **err);
+
+/* memstate.c: memory state of a mixed VM, UEFI NVRAM (issue 7) */
+gboolean vmsnap_memstate_save (vmsnap_domain *dom, const char *tag, const char *path,
+                               GError **err);
+gboolean vmsnap_memstate_restore (vmsnap_domain *dom, const char *path, gboolean paused,
+                                  GError **err);
+char *vmsnap_nvram_path (const char *domain_xml);
+gboolean vmsnap_copy_file_atomic (const char *from, const char *to, int mode, GError **err);
+gboolean vmsnap_copy_file_inplace (const char *from, const char *to, GError **err);
 /* "internal", "external", "mixed" or "none" */
 const char *vmsnap_plan_mode (const vmsnap_plan *plan);
 gboolean vmsnap_plan_needs_pause (const vmsnap_plan *plan);

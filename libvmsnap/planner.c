@@ -356,7 +356,8 @@ summarise (vmsnap_plan *plan)
 
   /* Saving the memory state stops the vCPUs (internal or external file). */
   plan->needs_pause = online && n > 0
-    && (strcmp (plan->mode, "mixed") == 0 || pause_cap || plan->memory);
+    && (strcmp (plan->mode, "mixed") == 0 || pause_cap || plan->memory
+        || plan->dom->nvram_path != NULL);   /* NVRAM copied while paused */
 
   if (plan->memory && !online)
     g_ptr_array_add (plan->notes, g_strdup (

@@ -974,6 +974,12 @@ view_cmd (int argc, char **argv, int which)
               json_object_get_boolean_member (found, "current") ? "yes" : "no");
       if (ostr (found, "description"))
         printf ("Description: %s\n", ostr (found, "description"));
+      if (ostr (found, "memory"))
+        printf ("Memory:      %s (%" G_GINT64_FORMAT " bytes)\n", ostr (found, "memory"),
+                json_object_get_int_member_with_default (found, "memory_size", 0));
+      if (ostr (found, "nvram"))
+        printf ("NVRAM:       %s (of %s)\n", ostr (found, "nvram"),
+                ostr0 (found, "nvram_source"));
       for (guint i = 0; i < json_array_get_length (disks); i++) {
         JsonObject *d = json_array_get_object_element (disks, i);
         printf ("Disk %-6s  %-15s %s\n", ostr0 (d, "target"), ostr0 (d, "backend"),

@@ -107,7 +107,7 @@ qext_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
                               "vmsnap merge shortens it", d->n_chain);
     if (req->memory)
       vmsnap_probe_add_limit (res, "memory state goes to an external file "
-                              "next to the overlays");
+                              "in vmsnap's state directory");
     vmsnap_probe_add_detail (res, "chain_length", "%zu", d->n_chain);
     return 0;
   case VMSNAP_DISK_TYPE_NETWORK:
