@@ -17,6 +17,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -83,6 +84,7 @@ run_hook (const char *path, const vmsnap_hook_event *ev, const char *phase,
   const char *json = ev->json ? ev->json : "{}";
   size_t json_len = strlen (json), written = 0;
   gboolean killed = FALSE;
+  sigset_t pipe_set, old_set;
 
   if (!g_spawn_async_with_pipes (NULL, (char **) argv, NULL,
                                  G_SPAWN_DO_NOT_REAP_CHILD, child_setup, NULL,
@@ -94,6 +96,11 @@ run_hook (const char *path, const vmsnap_hook_event *ev, const char *phase,
     return -1;
   }
   fcntl (in_fd, F_SETFL, fcntl (in_fd, F_GETFL) | O_NONBLOCK);
+  /* A hook that exits without reading its stdin must not kill us with
+   * SIGPIPE: block it while we write, drop a pending one afterwards. */
+  sigemptyset (&pipe_set);
+  sigaddset (&pipe_set, SIGPIPE);
+  pthread_sigmask (SIG_BLOCK, &pipe_set, &old_set);
   for (;;) {
     struct pollfd p[3];
     int n = 0, rc;
@@ -144,6 +151,14 @@ run_hook (const char *path, const vmsnap_hook_event *ev, const char *phase,
   }
   if (in_fd >= 0)
     close (in_fd);
+  {
+    struct timespec zero = { 0, 0 };
+    sigset_t pending;
+    sigpending (&pending);
+    if (sigismember (&pending, SIGPIPE) && !sigismember (&old_set, SIGPIPE))
+      sigtimedwait (&pipe_set, NULL, &zero);
+    pthread_sigmask (SIG_SETMASK, &old_set, NULL);
+  }
   if (out_fd >= 0)
     close (out_fd);
   if (err_fd >= 0)

@@ -136,7 +136,7 @@ exit 1
 EOF
 chmod 0755 "$H/40-after-fails"
 rc=0; out=$("$VMSNAP" create "$DOM" s3 2>&1) || rc=$?
-[ "$rc" = 0 ] || fail "a failing after hook failed the create: $out"
+[ "$rc" = 0 ] || fail "a failing after hook failed the create (exit $rc): $out"
 [[ $out == *"warning: plugin exec-hooks (after create): hook $H/40-after-fails (after create) exited 1: cannot notify the monitoring"* ]] ||
     fail "no warning for the failing after hook: $out"
 "$VMSNAP" list --names "$DOM" | grep -qx s3 || fail "s3 missing"
