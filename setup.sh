@@ -97,7 +97,8 @@ build build-asan --enable-sanitizers
 mkdir -p build-fuzz
 (cd build-fuzz && "$top/configure" --enable-werror --enable-fuzzing CC=clang &&
    make -j"$(nproc)" fuzz FUZZ_SECONDS=60) || status=1
-(cd build && make check-valgrind) || status=1
+# -j: the valgrind runs are CPU-bound and independent (about half the time).
+(cd build && make -j"$(nproc)" check-valgrind) || status=1
 # distcheck proves the tarball is complete and builds and tests on its own;
 # the real-stack tests already ran twice above (and the engine scenarios a
 # third time under valgrind), so it runs a light set without a VM.

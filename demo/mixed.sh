@@ -8,7 +8,7 @@
 # vmsnap snapshots the running VM: the counters in each snapshot form a
 # consistent cut (vda >= vdb >= vdc >= vda-1), the pause window is shown as
 # vmsnap reports it and as libvirt's lifecycle events saw it; then a revert,
-# a merge and a delete.  LVM: see the end.  Nothing outside a temporary
+# a merge and a delete.  LVM: demo/lvm.sh, at the end.  Nothing outside a temporary
 # directory changes (the kernel is cached in /var/tmp/vmsnap-test-kernel).
 #
 #   demo/mixed.sh [BUILD-DIR]     (demo/demo.sh runs it last)
@@ -113,9 +113,8 @@ virsh undefine --snapshots-metadata "$DOM" >/dev/null 2>&1 || virsh undefine "$D
 
 echo
 if grep -qw device-mapper /proc/misc 2>/dev/null; then dm="this kernel has it"; else dm="this kernel has none"; fi
-echo "LVM: LVM snapshots need device-mapper in the host kernel ($dm)."
-echo "vmsnap's LVM backend therefore runs inside the LVM guest fixture"
-echo "(tests/fixtures/lvm-guest.sh: the same stock kernel, TCG, without"
-echo "libvirt), e.g.:  cd build && make check TESTS=tests/integration/lvm-scenario.sh"
-echo "The mixed VM above (qcow2 + raw + RBD) ran on the host with libvirt + QEMU;"
-echo "doc/consistency.md says what ran where."
+echo "The mixed VM above (qcow2 + raw + RBD) ran on the host with libvirt + QEMU."
+echo "LVM snapshots need device-mapper in the host kernel ($dm): vmsnap's"
+echo "LVM part runs in the LVM guest fixture (the same stock kernel, TCG, no"
+echo "libvirt; doc/consistency.md says what ran where): demo/lvm.sh."
+"$top/demo/lvm.sh" "$build"

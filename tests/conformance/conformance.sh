@@ -6,8 +6,10 @@
 #
 # Configurations (C): qcow2-internal, qcow2-external (on a qcow2 base),
 # qcow2-external-raw (qcow2-external overlays on a raw base), rbd-rollback,
-# rbd-clone (a throwaway Ceph cluster, tests/fixtures/ceph.sh).  Default:
-# all five.  (LVM thin/thick: see doc/conformance.md.)
+# rbd-clone (a throwaway Ceph cluster, tests/fixtures/ceph.sh), lvm-thin,
+# lvm-thick (a block disk on a thin / a classic LV of the VG "vg"; these run
+# only in the LVM guest: tests/conformance/conformance-lvm.sh).  Default:
+# the five that run on the host.
 #
 # Sequences.  Sequence S of a configuration starts from a fresh 1 MiB disk
 # (16 regions of 64 KiB, all zero) and runs M steps drawn by bash's RANDOM
@@ -17,7 +19,8 @@
 # the disk and of every snapshot.  After EVERY step: the active disk holds
 # the model's head, every surviving snapshot (read directly through its
 # locator from `vmsnap list --json`: an external layer with its chain, an
-# internal snapshot through qemu-img convert -l, an RBD image@snap) holds
+# internal snapshot through qemu-img convert -l, an RBD image@snap, a
+# snapshot LV, thin ones activated for the read) holds
 # its pattern, the catalog lists exactly the model's snapshots and current
 # one, and `vmsnap check` finds no drift.  A failure prints the
 # configuration, the seed and the step, and the line that replays it.
@@ -25,7 +28,8 @@
 # --crash: the crash matrix.  For every operation (create, revert, delete of
 # a snapshot with a child, merge) the process is killed after each journaled
 # step (VMSNAP_TEST_CRASH_AFTER=1,2,... until the operation completes) and K
-# times (--kills, default 3) with SIGKILL at a random moment; then
+# times (--kills, default 3) with SIGKILL at a random moment of the
+# operation (uniform over the duration of its uninterrupted run); then
 # `vmsnap recover`, and everything is checked: the operation happened
 # entirely or not at all (the model before or after it), every snapshot is
 # intact, no drift (`vmsnap check`), no orphan file.  Prints the points
@@ -37,6 +41,7 @@ set -euo pipefail
 : "${srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$srcdir/tests/fixtures/functions.sh"
 . "$srcdir/tests/fixtures/ceph.sh"
+. "$srcdir/tests/fixtures/lvm-guest.sh"
 : "${VMSNAP:?VMSNAP: the vmsnap CLI to test}"
 
 CONFIGS=()
@@ -61,8 +66,13 @@ done
     CONFIGS=(qcow2-internal qcow2-external qcow2-external-raw rbd-rollback rbd-clone)
 
 requires jq qemu-img qemu-io xmllint
+vmsnap_unwrap
 mk_tmpdir
+# 16 regions of 64 KiB (a 1 MiB disk); the crash matrix uses 1 MiB regions
+# (a 16 MiB disk) so that its random kills can land inside a data copy.
 NREG=16 REG=65536
+[ "$CRASH" = 0 ] || REG=1048576
+DISKSZ=$(( NREG * REG / 1048576 ))M
 UUID=7d3c1a52-0b7e-4c59-9f3e-2a1d5e6c7b80
 
 # ------------------------------------------------------------ the model
@@ -102,22 +112,27 @@ cfg_setup ()
     rm -rf "$dir"; mkdir -p "$dir/img"
     export VMSNAP_STATE_DIR=$dir/state
     DOM=$dir/dom.xml IMGDIR=$dir/img BACKEND=()
+    # QIO_N: qemu-io's cache option; LVs are read and written with O_DIRECT
+    # (-n), so no page cache outlives a device-mapper table change.
+    QIO_N=(); is_lvm && QIO_N=(-n)
     unset VMSNAP_RBD_REVERT_MODE
     case $CFG in
         qcow2-internal|qcow2-external)
-            qemu-img create -q -f qcow2 "$IMGDIR/vda.qcow2" 1M
+            qemu-img create -q -f qcow2 "$IMGDIR/vda.qcow2" "$DISKSZ"
             file_dom qcow2 "$IMGDIR/vda.qcow2"
             [ "$CFG" = qcow2-external ] || BACKEND=(-b vda=qcow2-internal) ;;
         qcow2-external-raw)
-            qemu-img create -q -f raw "$IMGDIR/vda.raw" 1M
+            qemu-img create -q -f raw "$IMGDIR/vda.raw" "$DISKSZ"
             file_dom raw "$IMGDIR/vda.raw" ;;
         rbd-rollback|rbd-clone)
             RBDN=$(( ${RBDN:-0} + 1 )); RBDIMG=${CFG#rbd-}-$RBDN
-            rbdc create --size 1M "rbd/$RBDIMG"
+            rbdc create --size "$DISKSZ" "rbd/$RBDIMG"
             rbd_domain_xml confdom "$DOM" "vda:rbd/$RBDIMG:conf"
             sed -i "s|<uuid>.*</uuid>|<uuid>$UUID</uuid>|" "$DOM"
             export VMSNAP_RBD_REVERT_MODE=${CFG#rbd-} ;;
-        *) fail "unknown configuration '$CFG' (qcow2-internal, qcow2-external, qcow2-external-raw, rbd-rollback, rbd-clone)" ;;
+        lvm-thin|lvm-thick)
+            lvm_setup ;;
+        *) fail "unknown configuration '$CFG' (qcow2-internal, qcow2-external, qcow2-external-raw, rbd-rollback, rbd-clone, lvm-thin, lvm-thick)" ;;
     esac
 }
 
@@ -141,18 +156,56 @@ EOF
 }
 
 is_rbd () { [[ $CFG == rbd-* ]]; }
+is_lvm () { [[ $CFG == lvm-* ]]; }
+
+# lvm_setup: the VG "vg" on the guest's /dev/vda with a thin pool (once);
+# the LVs of the previous sequence removed; a new LV cN (1 MiB in the pool,
+# or a classic LV zeroed: its extents may hold an earlier LV's data)
+# and a domain with it as a raw block disk.
+LVMN=0
+lvm_setup ()
+{
+    [ "${LVMG_IN_GUEST:-0}" = 1 ] ||
+        fail "the $CFG configuration runs in the LVM guest: tests/conformance/conformance-lvm.sh"
+    if ! lvm vgs vg >/dev/null 2>&1; then
+        lvm_must pvcreate -q -y /dev/vda
+        lvm_must vgcreate -q vg /dev/vda
+        lvm_must lvcreate -q -y --type thin-pool -L 256M -n pool vg
+    fi
+    if [ -n "$(lvm lvs --noheadings -o lv_name -S 'lv_name=~^c[0-9]' vg 2>/dev/null)" ]; then
+        lvm_must lvremove -q -y -S 'lv_name=~^c[0-9]' vg
+    fi
+    LVMN=$(( LVMN + 1 )); LVNAME=c$LVMN
+    if [ "$CFG" = lvm-thin ]; then
+        lvm_must lvcreate -q -y -V "$DISKSZ" -T vg/pool -n "$LVNAME"
+    else
+        lvm_must lvcreate -q -y -L "$DISKSZ" -n "$LVNAME" vg
+        qemu-io -n -f raw -c "write -z 0 $DISKSZ" "/dev/vg/$LVNAME" >/dev/null
+    fi
+    lvmg_block_domain confdom "$DOM" "vda:/dev/vg/$LVNAME"
+    sed -i "s|<uuid>.*</uuid>|<uuid>$UUID</uuid>|" "$DOM"
+}
+
+lvm_must ()
+{
+    local out
+    out=$(lvm "$@" 2>&1) || fail "lvm $* failed: $out"
+}
 
 # active: sets AFMT and APATH (qemu-io's filename) of the disk's data now.
 active ()
 {
     if is_rbd; then
         AFMT=raw APATH=$(rbd_qemu "$(xmllint --xpath 'string(//disk/source/@name)' "$DOM")")
+    elif is_lvm; then
+        AFMT=raw APATH=/dev/vg/$LVNAME
     else
         AFMT=$(xmllint --xpath 'string(//disk/driver/@type)' "$DOM")
         APATH=$(xmllint --xpath 'string(//disk/source/@file)' "$DOM")
     fi
     [ -n "$AFMT" ] && [ -n "$APATH" ] || cfail "no active disk in $DOM"
 }
+
 
 # check_regions WHAT FMT FILENAME PATTERNS...: one qemu-io for all regions.
 check_regions ()
@@ -163,13 +216,43 @@ check_regions ()
     for (( i = 0; i < NREG; i++ )); do
         args+=(-c "read -P ${want[i]} $(( i * REG )) $REG")
     done
-    out=$(timeout 120 qemu-io -r -U -f "$fmt" "${args[@]}" "$file" 2>&1) ||
+    out=$(timeout 120 qemu-io -r -U "${QIO_N[@]}" -f "$fmt" "${args[@]}" "$file" 2>&1) ||
         { CHECK_ERR="$what: qemu-io $file failed: $out"; return 1; }
     n=$(grep -c 'bytes at offset' <<<"$out") || true
     if [[ $out == *"verification failed"* ]] || [ "$n" != "$NREG" ]; then
         CHECK_ERR="$what ($file): expected regions [${want[*]}], found $(found_regions "$fmt" "$file")"
         return 1
     fi
+}
+
+# read_all: every entry of READS ("WHAT<TAB>FMT<TAB>FILENAME<TAB>PATTERNS")
+# read by ONE qemu-io (open, 16 reads, close, ...): a step's checks cost one
+# process, not one per snapshot.  On a mismatch each entry is read again on
+# its own to say which one differs and what it holds.
+read_all ()
+{
+    local e what fmt file pats i out n=0 args=()
+    for e in "${READS[@]}"; do
+        IFS=$'\t' read -r what fmt file pats <<<"$e"
+        local -a want=($pats)
+        args+=(-c "open -r -U ${QIO_N[*]} -o driver=$fmt $file")
+        for (( i = 0; i < NREG; i++ )); do
+            args+=(-c "read -P ${want[i]} $(( i * REG )) $REG")
+        done
+        args+=(-c close)
+        n=$(( n + NREG ))
+    done
+    out=$(timeout 300 qemu-io "${args[@]}" 2>&1) || true
+    if [[ $out != *"verification failed"* && $out != *rror* ]] &&
+       [ "$(grep -c 'bytes at offset' <<<"$out")" = "$n" ]; then
+        return 0
+    fi
+    for e in "${READS[@]}"; do
+        IFS=$'\t' read -r what fmt file pats <<<"$e"
+        check_regions "$what" "$fmt" "$file" $pats || return 1
+    done
+    CHECK_ERR="the batched read failed, each read on its own passed: $out"
+    return 1
 }
 
 # found_regions FMT FILE: the first byte of every region (for messages).
@@ -187,41 +270,47 @@ found_regions ()
 # model's snapshots and current one.
 refresh ()
 {
-    local out names want cur
+    local out names="" want cur="" n l k
     out=$("$VMSNAP" list --json "$DOM" 2>"$TEST_TMP/err") ||
         { CHECK_ERR="vmsnap list failed: $(cat "$TEST_TMP/err")"; return 1; }
-    names=$(jq -r '.snapshots[].name' <<<"$out" | sort | tr '\n' ' ')
+    LIST_BEFORE=$out
+    LOC=()
+    # One jq: "current NAME", then "snap NAME LOCATOR" per snapshot.
+    while IFS=$'\t' read -r k n l; do
+        case $k in
+            current) cur=$n ;;
+            snap) names+="$n"$'\n'; LOC[$n]=$l ;;
+        esac
+    done < <(jq -r '["current", (.current // "")], (.snapshots[] | ["snap", .name, ((.disks[] | select(.target == "vda") | .locator) // "")]) | @tsv' <<<"$out")
+    names=$(printf '%s' "$names" | sed '/^$/d' | sort | tr '\n' ' ')
     want=$(printf '%s\n' "${!SNAP[@]}" | sed '/^$/d' | sort | tr '\n' ' ')
     [ "$names" = "$want" ] ||
         { CHECK_ERR="catalog lists [$names], the model has [$want]"; return 1; }
-    cur=$(jq -r '.current // ""' <<<"$out")
     [ "$cur" = "$CURRENT" ] ||
         { CHECK_ERR="catalog's current snapshot is '$cur', the model's '$CURRENT'"; return 1; }
-    LIST_BEFORE=$out
-    LOC=()
-    while IFS=$'\t' read -r n l; do
-        LOC[$n]=$l
-    done < <(jq -r '.snapshots[] | [.name, (.disks[] | select(.target == "vda") | .locator)] | @tsv' <<<"$out")
 }
 
-# check_snapshot NAME: read the snapshot through its locator.
-check_snapshot ()
+# add_snapshot NAME: queue the snapshot's read (READS) through its locator;
+# a thin snapshot LV is queued for activation (THIN).
+add_snapshot ()
 {
     local n=$1 loc=${LOC[$1]:-} fmt path tag raw
     [ -n "$loc" ] || { CHECK_ERR="snapshot $n has no locator for vda"; return 1; }
-    read -r -a want <<<"${SNAP[$n]}"
     case $loc in
         rbd:*)
-            check_regions "snapshot $n" raw "$(rbd_qemu "${loc#rbd:}")" "${want[@]}" ;;
+            READS+=("snapshot $n"$'\t'raw$'\t'"$(rbd_qemu "${loc#rbd:}")"$'\t'"${SNAP[$n]}") ;;
+        lvm:*)
+            [ "$CFG" != lvm-thin ] || THIN+=("${loc#lvm:}")
+            READS+=("snapshot $n"$'\t'raw$'\t'"/dev/${loc#lvm:}"$'\t'"${SNAP[$n]}") ;;
         *#*)
             fmt=${loc%%:*} path=${loc#*:} tag=${path##*#} path=${path%#*}
-            raw=$TEST_TMP/snap.raw
+            raw=$TEST_TMP/snap-$n.raw
             rm -f "$raw"
             qemu-img convert -U -f "$fmt" -l "snapshot.name=$tag" -O raw "$path" "$raw" 2>"$TEST_TMP/err" ||
                 { CHECK_ERR="snapshot $n: qemu-img convert -l $tag $path: $(cat "$TEST_TMP/err")"; return 1; }
-            check_regions "snapshot $n (internal $tag)" raw "$raw" "${want[@]}" ;;
+            READS+=("snapshot $n (internal $tag)"$'\t'raw$'\t'"$raw"$'\t'"${SNAP[$n]}") ;;
         *:/*)
-            check_regions "snapshot $n" "${loc%%:*}" "${loc#*:}" "${want[@]}" ;;
+            READS+=("snapshot $n"$'\t'"${loc%%:*}"$'\t'"${loc#*:}"$'\t'"${SNAP[$n]}") ;;
         *) CHECK_ERR="snapshot $n: locator '$loc' not understood"; return 1 ;;
     esac
 }
@@ -230,13 +319,18 @@ check_snapshot ()
 # CHECK_ERR set.
 check_all ()
 {
-    local n out
+    local n out rc=0
     active
-    check_regions "the disk" "$AFMT" "$APATH" "${HEAD[@]}" || return 1
+    READS=("the disk"$'\t'"$AFMT"$'\t'"$APATH"$'\t'"${HEAD[*]}") THIN=()
     refresh || return 1
     for n in "${!SNAP[@]}"; do
-        check_snapshot "$n" || return 1
+        add_snapshot "$n" || return 1
     done
+    [ "${#THIN[@]}" = 0 ] || lvm_must lvchange -q -ay -K "${THIN[@]}"
+    read_all || rc=1
+    [ "${#THIN[@]}" = 0 ] || lvm_must lvchange -q -an "${THIN[@]}"
+    rm -f "$TEST_TMP"/snap-*.raw
+    [ "$rc" = 0 ] || return 1
     # A guest write changes no snapshot and no catalog: no drift check.
     [ "$WHAT" = write ] && return 0
     out=$("$VMSNAP" check --json "$DOM" 2>&1) ||
@@ -249,6 +343,14 @@ no_orphans ()
 {
     is_rbd && return 0
     local f refs="" loc p
+    if is_lvm; then
+        refs=$LVNAME
+        for loc in "${LOC[@]}"; do refs+=$'\n'${loc#lvm:vg/}; done
+        for f in $(lvm lvs --noheadings -o lv_name -S 'lv_name=~^c[0-9]' vg 2>/dev/null); do
+            grep -qxF "$f" <<<"$refs" || { CHECK_ERR="orphan LV vg/$f (neither the disk nor a snapshot)"; return 1; }
+        done
+        return 0
+    fi
     active
     refs+=$(qemu-img info -U -f "$AFMT" --backing-chain --output=json "$APATH" | jq -r '.[].filename')
     for loc in "${LOC[@]}"; do
@@ -283,7 +385,7 @@ op_write ()
         HEAD[i]=$PAT
         args+=(-c "write -P $PAT $(( i * REG )) $REG")
     done
-    out=$(timeout 120 qemu-io -f "$AFMT" "${args[@]}" "$APATH" 2>&1) ||
+    out=$(timeout 120 qemu-io "${QIO_N[@]}" -f "$AFMT" "${args[@]}" "$APATH" 2>&1) ||
         cfail "guest write failed: $out"
     [[ $out != *failed* ]] || cfail "guest write failed: $out"
     WHAT="write"
@@ -409,21 +511,28 @@ crash_verify ()
 
 crash_point ()   # OP KIND ARG
 {
-    local op=$1 kind=$2 arg=$3 pid
+    local op=$1 kind=$2 arg=$3 pid ms t0
     crash_base
     LIST_BEFORE=$("$VMSNAP" list --json "$DOM")
     model_save
     WHAT="$op, $kind $arg"
     if [ "$kind" = after ]; then
+        t0=${EPOCHREALTIME/./}
         VMSNAP_TEST_CRASH_AFTER=$arg crash_run "$op"
         if [ "$VMS_RC" = 0 ]; then
+            # The uninterrupted run: the random kills fall within its time.
+            OPDUR_MS=$(( (${EPOCHREALTIME/./} - t0) / 1000 ))
             CRASH_DONE=1
         elif [[ $VMS_ERR != *"VMSNAP_TEST_CRASH_AFTER reached"* ]]; then
             cfail "vmsnap $op exited $VMS_RC without reaching the crash point: $VMS_ERR"
         fi
     else
+        # crash_base reseeded RANDOM: each point draws from its own seed.
+        RANDOM=$(( FIRST * 7919 + POINTS * 104729 ))
         crash_run "$op" & pid=$!
-        sleep "0.$(printf '%03d' $(( RANDOM % 600 )))"
+        ms=$(( RANDOM * 32768 + RANDOM )); ms=$(( ms % (OPDUR_MS + 1) ))
+        sleep "$(( ms / 1000 )).$(printf '%03d' $(( ms % 1000 )))"
+        KILLED_AT+=" ${ms}/${OPDUR_MS}"
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     fi
@@ -436,7 +545,7 @@ crash_point ()   # OP KIND ARG
 crash_matrix ()
 {
     local op k t0=$SECONDS
-    POINTS=0 SEED=0 STEP=0
+    POINTS=0 SEED=0 STEP=0 KILLED_AT=""
     for op in create revert delete merge; do
         CRASH_DONE=0
         for (( k = 1; CRASH_DONE == 0; k++ )); do
@@ -446,7 +555,9 @@ crash_matrix ()
         for (( k = 0; k < KILLS; k++ )); do
             crash_point "$op" kill "$k"
         done
+        KILLED_AT+=" ($op)"
     done
+    echo "crash matrix: $CFG: random kills at (ms of the operation's uninterrupted run):$KILLED_AT"
     echo "crash matrix: $CFG: $POINTS points tried, $POINTS passed ($(( SECONDS - t0 )) s)"
 }
 
