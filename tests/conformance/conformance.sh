@@ -22,8 +22,9 @@
 # internal snapshot through qemu-img convert -l, an RBD image@snap, a
 # snapshot LV, thin ones activated for the read) holds
 # its pattern, the catalog lists exactly the model's snapshots and current
-# one, and `vmsnap check` finds no drift.  A failure prints the
-# configuration, the seed and the step, and the line that replays it.
+# one, and (after the last step) `vmsnap check` finds no drift.  A failure
+# prints the configuration, the seed and the step, and the line that
+# replays it.
 #
 # --crash: the crash matrix.  For every operation (create, revert, delete of
 # a snapshot with a child, merge) the process is killed after each journaled
@@ -78,7 +79,7 @@ UUID=7d3c1a52-0b7e-4c59-9f3e-2a1d5e6c7b80
 # ------------------------------------------------------------ the model
 declare -a HEAD=()
 declare -A SNAP=() LOC=()
-CURRENT="" PAT=0 CFG="" SEED=0 STEP=0 WHAT=""
+CURRENT="" PAT=0 CFG="" SEED=0 STEP=0 WHAT="" DRIFT=1
 
 where () { echo "config $CFG seed $SEED step $STEP ($WHAT); replay: $0 --config $CFG --seed $SEED --steps $STEPS"; }
 cfail () { fail "$* -- $(where)"; }
@@ -331,8 +332,10 @@ check_all ()
     [ "${#THIN[@]}" = 0 ] || lvm_must lvchange -q -an "${THIN[@]}"
     rm -f "$TEST_TMP"/snap-*.raw
     [ "$rc" = 0 ] || return 1
-    # A guest write changes no snapshot and no catalog: no drift check.
-    [ "$WHAT" = write ] && return 0
+    # `vmsnap check` (catalog against storage) costs as much as the
+    # operation: it runs after the last step of a sequence, after every
+    # crash point and in the self-test (DRIFT=1), not after every step.
+    [ "$DRIFT" = 1 ] || return 0
     out=$("$VMSNAP" check --json "$DOM" 2>&1) ||
         { CHECK_ERR="vmsnap check finds drift: $out"; return 1; }
 }
@@ -437,7 +440,9 @@ run_sequence ()
         elif [ "$r" -lt 90 ]; then op_delete
         else op_merge
         fi
+        DRIFT=0; [ "$STEP" != "$STEPS" ] || DRIFT=1
         check_all || cfail "$CHECK_ERR"
+        DRIFT=1
     done
 }
 
@@ -478,16 +483,43 @@ crash_base ()
     WHAT="revert s1"; vms_ok revert "$DOM" s1; model_revert s1; op_write
 }
 
-# crash_op OP: the operation under test; OP_MODEL: its effect on the model.
-crash_run ()
+# crash_start OP: the operation under test, started in the background as
+# vmsnap itself (CRASH_PID is vmsnap, not a subshell around it: the SIGKILL
+# must hit vmsnap).
+crash_start ()
 {
+    local -a args
     case $1 in
-        create) vms create "$DOM" sx "${BACKEND[@]}" ;;
-        revert) vms revert "$DOM" s3 ;;
-        delete) vms delete "$DOM" s2 ;;
-        merge) vms merge "$DOM" ;;
+        create) args=(create "$DOM" sx "${BACKEND[@]}") ;;
+        revert) args=(revert "$DOM" s3) ;;
+        delete) args=(delete "$DOM" s2) ;;
+        merge) args=(merge "$DOM") ;;
     esac
+    CRASH_T0=${EPOCHREALTIME/./}
+    "$VMSNAP" "${args[@]}" >"$TEST_TMP/crash.out" 2>"$TEST_TMP/crash.err" &
+    CRASH_PID=$!
 }
+crash_ms () { MS=$(( (${EPOCHREALTIME/./} - CRASH_T0) / 1000 )); }
+# nap: ~2 ms without a fork (a read that times out on a FIFO nobody writes).
+nap () { read -r -t 0.002 -u "$NEVER" _ || true; }
+journal_exists () { compgen -G "$VMSNAP_STATE_DIR/*/journal" >/dev/null; }
+
+# crash_wait: wait for CRASH_PID, watching its journal (every ~2 ms): sets
+# VMS_RC, VMS_ERR, and J_FIRST/J_LAST (ms since the start when the journal
+# was first/last seen; empty if never).
+crash_wait ()
+{
+    J_FIRST="" J_LAST=""
+    while kill -0 "$CRASH_PID" 2>/dev/null; do
+        if journal_exists; then
+            crash_ms; J_LAST=$MS; J_FIRST=${J_FIRST:-$J_LAST}
+        fi
+        nap
+    done
+    VMS_RC=0; wait "$CRASH_PID" || VMS_RC=$?
+    VMS_ERR=$(cat "$TEST_TMP/crash.err")
+}
+
 crash_model_after ()
 {
     case $1 in
@@ -511,17 +543,19 @@ crash_verify ()
 
 crash_point ()   # OP KIND ARG
 {
-    local op=$1 kind=$2 arg=$3 pid ms t0
+    local op=$1 kind=$2 arg=$3 ms t0 jdone
     crash_base
     LIST_BEFORE=$("$VMSNAP" list --json "$DOM")
     model_save
     WHAT="$op, $kind $arg"
     if [ "$kind" = after ]; then
-        t0=${EPOCHREALTIME/./}
-        VMSNAP_TEST_CRASH_AFTER=$arg crash_run "$op"
+        VMSNAP_TEST_CRASH_AFTER=$arg crash_start "$op"
+        crash_wait
         if [ "$VMS_RC" = 0 ]; then
-            # The uninterrupted run: the random kills fall within its time.
-            OPDUR_MS=$(( (${EPOCHREALTIME/./} - t0) / 1000 ))
+            # The uninterrupted run: the random kills fall within the time
+            # its journal existed (the operation's storage work; before it
+            # vmsnap only reads and plans).
+            J_START=${J_FIRST:-0} J_LEN=$(( ${J_LAST:-0} - ${J_FIRST:-0} ))
             CRASH_DONE=1
         elif [[ $VMS_ERR != *"VMSNAP_TEST_CRASH_AFTER reached"* ]]; then
             cfail "vmsnap $op exited $VMS_RC without reaching the crash point: $VMS_ERR"
@@ -529,12 +563,19 @@ crash_point ()   # OP KIND ARG
     else
         # crash_base reseeded RANDOM: each point draws from its own seed.
         RANDOM=$(( FIRST * 7919 + POINTS * 104729 ))
-        crash_run "$op" & pid=$!
-        ms=$(( RANDOM * 32768 + RANDOM )); ms=$(( ms % (OPDUR_MS + 1) ))
-        sleep "$(( ms / 1000 )).$(printf '%03d' $(( ms % 1000 )))"
-        KILLED_AT+=" ${ms}/${OPDUR_MS}"
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        ms=$(( RANDOM * 32768 + RANDOM )); ms=$(( ms % (J_LEN + 1) ))
+        crash_start "$op"
+        # Until the journal appears (or vmsnap ends), then MS more.
+        while kill -0 "$CRASH_PID" 2>/dev/null && ! journal_exists; do nap; done
+        crash_ms; t0=$MS
+        while kill -0 "$CRASH_PID" 2>/dev/null && crash_ms && [ $(( MS - t0 )) -lt "$ms" ]; do nap; done
+        kill -KILL "$CRASH_PID" 2>/dev/null || true
+        wait "$CRASH_PID" 2>/dev/null || true
+        # Where it fell: the steps the journal had marked done (no journal:
+        # the operation had ended).
+        jdone=$(sed -n 's/^done=//p' "$VMSNAP_STATE_DIR"/*/journal 2>/dev/null | tr '\n' '|') || true
+        journal_exists && JKILLS=$(( JKILLS + 1 ))
+        KILLED_AT+=" $(( t0 + ms ))ms[${jdone%|}]"
     fi
     vms_ok recover "$DOM"
     model_restore
@@ -545,19 +586,22 @@ crash_point ()   # OP KIND ARG
 crash_matrix ()
 {
     local op k t0=$SECONDS
-    POINTS=0 SEED=0 STEP=0 KILLED_AT=""
+    POINTS=0 SEED=0 STEP=0 KILLED_AT="" JKILLS=0 NKILLS=0
+    [ -n "${NEVER:-}" ] || { mkfifo "$TEST_TMP/never"; exec {NEVER}<>"$TEST_TMP/never"; }
     for op in create revert delete merge; do
         CRASH_DONE=0
         for (( k = 1; CRASH_DONE == 0; k++ )); do
             [ "$k" -le 60 ] || cfail "$op never completed within 60 crash points"
             crash_point "$op" after "$k"
         done
+        KILLED_AT+=" $op (journal from ${J_START} ms for ${J_LEN} ms):"
         for (( k = 0; k < KILLS; k++ )); do
             crash_point "$op" kill "$k"
+            NKILLS=$(( NKILLS + 1 ))
         done
-        KILLED_AT+=" ($op)"
     done
-    echo "crash matrix: $CFG: random kills at (ms of the operation's uninterrupted run):$KILLED_AT"
+    echo "crash matrix: $CFG: random kills at (ms after the start [journal steps done]):$KILLED_AT"
+    echo "crash matrix: $CFG: $JKILLS of $NKILLS random kills hit the operation while its journal existed"
     echo "crash matrix: $CFG: $POINTS points tried, $POINTS passed ($(( SECONDS - t0 )) s)"
 }
 

@@ -8,6 +8,8 @@ set -euo pipefail
 : "${srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$srcdir/tests/fixtures/functions.sh"
 . "$srcdir/tests/fixtures/lvm-guest.sh"
+# The guest's time limit (lvmg_boot; default 900 s) for this longer run.
+: "${VMSNAP_LVM_GUEST_TIMEOUT:=2400}"; export VMSNAP_LVM_GUEST_TIMEOUT
 lvmg_main "$0" "$@"
 # ---------------------------------------------------------- in the guest
 for cfg in lvm-thin lvm-thick; do
