@@ -116,7 +116,7 @@ cfg_setup ()
     # QIO_N: qemu-io's cache option; LVs are read and written with O_DIRECT
     # (-n), so no page cache outlives a device-mapper table change.
     QIO_N=(); is_lvm && QIO_N=(-n)
-    unset VMSNAP_RBD_REVERT_MODE
+    unset VMSNAP_RBD_REVERT_MODE VMSNAP_LVM_SNAPSHOT_SIZE
     case $CFG in
         qcow2-internal|qcow2-external)
             qemu-img create -q -f qcow2 "$IMGDIR/vda.qcow2" "$DISKSZ"
@@ -181,6 +181,11 @@ lvm_setup ()
         lvm_must lvcreate -q -y -V "$DISKSZ" -T vg/pool -n "$LVNAME"
     else
         lvm_must lvcreate -q -y -L "$DISKSZ" -n "$LVNAME" vg
+        # COW space as large as the LV: the model expects every snapshot to
+        # stay valid (the default 20% overflows after a few 1 MiB writes of
+        # the crash matrix, and LVM rightly drops the snapshot; lvm-errors.sh
+        # tests that).
+        export VMSNAP_LVM_SNAPSHOT_SIZE=100%
         qemu-io -n -f raw -c "write -z 0 $DISKSZ" "/dev/vg/$LVNAME" >/dev/null
     fi
     lvmg_block_domain confdom "$DOM" "vda:/dev/vg/$LVNAME"
