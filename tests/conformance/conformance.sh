@@ -181,11 +181,11 @@ lvm_setup ()
         lvm_must lvcreate -q -y -V "$DISKSZ" -T vg/pool -n "$LVNAME"
     else
         lvm_must lvcreate -q -y -L "$DISKSZ" -n "$LVNAME" vg
-        # COW space as large as the LV: the model expects every snapshot to
-        # stay valid (the default 20% overflows after a few 1 MiB writes of
-        # the crash matrix, and LVM rightly drops the snapshot; lvm-errors.sh
-        # tests that).
-        export VMSNAP_LVM_SNAPSHOT_SIZE=100%
+        # COW space for the whole LV and the exception store's metadata: the
+        # model expects every snapshot to stay valid (the default 20%
+        # overflows after a few 1 MiB writes of the crash matrix, and LVM
+        # rightly drops the snapshot; lvm-errors.sh tests that).
+        export VMSNAP_LVM_SNAPSHOT_SIZE=$(( NREG * REG * 2 / 1048576 ))M
         qemu-io -n -f raw -c "write -z 0 $DISKSZ" "/dev/vg/$LVNAME" >/dev/null
     fi
     lvmg_block_domain confdom "$DOM" "vda:/dev/vg/$LVNAME"
