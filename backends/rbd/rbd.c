@@ -1487,6 +1487,26 @@ release_parent (conn *c, const rspec *t)
   md_remove (img, key);
 }
 
+/* IMG (a recorded clone name, open) is an image librbd created for a clone
+ * but never linked to its parent: no snapshot, no vmsnap mark, no data. */
+static gboolean
+half_made_clone (rbd_image_t img)
+{
+  g_autoptr (GPtrArray) names = NULL;
+  g_autofree char *mark = NULL;
+  uint64_t size = 0;
+  guint64 bytes = 0;
+
+  if (snap_names (img, &names) < 0 || names->len > 0)
+    return FALSE;
+  if (md_get (img, MD_CLONE, &mark) == 0)
+    return FALSE;
+  if (rbd_get_size (img, &size) < 0
+      || rbd_diff_iterate2 (img, NULL, 0, size, 0, 0, count_cb, &bytes) < 0)
+    return FALSE;
+  return bytes == 0;
+}
+
 /* Clone T (image@snap) as CHILD, with deep-flatten so that a later flatten
  * frees the parent even when the clone has snapshots of its own.  An
  * existing CHILD made by an interrupted run (recorded name) is adopted if
@@ -1506,15 +1526,31 @@ make_clone (conn *c, const rspec *t, const rspec *child, GError **err)
     return -1;
   if (r == 0) {
     rspec par;
-    gboolean ok = parent_of (cimg, &par) == 0 && same_image (&par, t)
+    int pr = parent_of (cimg, &par);
+    gboolean ok = pr == 0 && same_image (&par, t)
                   && g_strcmp0 (par.snap, t->snap) == 0;
     rspec_clear (&par);
-    if (!ok)
+    if (!ok && pr == -ENOENT && half_made_clone (cimg)) {
+      /* librbd creates a clone's image before it attaches the parent: a
+       * run killed in between left, under the name vmsnap recorded, an
+       * image with no parent, no snapshot and no data.  It is ours and
+       * holds nothing: remove it and clone again.  (Found by the crash
+       * matrix's random SIGKILLs, tests/conformance.) */
+      img_close (g_steal_pointer (&cimg));
+      if ((cio = conn_io (c, child, err)) == NULL)
+        return -1;
+      if ((r = rbd_remove (cio, child->image)) < 0)
+        return rfail (c, err, r, "cannot remove %s, the half-made clone of an "
+                      "interrupted revert", cname);
+      r = -ENOENT;
+    } else if (!ok) {
       return fail (err, VMSNAP_ERR_FAILED, "disk %s: rbd image %s exists "
                    "but is not a clone of %s: vmsnap recorded that name for "
                    "this revert; rename or remove that image and run vmsnap "
                    "recover", c->d->target, cname, p);
-  } else {
+    }
+  }
+  if (r != 0) {
     if ((pio = conn_io (c, t, err)) == NULL || (cio = conn_io (c, child, err)) == NULL)
       return -1;
     if (img_open (c, t, t->snap, TRUE, FALSE, &pimg, err) < 0)

@@ -2,7 +2,7 @@
 # The cross-backend conformance program (issue 7).
 #
 #   conformance.sh [--config C]... [--seeds N] [--first-seed S] [--steps M]
-#                  [--crash] [--kills K]
+#                  [--crash] [--kills K] [--ops 'OP...']
 #
 # Configurations (C): qcow2-internal, qcow2-external (on a qcow2 base),
 # qcow2-external-raw (qcow2-external overlays on a raw base), rbd-rollback,
@@ -51,6 +51,7 @@ STEPS=${VMSNAP_CONFORMANCE_STEPS:-20}
 FIRST=1
 CRASH=0
 KILLS=3
+CRASH_OPS="create revert delete merge"
 while [ $# -gt 0 ]; do
     case $1 in
         --config) CONFIGS+=("$2"); shift 2 ;;
@@ -59,7 +60,8 @@ while [ $# -gt 0 ]; do
         --steps) STEPS=$2; shift 2 ;;
         --crash) CRASH=1; shift ;;
         --kills) KILLS=$2; shift 2 ;;
-        *) echo "usage: $0 [--config C]... [--seeds N] [--seed S | --first-seed S] [--steps M] [--crash] [--kills K]" >&2
+        --ops) CRASH_OPS=$2; shift 2 ;;
+        *) echo "usage: $0 [--config C]... [--seeds N] [--seed S | --first-seed S] [--steps M] [--crash] [--kills K] [--ops 'OP...']" >&2
            exit 2 ;;
     esac
 done
@@ -81,7 +83,14 @@ declare -a HEAD=()
 declare -A SNAP=() LOC=()
 CURRENT="" PAT=0 CFG="" SEED=0 STEP=0 WHAT="" DRIFT=1
 
-where () { echo "config $CFG seed $SEED step $STEP ($WHAT); replay: $0 --config $CFG --seed $SEED --steps $STEPS"; }
+where ()
+{
+    if [ "$CRASH" = 1 ]; then
+        echo "config $CFG crash point ($WHAT); replay: $0 --config $CFG --crash --ops ${WHAT%%,*} --kills $KILLS"
+    else
+        echo "config $CFG seed $SEED step $STEP ($WHAT); replay: $0 --config $CFG --seed $SEED --steps $STEPS"
+    fi
+}
 cfail () { fail "$* -- $(where)"; }
 
 model_reset ()
@@ -222,8 +231,12 @@ check_regions ()
     for (( i = 0; i < NREG; i++ )); do
         args+=(-c "read -P ${want[i]} $(( i * REG )) $REG")
     done
-    out=$(timeout 120 qemu-io -r -U "${QIO_N[@]}" -f "$fmt" "${args[@]}" "$file" 2>&1) ||
-        { CHECK_ERR="$what: qemu-io $file failed: $out"; return 1; }
+    local rc=0 t0=$SECONDS
+    out=$(timeout 120 qemu-io -r -U "${QIO_N[@]}" -f "$fmt" "${args[@]}" "$file" 2>&1) || rc=$?
+    if [ "$rc" != 0 ]; then
+        CHECK_ERR="$what: qemu-io $file exited $rc after $(( SECONDS - t0 )) s (124: timed out): $out$(storage_state "$file")"
+        return 1
+    fi
     n=$(grep -c 'bytes at offset' <<<"$out") || true
     if [[ $out == *"verification failed"* ]] || [ "$n" != "$NREG" ]; then
         CHECK_ERR="$what ($file): expected regions [${want[*]}], found $(found_regions "$fmt" "$file")"
@@ -248,7 +261,7 @@ read_all ()
         args+=(-c close)
         n=$(( n + NREG ))
     done
-    out=$(timeout 300 qemu-io "${args[@]}" 2>&1) || true
+    out=$(timeout 120 qemu-io "${args[@]}" 2>&1) || true
     if [[ $out != *"verification failed"* && $out != *rror* ]] &&
        [ "$(grep -c 'bytes at offset' <<<"$out")" = "$n" ]; then
         return 0
@@ -259,6 +272,18 @@ read_all ()
     done
     CHECK_ERR="the batched read failed, each read on its own passed: $out"
     return 1
+}
+
+# storage_state FILENAME: for a failed read of an RBD image, what the
+# cluster says (health, the image's watchers and locks), for the message.
+storage_state ()
+{
+    is_rbd || return 0
+    local img=${1#rbd:}; img=${img%%:*}; img=${img%@*}
+    printf '\n  ceph health: %s\n  rbd status %s: %s\n  rbd lock ls: %s' \
+        "$(timeout 20 ceph -c "$CEPH_CONF" health 2>&1 | tr '\n' ' ')" "$img" \
+        "$(timeout 20 rbd status "$img" 2>&1 | tr '\n' ' ')" \
+        "$(timeout 20 rbd lock ls "$img" 2>&1 | tr '\n' ' ')"
 }
 
 # found_regions FMT FILE: the first byte of every region (for messages).
@@ -505,7 +530,7 @@ crash_start ()
     CRASH_PID=$!
 }
 crash_ms () { MS=$(( (${EPOCHREALTIME/./} - CRASH_T0) / 1000 )); }
-# nap: ~2 ms without a fork (a read that times out on a FIFO nobody writes);
+# nap: ~5 ms without a fork (a read that times out on a FIFO nobody writes);
 # 20 ms in the TCG guest, where the polling shell shares the one vCPU.
 nap () { read -r -t "$NAP_S" -u "$NEVER" _ || true; }
 journal_exists () { compgen -G "$VMSNAP_STATE_DIR/*/journal" >/dev/null; }
@@ -594,8 +619,8 @@ crash_matrix ()
     local op k t0=$SECONDS
     POINTS=0 SEED=0 STEP=0 KILLED_AT="" JKILLS=0 NKILLS=0
     [ -n "${NEVER:-}" ] || { mkfifo "$TEST_TMP/never"; exec {NEVER}<>"$TEST_TMP/never"; }
-    NAP_S=0.002; ! is_lvm || NAP_S=0.02
-    for op in create revert delete merge; do
+    NAP_S=0.005; ! is_lvm || NAP_S=0.02
+    for op in $CRASH_OPS; do
         CRASH_DONE=0
         for (( k = 1; CRASH_DONE == 0; k++ )); do
             [ "$k" -le 60 ] || cfail "$op never completed within 60 crash points"
