@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# A clone revert killed inside librbd's rbd_clone3 (which creates the
+# child image first and links it to its parent after) leaves an image with
+# no parent, no snapshot and no data under the name vmsnap recorded in its
+# journal.  `vmsnap recover` removes that half-made clone and clones again
+# (found by the conformance crash matrix's random SIGKILLs).  The state is
+# made deterministic: the revert is stopped after its first journaled step
+# (VMSNAP_TEST_CRASH_AFTER=1: the clone's name recorded, nothing cloned),
+# then the half-made clone is created by hand.  An image under that name
+# that holds data is never removed: recover refuses and names it.
+set -euo pipefail
+: "${srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
+. "$srcdir/tests/fixtures/functions.sh"
+. "$srcdir/tests/fixtures/ceph.sh"
+requires jq xmllint qemu-io
+requires_qemu_rbd
+requires_rbd_backend
+: "${VMSNAP:?}"
+mk_tmpdir
+ceph_start
+unset VMSNAP_RBD_ROLLBACK_MAX_OBJECTS VMSNAP_RBD_DELETE_CHILDREN VMSNAP_RBD_KEEP_OLD_HEAD VMSNAP_RBD_TIMEOUT
+export VMSNAP_STATE_DIR=$TEST_TMP/state VMSNAP_RBD_REVERT_MODE=clone
+
+vms () { VMS_RC=0; VMS_OUT=$("$VMSNAP" "$@" 2>"$TEST_TMP/err") || VMS_RC=$?; VMS_ERR=$(cat "$TEST_TMP/err"); }
+vms_ok () { vms "$@"; [ "$VMS_RC" = 0 ] || fail "vmsnap $* exited $VMS_RC: $VMS_OUT $VMS_ERR"; }
+qio () { qemu-io -f raw "$@" 2>&1; }
+# state NAME: image rbd/NAME with 0xa1 at 0, snapshot s1, then 0xb2 at 0;
+# a revert to s1 stopped after its first journaled step.  Sets DOM, CLONE
+# (the clone name the journal recorded).
+state ()
+{
+    DOM=$TEST_TMP/$1.xml
+    rbdc create --size 16M "rbd/$1"
+    rbd_domain_xml "$1" "$DOM" "vda:rbd/$1:conf"
+    qio -c "write -P 0xa1 0 64k" "$(rbd_qemu "rbd/$1")" >/dev/null
+    vms_ok create "$DOM" s1
+    qio -c "write -P 0xb2 0 64k" "$(rbd_qemu "rbd/$1")" >/dev/null
+    VMSNAP_TEST_CRASH_AFTER=1 vms revert "$DOM" s1
+    [[ $VMS_ERR == *"VMSNAP_TEST_CRASH_AFTER reached"* ]] || fail "the revert did not stop at its first step: $VMS_ERR"
+    CLONE=$(sed -n 's/^s\.clone=//p' "$VMSNAP_STATE_DIR"/*/journal)
+    [ -n "$CLONE" ] || fail "the journal records no clone name: $(cat "$VMSNAP_STATE_DIR"/*/journal)"
+    ! rbd info "$CLONE" >/dev/null 2>&1 || fail "$CLONE exists already after the first step"
+}
+
+# 1. An empty image with no parent under the recorded name: removed, cloned again.
+state hc1
+rbdc create --size 16M "$CLONE"
+vms_ok recover "$DOM"
+vms_ok list --json "$DOM"
+[ "$(jq -r .current <<<"$VMS_OUT")" = s1 ] || fail "recover did not finish the revert to s1: $VMS_OUT"
+src=$(xmllint --xpath 'string(//disk/source/@name)' "$DOM")
+[ "$src" = "$CLONE" ] || fail "the disk is on $src, not the clone $CLONE"
+parent=$(rbd info --format json "$CLONE" | jq -r '.parent | "\(.pool)/\(.image)@\(.snapshot)"')
+[ "$parent" = "rbd/hc1@s1" ] || fail "$CLONE's parent is $parent, not rbd/hc1@s1"
+out=$(qio -r -c "read -P 0xa1 0 64k" "$(rbd_qemu "$CLONE")")
+[[ $out != *"verification failed"* && $out == *"bytes at offset"* ]] || fail "the disk does not hold s1's data: $out"
+vms_ok check "$DOM"
+echo "  half-made clone $CLONE removed by recover; the revert finished: clone of rbd/hc1@s1 with s1's data, no drift"
+
+# 2. The same name holding data (not a half-made clone): refused, kept.
+export VMSNAP_STATE_DIR=$TEST_TMP/state2
+state hc2
+rbdc create --size 16M "$CLONE"
+qio -c "write -P 0xc3 0 4k" "$(rbd_qemu "$CLONE")" >/dev/null
+vms recover "$DOM"
+[ "$VMS_RC" != 0 ] || fail "recover went on over an image with data under the recorded name"
+[[ $VMS_ERR == *"$CLONE exists but is not a clone of"* ]] || fail "the refusal does not name $CLONE: $VMS_ERR"
+out=$(qio -r -c "read -P 0xc3 0 4k" "$(rbd_qemu "$CLONE")")
+[[ $out != *"verification failed"* && $out == *"bytes at offset"* ]] || fail "$CLONE lost its data: $out"
+echo "  an image with data under the recorded name: recover refuses (exit $VMS_RC), the image keeps its data"
