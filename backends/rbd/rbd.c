@@ -1344,6 +1344,12 @@ vrbd_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
   c = vmsnap_op_is_online (op) ? conn_open_shared (op, d, err) : conn_open (op, d, err);
   if (c == NULL)
     return -1;
+  /* Our client is in the journal before the read-write open registers a
+   * watch: a run killed after the open is blocklisted by recover instead
+   * of holding the image "open by another client" until the OSDs time the
+   * watch out (found by the crash matrix's random SIGKILLs). */
+  if (!record_client (c, err))
+    return -1;
   if (img_open (c, &a, NULL, FALSE, FALSE, &img, err) < 0)
     return -1;
   rec = vmsnap_op_get (op, "snap");
@@ -1782,6 +1788,8 @@ vrbd_revert (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
                  "first)", d->target, NAME);
   if ((c = conn_open (op, d, err)) == NULL)
     return -1;
+  if (!record_client (c, err))   /* before any watch: see vrbd_create */
+    return -1;
   if (revert_1 (c, &a, &t, res, err) == 0)
     return 0;
   drop_recorded_clone (c, &t);
@@ -2053,6 +2061,8 @@ vrbd_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
     return -1;
   if ((c = conn_open (op, d, err)) == NULL)
     return -1;
+  if (!record_client (c, err))   /* before any watch: see vrbd_create */
+    return -1;
   return delete_1 (c, &a, &t, res, err);
 }
 
@@ -2209,6 +2219,8 @@ vrbd_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
     return fail (err, VMSNAP_ERR_FAILED, "disk %s: merge without a spec "
                  "(internal error)", d->target);
   if ((c = conn_open (op, d, err)) == NULL)
+    return -1;
+  if (!record_client (c, err))   /* before any watch: see vrbd_create */
     return -1;
   {
     /* The disk's image must be there (and the cluster answer) before

@@ -125,7 +125,7 @@ cfg_setup ()
     # QIO_N: qemu-io's cache option; LVs are read and written with O_DIRECT
     # (-n), so no page cache outlives a device-mapper table change.
     QIO_N=(); is_lvm && QIO_N=(-n)
-    unset VMSNAP_RBD_REVERT_MODE VMSNAP_LVM_SNAPSHOT_SIZE
+    unset VMSNAP_RBD_REVERT_MODE VMSNAP_LVM_SNAPSHOT_SIZE VMSNAP_RBD_TIMEOUT
     case $CFG in
         qcow2-internal|qcow2-external)
             qemu-img create -q -f qcow2 "$IMGDIR/vda.qcow2" "$DISKSZ"
@@ -139,7 +139,13 @@ cfg_setup ()
             rbdc create --size "$DISKSZ" "rbd/$RBDIMG"
             rbd_domain_xml confdom "$DOM" "vda:rbd/$RBDIMG:conf"
             sed -i "s|<uuid>.*</uuid>|<uuid>$UUID</uuid>|" "$DOM"
-            export VMSNAP_RBD_REVERT_MODE=${CFG#rbd-} ;;
+            export VMSNAP_RBD_REVERT_MODE=${CFG#rbd-}
+            # The crash matrix: after a random SIGKILL of a rollback revert,
+            # the next image's open on this one-OSD cluster stalled past the
+            # default 10 s (seeds 2 and 3; the OSDs' 30 s watch timeout?  not
+            # root-caused, doc/conformance.md).  A stall is not what the
+            # matrix tests: it allows 60 s.
+            [ "$CRASH" = 0 ] || export VMSNAP_RBD_TIMEOUT=60 ;;
         lvm-thin|lvm-thick)
             lvm_setup ;;
         *) fail "unknown configuration '$CFG' (qcow2-internal, qcow2-external, qcow2-external-raw, rbd-rollback, rbd-clone, lvm-thin, lvm-thick)" ;;
