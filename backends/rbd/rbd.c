@@ -2061,8 +2061,6 @@ vrbd_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
     return -1;
   if ((c = conn_open (op, d, err)) == NULL)
     return -1;
-  if (!record_client (c, err))   /* before any watch: see vrbd_create */
-    return -1;
   return delete_1 (c, &a, &t, res, err);
 }
 
@@ -2219,8 +2217,6 @@ vrbd_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
     return fail (err, VMSNAP_ERR_FAILED, "disk %s: merge without a spec "
                  "(internal error)", d->target);
   if ((c = conn_open (op, d, err)) == NULL)
-    return -1;
-  if (!record_client (c, err))   /* before any watch: see vrbd_create */
     return -1;
   {
     /* The disk's image must be there (and the cluster answer) before
