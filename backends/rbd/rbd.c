@@ -406,6 +406,37 @@ hint_for (const conn *c, int r)
   }
 }
 
+/* What the monitors say of the cluster's health when it is not
+ * HEALTH_OK ("HEALTH_ERR 1 full osd(s); 1 pool(s) full"), or NULL: asked
+ * after a time-out of a connected client, so the message can name a full
+ * cluster (which pauses every write instead of failing it). */
+static char *
+cluster_health (conn *c)
+{
+  const char *cmd[] = { "{\"prefix\": \"health\"}" };
+  char *outbuf = NULL, *outs = NULL;
+  size_t outbuf_len = 0, outs_len = 0;
+  char *h = NULL;
+
+  if (c == NULL || c->io == NULL)
+    return NULL;
+  if (rados_mon_command (c->cluster, cmd, 1, "", 0, &outbuf, &outbuf_len,
+                         &outs, &outs_len) == 0) {
+    if (outbuf_len > 0)
+      h = g_strndup (outbuf, outbuf_len);
+    else if (outs_len > 0)
+      h = g_strndup (outs, outs_len);
+  }
+  rados_buffer_free (outbuf);
+  rados_buffer_free (outs);
+  if (h) {
+    g_strdelimit (g_strstrip (h), "\n", ' ');
+    if (*h == '\0' || g_str_has_prefix (h, "HEALTH_OK"))
+      g_clear_pointer (&h, g_free);
+  }
+  return h;
+}
+
 /* An error from librados/librbd: "disk T: WHAT: strerror (HINT)". */
 static int rfail (conn *c, GError **err, int r, const char *fmt, ...)
   G_GNUC_PRINTF (4, 5);
@@ -420,11 +451,23 @@ rfail (conn *c, GError **err, int r, const char *fmt, ...)
   va_start (ap, fmt);
   what = g_strdup_vprintf (fmt, ap);
   va_end (ap);
-  if (-r == ETIMEDOUT && c)
-    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-                 "disk %s: %s: timed out after %u s; %s", c->d->target, what,
-                 c->timeout, hint);
-  else
+  if (-r == ETIMEDOUT && c) {
+    g_autofree char *health = cluster_health (c);
+    if (health && strstr (health, "full"))
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                   "disk %s: %s: timed out after %u s; the Ceph cluster "
+                   "reports %s: a full cluster pauses every write (free "
+                   "space, add OSDs or raise the pool's quota; ceph health "
+                   "detail)", c->d->target, what, c->timeout, health);
+    else if (health)
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                   "disk %s: %s: timed out after %u s; %s; the cluster "
+                   "reports %s", c->d->target, what, c->timeout, hint, health);
+    else
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                   "disk %s: %s: timed out after %u s; %s", c->d->target, what,
+                   c->timeout, hint);
+  } else
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "disk %s: %s: %s%s%s",
                  c ? c->d->target : "?", what, g_strerror (-r),
                  hint ? "; " : "", hint ? hint : "");

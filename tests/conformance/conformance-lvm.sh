@@ -29,8 +29,10 @@ for cfg in lvm-thin lvm-thick; do
     else
         args=(--seeds "${VMSNAP_CONFORMANCE_LVM_SEEDS:-1}" --steps "${VMSNAP_CONFORMANCE_STEPS:-20}")
     fi
-    out=$(bash "$srcdir/tests/conformance/conformance.sh" --config "$cfg" "${args[@]}" 2>&1) ||
-        { printf '%s\n' "$out"; fail "conformance.sh --config $cfg ${args[*]} failed (above)"; }
-    printf '%s\n' "$out"
-    lvmg_pass "$(tail -n 1 <<<"$out")"
+    # Streamed to the console as it runs (a guest killed by its time limit
+    # still shows the last step it reached), kept for the summary line.
+    log=$TEST_TMP/conformance-$cfg.log
+    bash "$srcdir/tests/conformance/conformance.sh" --config "$cfg" "${args[@]}" 2>&1 | tee "$log" ||
+        fail "conformance.sh --config $cfg ${args[*]} failed (above)"
+    lvmg_pass "$(tail -n 1 "$log")"
 done

@@ -16,8 +16,7 @@ requires jq qemu-img xmllint
 [ -z "${VMSNAP_VALGRIND:-}" ] || skip_or_fail "not under the valgrind wrapper"
 vmsnap_unwrap
 mk_tmpdir
-export VMSNAP_STATE_DIR=$TEST_TMP/state
-ENG_ERRFILE=$TEST_TMP/.vmsnap-stderr
+eng_state_here
 img=$TEST_TMP/img
 mkdir "$img"
 qemu-img create -q -f qcow2 "$img/vda.qcow2" 16M

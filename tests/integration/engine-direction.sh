@@ -19,8 +19,7 @@ set -euo pipefail
 requires jq qemu-img qemu-io xmllint
 : "${VMSNAP:?}"
 mk_tmpdir
-export VMSNAP_STATE_DIR=$TEST_TMP/state
-ENG_ERRFILE=$TEST_TMP/.vmsnap-stderr
+eng_state_here
 MiB=$(( 1 << 20 ))
 
 # Writes: step S of disk K writes pattern 0x<S+1><K+1> over LEN MiB at the

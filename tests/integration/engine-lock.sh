@@ -14,8 +14,7 @@ set -euo pipefail
 requires jq qemu-img qemu-io xmllint flock
 : "${VMSNAP:?}"
 mk_tmpdir
-export VMSNAP_STATE_DIR=$TEST_TMP/state
-ENG_ERRFILE=$TEST_TMP/.vmsnap-stderr
+eng_state_here
 
 img=$TEST_TMP/img
 mkdir "$img"

@@ -22,9 +22,7 @@ requires jq qemu-img qemu-io virsh xmllint
 mk_tmpdir
 export VMSNAP_TEST_DOMTYPE=${VMSNAP_TEST_DOMTYPE:-qemu}
 libvirt_start
-VMSNAP_STATE_DIR=$TEST_TMP/state
-export VMSNAP_STATE_DIR
-ENG_ERRFILE=$TEST_TMP/.vmsnap-stderr
+eng_state_here
 T0=$(date +%s)
 
 img=$TEST_TMP/img

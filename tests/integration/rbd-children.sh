@@ -17,13 +17,9 @@ set -euo pipefail
 . "$srcdir/tests/fixtures/functions.sh"
 . "$srcdir/tests/fixtures/ceph.sh"
 requires jq xmllint script
-requires_qemu_rbd
-requires_rbd_backend
 : "${VMSNAP:?}"
-mk_tmpdir
-ceph_start
-unset VMSNAP_RBD_ROLLBACK_MAX_OBJECTS VMSNAP_RBD_DELETE_CHILDREN VMSNAP_RBD_KEEP_OLD_HEAD VMSNAP_RBD_TIMEOUT
-export VMSNAP_STATE_DIR=$TEST_TMP/state VMSNAP_RBD_REVERT_MODE=clone
+rbd_test_start
+export VMSNAP_RBD_REVERT_MODE=clone
 
 rbdc create --size 32M rbd/vda
 DOM=$TEST_TMP/dom.xml

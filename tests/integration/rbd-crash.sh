@@ -21,12 +21,8 @@ set -euo pipefail
 . "$srcdir/tests/fixtures/functions.sh"
 . "$srcdir/tests/fixtures/ceph.sh"
 requires jq xmllint
-requires_qemu_rbd
-requires_rbd_backend
 : "${VMSNAP:?}"
-mk_tmpdir
-ceph_start
-unset VMSNAP_RBD_ROLLBACK_MAX_OBJECTS VMSNAP_RBD_REVERT_MODE VMSNAP_RBD_DELETE_CHILDREN VMSNAP_RBD_KEEP_OLD_HEAD VMSNAP_RBD_TIMEOUT
+rbd_test_start
 DISKS=(vda vdb)
 
 vms_ok ()

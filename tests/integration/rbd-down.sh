@@ -3,20 +3,16 @@
 # hang, and changes nothing: a dead monitor port (VMSNAP_RBD_TIMEOUT=3, then
 # the default 10 s), a frozen OSD (SIGSTOP: requests go unanswered; after
 # SIGCONT the pool shows nothing half-created: no snapshot, no ownership
-# mark, contents intact), a killed OSD.  Each time the catalog (vmsnap list
+# mark, contents intact), a full OSD (the message names it: a full cluster
+# pauses writes rather than failing them), a killed OSD.  Each time the catalog (vmsnap list
 # --json) is exactly what it was and no operation is left pending.
 set -euo pipefail
 : "${srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$srcdir/tests/fixtures/functions.sh"
 . "$srcdir/tests/fixtures/ceph.sh"
 requires jq xmllint
-requires_qemu_rbd
-requires_rbd_backend
 : "${VMSNAP:?}"
-mk_tmpdir
-ceph_start
-unset VMSNAP_RBD_ROLLBACK_MAX_OBJECTS VMSNAP_RBD_REVERT_MODE VMSNAP_RBD_DELETE_CHILDREN VMSNAP_RBD_TIMEOUT
-export VMSNAP_STATE_DIR=$TEST_TMP/state
+rbd_test_start
 
 rbdc create --size 32M rbd/vda
 DOM=$TEST_TMP/dom.xml
@@ -86,6 +82,32 @@ rbd_check_hist rbd/vda@s1 0 "A"
 "$VMSNAP" create "$DOM" s2 >/dev/null
 LIST=$("$VMSNAP" list --json "$DOM")
 jq -e '[.snapshots[].name] == ["s1", "s2"] and .pending == null' <<<"$LIST" >/dev/null || fail "after thaw: $LIST"
+
+echo "full cluster (the OSD's full ratio set below its use), VMSNAP_RBD_TIMEOUT=3:"
+ceph_ratios () { local r; for r in "$@"; do timeout 30 ceph -c "$CEPH_CONF" osd "set-${r%%:*}-ratio" "${r#*:}" >/dev/null 2>&1 || fail "ceph osd set-${r%%:*}-ratio ${r#*:} failed"; done; }
+ceph_ratios nearfull:0.0005 backfillfull:0.0008 full:0.001
+for (( i = 0; i < 60; i++ )); do
+    h=$(timeout 20 ceph -c "$CEPH_CONF" health 2>&1) || true
+    [[ $h == *"full osd"* ]] && break
+    sleep 1
+done
+[[ $h == *"full osd"* ]] || fail "the OSD is not full after 60 s: $h"
+t0=$SECONDS rc=0
+out=$("$VMSNAP" create "$DOM" s3 2>&1) || rc=$?
+echo "    vmsnap create s3 on a full cluster -> exit $rc after $(( SECONDS - t0 )) s"
+[ "$rc" = 1 ] || { echo "$out" >&2; fail "create on a full cluster: exit $rc, expected 1"; }
+for w in "disk vda" "nothing changed" "timed out after 3 s" "the Ceph cluster reports HEALTH_ERR" \
+         "1 full osd(s)" "a full cluster pauses every write"; do
+    [[ $out == *"$w"* ]] || { echo "$out" >&2; fail "create on a full cluster: the message lacks '$w'"; }
+done
+[ "$("$VMSNAP" list --json "$DOM")" = "$LIST" ] || fail "create on a full cluster changed the catalog"
+ceph_ratios nearfull:0.85 backfillfull:0.90 full:0.95
+for (( i = 0; i < 60; i++ )); do
+    h=$(timeout 20 ceph -c "$CEPH_CONF" health 2>&1) || true
+    [[ $h == *full* ]] || break
+    sleep 1
+done
+[[ $h != *full* ]] || fail "the OSD is still full 60 s after its ratios were restored: $h"
 
 echo "killed OSD, VMSNAP_RBD_TIMEOUT=3:"
 ceph_osd_kill

@@ -12,17 +12,12 @@ set -euo pipefail
 : "${srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$srcdir/tests/fixtures/functions.sh"
 . "$srcdir/tests/fixtures/ceph.sh"
+. "$srcdir/tests/fixtures/engine.sh"
 requires jq xmllint qemu-io
-requires_qemu_rbd
-requires_rbd_backend
 : "${VMSNAP:?}"
-mk_tmpdir
-ceph_start
-unset VMSNAP_RBD_ROLLBACK_MAX_OBJECTS VMSNAP_RBD_DELETE_CHILDREN VMSNAP_RBD_KEEP_OLD_HEAD VMSNAP_RBD_TIMEOUT
-export VMSNAP_STATE_DIR=$TEST_TMP/state VMSNAP_RBD_REVERT_MODE=clone
-
-vms () { VMS_RC=0; VMS_OUT=$("$VMSNAP" "$@" 2>"$TEST_TMP/err") || VMS_RC=$?; VMS_ERR=$(cat "$TEST_TMP/err"); }
-vms_ok () { vms "$@"; [ "$VMS_RC" = 0 ] || fail "vmsnap $* exited $VMS_RC: $VMS_OUT $VMS_ERR"; }
+rbd_test_start
+export VMSNAP_RBD_REVERT_MODE=clone
+eng_state_here
 qio () { qemu-io -f raw "$@" 2>&1; }
 # state NAME: image rbd/NAME with 0xa1 at 0, snapshot s1, then 0xb2 at 0;
 # a revert to s1 stopped after its first journaled step.  Sets DOM, CLONE
@@ -35,7 +30,7 @@ state ()
     qio -c "write -P 0xa1 0 64k" "$(rbd_qemu "rbd/$1")" >/dev/null
     vms_ok create "$DOM" s1
     qio -c "write -P 0xb2 0 64k" "$(rbd_qemu "rbd/$1")" >/dev/null
-    VMSNAP_TEST_CRASH_AFTER=1 vms revert "$DOM" s1
+    VMSNAP_TEST_CRASH_AFTER=1 vms_rc revert "$DOM" s1
     [[ $VMS_ERR == *"VMSNAP_TEST_CRASH_AFTER reached"* ]] || fail "the revert did not stop at its first step: $VMS_ERR"
     CLONE=$(sed -n 's/^s\.clone=//p' "$VMSNAP_STATE_DIR"/*/journal)
     [ -n "$CLONE" ] || fail "the journal records no clone name: $(cat "$VMSNAP_STATE_DIR"/*/journal)"
@@ -62,7 +57,7 @@ export VMSNAP_STATE_DIR=$TEST_TMP/state2
 state hc2
 rbdc create --size 16M "$CLONE"
 qio -c "write -P 0xc3 0 4k" "$(rbd_qemu "$CLONE")" >/dev/null
-vms recover "$DOM"
+vms_rc recover "$DOM"
 [ "$VMS_RC" != 0 ] || fail "recover went on over an image with data under the recorded name"
 [[ $VMS_ERR == *"$CLONE exists but is not a clone of"* ]] || fail "the refusal does not name $CLONE: $VMS_ERR"
 out=$(qio -r -c "read -P 0xc3 0 4k" "$(rbd_qemu "$CLONE")")

@@ -21,9 +21,7 @@ CODE=/usr/share/OVMF/OVMF_CODE_4M.fd VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
 mk_tmpdir
 export VMSNAP_TEST_DOMTYPE=${VMSNAP_TEST_DOMTYPE:-qemu}
 libvirt_start
-VMSNAP_STATE_DIR=$TEST_TMP/state
-export VMSNAP_STATE_DIR
-ENG_ERRFILE=$TEST_TMP/.vmsnap-stderr
+eng_state_here
 T0=$(date +%s)
 
 img=$TEST_TMP/img
