@@ -709,7 +709,10 @@ plan_record (vmsnap_op *op, const plan *p, GError **err)
   root = json_builder_get_root (b);
   json_generator_set_root (g, root);
   text = json_generator_to_data (g, NULL);
-  return vmsnap_op_set (op, "plan", text, err);
+  /* A step of its own, so that the crash hook can stop an operation with
+   * its plan recorded and nothing done (tests/integration/lvm-killed.sh). */
+  return vmsnap_op_set (op, "plan", text, err)
+         && vmsnap_op_mark_done (op, "planned", err);
 }
 
 static char *
@@ -719,7 +722,37 @@ jstr_dup (JsonObject *o, const char *k)
   return v ? g_strdup (v) : NULL;
 }
 
-/* The recorded plan, or NULL (and no error) when there is none. */
+/* LVM suspends an LV's device-mapper devices while it changes their
+ * tables; a vmsnap killed inside such an LVM command (lvcreate -s,
+ * lvconvert --merge, the end of a merge) leaves them suspended, and every
+ * read of the LV would hang.  Resuming an interrupted operation first
+ * resumes (lvchange --refresh) the disk's LV and its snapshots that LVM
+ * reports suspended (lv_attr's state 's', 'S', 'M' or 'C'). */
+static int
+heal_suspended (const vmsnap_disk *d, const char *vg, const char *origin,
+                GError **err)
+{
+  GError *e = NULL;
+  g_autoptr (GPtrArray) rows = lvs_rows (vg, &e);
+
+  if (rows == NULL)
+    return fail_with (err, e, NULL, "disk %s: reading VG %s", d->target, vg);
+  for (guint i = 0; i < rows->len; i++) {
+    const lvinfo *l = g_ptr_array_index (rows, i);
+    if (l->hidden || strlen (l->attr) < 5 || strchr ("sSMC", l->attr[4]) == NULL
+        || (strcmp (l->name, origin) != 0 && strcmp (l->origin, origin) != 0))
+      continue;
+    if (!lvm_run (NULL, &e, "lvchange --refresh %s/%s", vg, l->name))
+      return fail_with (err, e, "resume it by hand (lvchange --refresh), then "
+                        "run `vmsnap recover` again", "disk %s: LV %s/%s was "
+                        "left suspended by the interrupted operation and "
+                        "could not be resumed", d->target, vg, l->name);
+  }
+  return 0;
+}
+
+/* The recorded plan, or NULL (and no error) when there is none.  A plan
+ * found while recovering: its LVs are resumed first (heal_suspended). */
 static plan *
 plan_load (vmsnap_op *op, const vmsnap_disk *d, GError **err)
 {
@@ -761,6 +794,9 @@ plan_load (vmsnap_op *op, const vmsnap_disk *d, GError **err)
           d->target);
     return NULL;
   }
+  if (vmsnap_op_is_recovering (op)
+      && heal_suspended (d, p->vg, p->origin, err) < 0)
+    return NULL;
   return g_steal_pointer (&p);
 }
 
@@ -1294,6 +1330,21 @@ revert_thick (vmsnap_op *op, const vmsnap_disk *d, const plan *p,
       fail (err, VMSNAP_ERR_FAILED, "disk %s: LV %s/%s is missing", d->target,
             p->vg, p->origin);
       goto out;
+    }
+    if (s && !is_cow (s) && !s->merging && s->origin[0] == '\0'
+        && has_tag (s, dtag) && vmsnap_op_is_recovering (op)) {
+      /* The merge finished, and LVM was killed between its two metadata
+       * commits at the end: the first detached the snapshot's COW store,
+       * which is left as a plain LV under the snapshot's name and tags;
+       * the second would have removed it.  Its blocks are merged: remove
+       * it, as LVM would have. */
+      if (!lvm_run (NULL, &e, "lvremove -y %s/%s", p->vg, p->lv)) {
+        fail_with (err, e, "run `vmsnap recover` again", "disk %s: removing "
+                   "%s/%s, the COW store a finished merge left behind",
+                   d->target, p->vg, p->lv);
+        goto out;
+      }
+      s = NULL;
     }
     if (s && !s->merging) {
       if (s->invalid) {

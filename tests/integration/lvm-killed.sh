@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# A thick revert killed inside LVM, in the LVM guest.  vmsnap runs LVM in
+# its own process (liblvm2cmd), so a SIGKILL can land inside an LVM command
+# and leave what LVM itself never leaves when it runs to its end (found by
+# the conformance crash matrix's random kills, tests/conformance):
+#   1. the end of the merge interrupted between its two metadata commits:
+#      the merge is complete, and the snapshot's COW store is left as a
+#      plain LV under the snapshot's name and tags.  recover removes it and
+#      creates the snapshot again (before: "cannot be merged because
+#      --trackchanges was not used" and no way forward);
+#   2. the disk's LV left suspended (LVM suspends an LV while it changes
+#      its tables): every read of it hangs.  recover resumes it first.
+# Each state is made deterministic: the revert is stopped right after it
+# recorded its plan (VMSNAP_TEST_CRASH_AFTER), then LVM is brought by hand
+# to where a kill would leave it.  After recover: the disk holds s1's
+# bytes, s1 is a snapshot again with those bytes, no other LV, no drift.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+set -euo pipefail
+: "${srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
+. "$srcdir/tests/fixtures/functions.sh"
+. "$srcdir/tests/fixtures/lvm-guest.sh"
+lvmg_main "$0" "$@"
+# ---------------------------------------------------------- in the guest
+. "$srcdir/tests/fixtures/engine.sh"
+eng_state_here
+lvm pvcreate -q -y /dev/vda >/dev/null
+lvm vgcreate -q vg /dev/vda >/dev/null
+qio () { timeout 60 qemu-io -n -f raw -c "$1" "$2" >/dev/null 2>&1; }
+lvattr () { lvm lvs --noheadings -o lv_attr "vg/$1" | tr -d ' '; }
+
+# state N: a fresh thick LV vg/tN holding 0xa1 with snapshot s1, then
+# 0xb2 written; a revert to s1 stopped right after it recorded its plan.
+# Sets DOM, LV, SNAPLV (the snapshot's LV), SNAPTAGS.
+state ()
+{
+    local n
+    LV=t$1 DOM=$TEST_TMP/t$1.xml
+    lvm lvcreate -q -y -L 16M -n "$LV" vg >/dev/null
+    lvmg_block_domain "killed$1" "$DOM" "vda:/dev/vg/$LV"
+    qio "write -P 0xa1 0 1M" "/dev/vg/$LV" || fail "writing A to vg/$LV"
+    vms_ok create --json "$DOM" s1
+    SNAPLV=$(lvm lvs --noheadings -o lv_name -S "origin=$LV" vg | tr -d ' ')
+    [ -n "$SNAPLV" ] || fail "create s1 made no snapshot of vg/$LV"
+    SNAPTAGS=$(lvm lvs --noheadings -o lv_tags "vg/$SNAPLV" | tr -d ' ')
+    [[ $SNAPTAGS == *vmsnap_dom_* ]] || fail "snapshot LV vg/$SNAPLV has no vmsnap tags: '$SNAPTAGS'"
+    qio "write -P 0xb2 0 1M" "/dev/vg/$LV" || fail "writing B to vg/$LV"
+    for (( n = 1; n <= 20; n++ )); do
+        VMSNAP_TEST_CRASH_AFTER=$n vms_rc revert "$DOM" s1
+        [ "$VMS_RC" = 99 ] || fail "revert stopped at step $n: exit $VMS_RC: $VMS_ERR"
+        if grep -q '^done=.*planned;' "$VMSNAP_STATE_DIR"/*/journal 2>/dev/null; then
+            grep -q '^s\.plan=.*thick' "$VMSNAP_STATE_DIR"/*/journal ||
+                fail "the revert's plan is not a thick one: $(cat "$VMSNAP_STATE_DIR"/*/journal)"
+            ! grep -q 'merged;' "$VMSNAP_STATE_DIR"/*/journal ||
+                fail "the journal has the plan and the merge done at once (step $n)"
+            return 0
+        fi
+        # Not there yet: finish this revert and start again from B.
+        vms_ok recover "$DOM"
+        qio "write -P 0xb2 0 1M" "/dev/vg/$LV" || fail "writing B to vg/$LV"
+    done
+    fail "the revert never recorded a thick plan in 20 steps"
+}
+
+# verify WHAT: recover finished the revert; the disk and s1 hold A; the
+# VG has exactly the LV and its snapshot; vmsnap check finds no drift.
+verify ()
+{
+    local what=$1 lvs
+    vms_ok recover --json "$DOM"
+    jq_check "$VMS_OUT" '.recovered == "revert" and .result == "finished"' "$what: recover did not finish the revert"
+    vms_ok list --json "$DOM"
+    jq_check "$VMS_OUT" '.current == "s1" and ([.snapshots[].name] == ["s1"]) and .pending == null' "$what: list after recover"
+    qio "read -P 0xa1 0 1M" "/dev/vg/$LV" || fail "$what: vg/$LV does not hold s1's bytes"
+    [[ $(lvattr "$SNAPLV") == s* ]] || fail "$what: vg/$SNAPLV is not a snapshot again: $(lvattr "$SNAPLV")"
+    lvm lvchange -q -ay -K "vg/$SNAPLV" >/dev/null 2>&1 || true
+    qio "read -P 0xa1 0 1M" "/dev/vg/$SNAPLV" || fail "$what: snapshot vg/$SNAPLV does not hold A"
+    lvs=$(lvm lvs --noheadings -o lv_name -S "lv_name=~^$LV" vg | tr -d ' ' | sort | tr '\n' ' ')
+    [ "$lvs" = "$(printf '%s\n' "$LV" "$SNAPLV" | sort | tr '\n' ' ')" ] || fail "$what: LVs left: $lvs"
+    vms_ok check "$DOM"
+    lvmg_pass "$what"
+}
+
+# 1. The merge finished; its COW store left as a plain LV with the tags.
+state 1
+lvm lvconvert -q -y --merge -i 1 "vg/$SNAPLV" >/dev/null
+[ -z "$(lvm lvs --noheadings -o lv_name "vg/$SNAPLV" 2>/dev/null)" ] || fail "vg/$SNAPLV still there after its merge"
+tagargs=()
+for t in ${SNAPTAGS//,/ }; do tagargs+=(--addtag "$t"); done
+lvm lvcreate -q -y -an -Zn -L 4M -n "$SNAPLV" "${tagargs[@]}" vg >/dev/null
+[[ $(lvattr "$SNAPLV") == -* ]] || fail "the left-over COW store is not a plain LV: $(lvattr "$SNAPLV")"
+verify "merge ended between its two commits: the left-over COW store removed, s1 created again"
+
+# 2. The disk's LV left suspended by the killed LVM command.
+state 2
+dmsetup suspend "vg-$LV"
+[ "$(lvattr "$LV" | cut -c5)" = s ] || fail "vg/$LV is not reported suspended: $(lvattr "$LV")"
+verify "LV left suspended: resumed, the revert finished"
+echo "lvm-killed: ok"
