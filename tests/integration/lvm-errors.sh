@@ -143,18 +143,19 @@ refused 1 "merging vg/thick.s1 into vg/thick copies the blocks it rewrites into 
 [[ $VMS_ERR == *"(vg/thick.s4), but VG vg has 0 bytes free"* && $VMS_ERR == *"rolled back"* ]] || fail "revert without room: $VMS_ERR"
 lvmg_lvm lvremove -q -y vg/filler
 lvt_check "revert refused: no room to extend the other snapshots"
-# The same revert, interrupted right after the extension (its 4th journaled
-# step: vda's rename and new LV, the core's disk-vda, vdb's "extended"),
+# The same revert, interrupted right after the extension (its 6th journaled
+# step: vda's plan, rename and new LV, the core's disk-vda, vdb's plan and
+# "extended"),
 # then the merge started by hand with the LV held open, so LVM defers it:
 # what a crash inside the merge, or another process opening the LV at the
 # wrong moment, leaves.  Recovery finds the snapshot merging, reactivates
 # the LV (nothing holds it now), polls the merge to its end and creates the
 # snapshot again.
 rc=0
-VMSNAP_TEST_CRASH_AFTER=4 "$VMSNAP" revert "$ENG_DOM" s1 >"$TEST_TMP/crash.out" 2>&1 || rc=$?
-[ "$rc" = 99 ] || { cat "$TEST_TMP/crash.out" >&2; fail "revert with VMSNAP_TEST_CRASH_AFTER=4 exited $rc"; }
+VMSNAP_TEST_CRASH_AFTER=6 "$VMSNAP" revert "$ENG_DOM" s1 >"$TEST_TMP/crash.out" 2>&1 || rc=$?
+[ "$rc" = 99 ] || { cat "$TEST_TMP/crash.out" >&2; fail "revert with VMSNAP_TEST_CRASH_AFTER=6 exited $rc"; }
 journal=$VMSNAP_STATE_DIR/$LVT_UUID/journal
-grep -A20 '^\[disk.vdb\]' "$journal" | grep -q '^done=extended;$' ||
+grep -A20 '^\[disk.vdb\]' "$journal" | grep -q '^done=planned;extended;$' ||
     { cat "$journal" >&2; fail "the interrupted revert did not stop right after vdb's extension"; }
 exec 3</dev/vg/thick
 out=$(lvm lvconvert -y --merge vg/thick.s1 2>&1) || fail "lvconvert --merge: $out"
