@@ -1006,6 +1006,53 @@ drop_if_ours (const char *vg, const char *name, const char *tag)
     lvm_run (NULL, NULL, "lvremove -y %s/%s", vg, name);
 }
 
+/* A classic snapshot S (ours: tag DTAG) that an `lvcreate -s` killed
+ * midway left behind (found by the crash matrix's random kills; LVM makes
+ * a COW snapshot in steps: the COW store as a plain LV, its header wiped,
+ * the conversion to a snapshot, the activation): still a plain LV (only the
+ * COW store) is removed and *S set to NULL, so it is created again; a
+ * snapshot left inactive beside its active origin is activated (its COW
+ * store is empty: nothing wrote the LV since the kill, the domain's
+ * lock and pause are vmsnap's).  Only while recovering. */
+static int
+heal_half_made_snapshot (vmsnap_op *op, const vmsnap_disk *d, const plan *p,
+                         const char *dtag, lvinfo **s, GError **err)
+{
+  GError *e = NULL;
+
+  if (*s == NULL || !vmsnap_op_is_recovering (op) || !has_tag (*s, dtag)
+      || strcmp (p->kind, "thick") != 0)
+    return 0;
+  if (!is_cow (*s) && (*s)->origin[0] == '\0' && !(*s)->merging) {
+    if (!lvm_run (NULL, &e, "lvremove -y %s/%s", p->vg, p->lv))
+      return fail_with (err, e, "run `vmsnap recover` again", "disk %s: "
+                        "removing %s/%s, the COW store of a snapshot an "
+                        "interrupted lvcreate left unfinished", d->target,
+                        p->vg, p->lv);
+    *s = NULL;
+  } else if (is_cow (*s) && !(*s)->active) {
+    /* LVM activates a snapshot with its origin: reload the origin's tables
+     * (works while a paused QEMU holds it open); if the snapshot is still
+     * not active, deactivate and activate the origin (it must be closed). */
+    g_autoptr (GPtrArray) rows = NULL;
+    const lvinfo *again;
+    if (!lvm_run (NULL, &e, "lvchange --refresh %s/%s", p->vg, p->origin))
+      g_clear_error (&e);
+    rows = lvs_rows (p->vg, &e);
+    again = rows ? find_lv (rows, p->lv) : NULL;
+    if (rows == NULL || again == NULL || !again->active) {
+      g_clear_error (&e);
+      if (!lvm_run (NULL, &e, "lvchange -an %s/%s", p->vg, p->origin)
+          || !lvm_run (NULL, &e, "lvchange -ay %s/%s", p->vg, p->origin))
+        return fail_with (err, e, "close the LV (is a QEMU or a mount using "
+                          "it?), then run `vmsnap recover` again", "disk %s: "
+                          "activating snapshot %s/%s, which an interrupted "
+                          "lvcreate left inactive", d->target, p->vg, p->lv);
+    }
+  }
+  return 0;
+}
+
 static int
 create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
           vmsnap_result *res, GError **err)
@@ -1092,6 +1139,8 @@ create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
       return fail (err, VMSNAP_ERR_FAILED, "disk %s: an LV %s/%s that vmsnap "
                    "did not make appeared while the snapshot was being taken; "
                    "nothing was changed", d->target, p->vg, p->lv);
+    if (heal_half_made_snapshot (op, d, p, dtag, &s, err) < 0)
+      return -1;
     if (s == NULL) {
       g_autofree char *tags = addtags (p->tags);
       gboolean ok;
@@ -1424,6 +1473,8 @@ revert_thick (vmsnap_op *op, const vmsnap_disk *d, const plan *p,
       goto out;
     }
     s = find_lv (rows, p->lv);
+    if (heal_half_made_snapshot (op, d, p, dtag, &s, err) < 0)
+      goto out;
     if (s && !(has_tag (s, dtag) && is_cow (s) && !strcmp (s->origin, p->origin))) {
       fail (err, VMSNAP_ERR_FAILED, "disk %s: %s/%s holds the snapshot's "
             "contents now, but an LV %s/%s that vmsnap did not make appeared; "

@@ -575,7 +575,7 @@ crash_verify ()
     before_err=$CHECK_ERR
     crash_model_after "$1"
     check_all && no_orphans && return 0
-    cfail "after recover neither the state before the operation ($before_err) nor after it ($CHECK_ERR) holds"
+    cfail "after recover neither the state before the operation ($before_err) nor after it ($CHECK_ERR) holds$(printf '\n  the journal recover started from:\n%s\n  recover said: %s' "${KILLED_JOURNAL:-}" "${RECOVERED:-}")"
 }
 
 crash_point ()   # OP KIND ARG
@@ -614,7 +614,10 @@ crash_point ()   # OP KIND ARG
         journal_exists && JKILLS=$(( JKILLS + 1 ))
         KILLED_AT+=" $(( t0 + ms ))ms[${jdone%|}]"
     fi
-    vms_ok recover "$DOM"
+    # What recover started from and what it said, for a failure's message.
+    KILLED_JOURNAL=$(cat "$VMSNAP_STATE_DIR"/*/journal 2>/dev/null) || KILLED_JOURNAL="(none)"
+    vms_ok recover --json "$DOM"
+    RECOVERED=$VMS_OUT
     model_restore
     crash_verify "$op"
     POINTS=$(( POINTS + 1 ))

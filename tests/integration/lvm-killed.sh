@@ -9,8 +9,14 @@
 #      creates the snapshot again (before: "cannot be merged because
 #      --trackchanges was not used" and no way forward);
 #   2. the disk's LV left suspended (LVM suspends an LV while it changes
-#      its tables): every read of it hangs.  recover resumes it first.
-# Each state is made deterministic: the revert is stopped right after it
+#      its tables): every read of it hangs.  recover resumes it first;
+#   3. a create's `lvcreate -s` killed before the COW store became a
+#      snapshot: a plain LV under the snapshot's name and tags (before:
+#      the catalog listed a "snapshot" that was that plain LV).  recover
+#      removes it and makes the snapshot;
+#   4. killed after that, before LVM activated the snapshot (before: the
+#      catalog listed a snapshot with no device).  recover activates it.
+# Each state is made deterministic: the operation is stopped right after it
 # recorded its plan (VMSNAP_TEST_CRASH_AFTER), then LVM is brought by hand
 # to where a kill would leave it.  After recover: the disk holds s1's
 # bytes, s1 is a snapshot again with those bytes, no other LV, no drift.
@@ -95,4 +101,77 @@ state 2
 dmsetup suspend "vg-$LV"
 [ "$(lvattr "$LV" | cut -c5)" = s ] || fail "vg/$LV is not reported suspended: $(lvattr "$LV")"
 verify "LV left suspended: resumed, the revert finished"
+# --- a create killed inside `lvcreate -s`, which makes a COW snapshot in
+# steps (the COW store as a plain LV, its header wiped, the conversion to a
+# snapshot, the activation).
+# cstate N: a fresh thick LV vg/cN holding 0xa1 with s1, then 0xb2; a
+# create of s2 stopped right after it recorded its plan.  Sets DOM, LV,
+# PLANLV and PLANTAGS (the snapshot LV's name and tags, from the plan).
+cstate ()
+{
+    local n plan
+    LV=c$1 DOM=$TEST_TMP/c$1.xml
+    lvm lvcreate -q -y -L 16M -n "$LV" vg >/dev/null
+    lvmg_block_domain "killedc$1" "$DOM" "vda:/dev/vg/$LV"
+    qio "write -P 0xa1 0 1M" "/dev/vg/$LV" || fail "writing A to vg/$LV"
+    vms_ok create "$DOM" s1
+    qio "write -P 0xb2 0 1M" "/dev/vg/$LV" || fail "writing B to vg/$LV"
+    for (( n = 1; n <= 20; n++ )); do
+        VMSNAP_TEST_CRASH_AFTER=$n vms_rc create "$DOM" s2
+        [ "$VMS_RC" = 99 ] || fail "create stopped at step $n: exit $VMS_RC: $VMS_ERR"
+        if grep -q '^done=.*planned;' "$VMSNAP_STATE_DIR"/*/journal 2>/dev/null; then
+            # (the journal is a key file: the JSON's quotes are escaped)
+            plan=$(sed -n 's/^s\.plan=//p' "$VMSNAP_STATE_DIR"/*/journal | sed 's/\\"/"/g')
+            PLANLV=$(jq -r .lv <<<"$plan" 2>&1) PLANTAGS=$(jq -r .tags <<<"$plan" 2>&1) ||
+                fail "the plan is not JSON: $plan"
+            [ -n "$PLANLV" ] && [[ $PLANTAGS == *vmsnap_dom_* ]] || fail "unexpected plan: $plan"
+            return 0
+        fi
+        vms_ok recover "$DOM"
+    done
+    fail "the create never recorded its plan in 20 steps"
+}
+# cverify WHAT: recover finished the create: s2 is an active snapshot of
+# the LV holding B, s1 still holds A, the disk B, no other LV, no drift.
+cverify ()
+{
+    local what=$1 lvs
+    vms_ok recover --json "$DOM"
+    jq_check "$VMS_OUT" '.recovered == "create" and .result == "finished"' "$what: recover did not finish the create"
+    vms_ok list --json "$DOM"
+    jq_check "$VMS_OUT" '([.snapshots[].name] == ["s1", "s2"]) and .pending == null' "$what: list after recover"
+    [[ $(lvattr "$PLANLV") == s????* ]] || fail "$what: vg/$PLANLV is not a snapshot: $(lvattr "$PLANLV")"
+    [ "$(lvattr "$PLANLV" | cut -c5)" = a ] || fail "$what: vg/$PLANLV is not active: $(lvattr "$PLANLV")"
+    qio "read -P 0xb2 0 1M" "/dev/vg/$PLANLV" || fail "$what: snapshot s2 (vg/$PLANLV) does not hold B"
+    qio "read -P 0xb2 0 1M" "/dev/vg/$LV" || fail "$what: vg/$LV does not hold B"
+    lvs=$(lvm lvs --noheadings -o lv_name -S "lv_name=~^$LV" vg | tr -d ' ' | wc -l)
+    [ "$lvs" = 3 ] || fail "$what: $lvs LVs for vg/$LV (want the LV, s1, s2): $(lvm lvs --noheadings -o lv_name vg | tr -d ' ' | tr '\n' ' ')"
+    vms_ok check "$DOM"
+    lvmg_pass "$what"
+}
+tagargs () { local t; TAGARGS=(); for t in ${1//,/ }; do TAGARGS+=(--addtag "$t"); done; }
+
+# 3. Killed before LVM made the COW store a snapshot: a plain LV with the
+#    snapshot's name and tags.
+cstate 3
+tagargs "$PLANTAGS"
+lvm lvcreate -q -y -an -Zn -L 4M -n "$PLANLV" "${TAGARGS[@]}" vg >/dev/null
+verify_note="create killed before the COW store became a snapshot: removed, the snapshot made again"
+cverify "$verify_note"
+
+# 4. Killed after LVM made it a snapshot, before it activated it.
+cstate 4
+tagargs "$PLANTAGS"
+lvm lvcreate -q -y -s -L 8M -n "$PLANLV" "${TAGARGS[@]}" "vg/$LV" >/dev/null
+# LVM does not deactivate a snapshot alone: deactivate both, then bring the
+# origin back by hand as the plain linear device it was before the
+# snapshot's tables were loaded (its table is the "-real" layer's, its uuid
+# LVM's), with its /dev/vg link.
+table=$(dmsetup table "vg-$LV-real") uuid=$(dmsetup info -c --noheadings -o uuid "vg-$LV-real")
+lvm lvchange -q -an "vg/$LV"
+dmsetup create "vg-$LV" --uuid "${uuid%-real}" --table "$table"
+ln -sf "../mapper/vg-$LV" "/dev/vg/$LV"
+[ "$(lvattr "$LV" | cut -c5)" = a ] && [ "$(lvattr "$PLANLV" | cut -c5)" != a ] ||
+    fail "not the state wanted: vg/$LV $(lvattr "$LV"), vg/$PLANLV $(lvattr "$PLANLV")"
+cverify "create killed before the snapshot was activated: activated"
 echo "lvm-killed: ok"
