@@ -88,10 +88,12 @@ ceph_ratios () { local r; for r in "$@"; do timeout 30 ceph -c "$CEPH_CONF" osd 
 ceph_ratios nearfull:0.0005 backfillfull:0.0008 full:0.001
 for (( i = 0; i < 60; i++ )); do
     h=$(timeout 20 ceph -c "$CEPH_CONF" health 2>&1) || true
-    [[ $h == *"full osd"* ]] && break
+    # The pool's full flag (what pauses clients' writes) comes after the
+    # OSD's.
+    [[ $h == *"full osd"* && $h == *"pool(s) full"* ]] && break
     sleep 1
 done
-[[ $h == *"full osd"* ]] || fail "the OSD is not full after 60 s: $h"
+[[ $h == *"full osd"* && $h == *"pool(s) full"* ]] || fail "the OSD and its pool are not full after 60 s: $h"
 t0=$SECONDS rc=0
 out=$("$VMSNAP" create "$DOM" s3 2>&1) || rc=$?
 echo "    vmsnap create s3 on a full cluster -> exit $rc after $(( SECONDS - t0 )) s"
