@@ -1363,6 +1363,31 @@ noop_progress (uint64_t a, uint64_t b, void *c)
 
 /* rbd_snap_create on the active image.  Journal: key "snap" (the name,
  * recorded before anything is written), step "snap". */
+/* A snapshot SNAP of IMG that a killed `rbd_snap_create` left half made:
+ * librbd adds the snapshot to the image header, then creates its object
+ * map; killed in between, the snapshot is listed but cannot be opened
+ * ("error reading header ... No such file or directory": found by the
+ * crash matrix's random kills).  TRUE when the image has an object map and
+ * the snapshot's object is missing. */
+static gboolean
+half_made_snapshot (conn *c, const rspec *a, rbd_image_t img, const char *snap)
+{
+  rados_ioctx_t io = conn_io (c, a, NULL);
+  uint64_t features = 0, sid = 0, size = 0;
+  time_t mtime = 0;
+  char id[96];
+  g_autofree char *obj = NULL;
+
+  if (io == NULL || rbd_get_features (img, &features) < 0
+      || !(features & RBD_FEATURE_OBJECT_MAP)
+      || rbd_snap_get_id (img, snap, &sid) < 0
+      || rbd_get_id (img, id, sizeof id) < 0)
+    return FALSE;
+  obj = g_strdup_printf ("rbd_object_map.%s.%016" G_GINT64_MODIFIER "x", id,
+                         (guint64) sid);
+  return rados_stat (io, obj, &size, &mtime) == -ENOENT;
+}
+
 static int
 vrbd_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
              unsigned int flags, vmsnap_result *res, GError **err)
@@ -1419,7 +1444,9 @@ vrbd_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
                    "domain (rbd snap ls %s); choose another name",
                    d->target, img_name, name, img_name);
     }
-    if (!record (c, "snap", name, err))
+    /* A step of its own, so that the crash hook can stop a create with
+     * its snapshot named and not made (tests/integration/rbd-half-clone.sh). */
+    if (!record (c, "snap", name, err) || !vmsnap_op_mark_done (op, "named", err))
       return -1;
   }
   if (!vmsnap_op_step_done (op, "snap")) {
@@ -1431,6 +1458,18 @@ vrbd_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
     if ((r = snap_exists (img, name, &exists)) < 0) {
       rfail (c, err, r, "cannot read the snapshots of rbd image %s", img_name);
       goto failed;
+    }
+    /* The name is ours (recorded after checking it was free): a snapshot
+     * under it that a killed run left half made goes, and is made again. */
+    if (exists && vmsnap_op_is_recovering (op)
+        && half_made_snapshot (c, &a, img, name)) {
+      if ((r = rbd_snap_remove (img, name)) < 0 && r != -ENOENT) {
+        rfail (c, err, r, "cannot remove snapshot %s@%s, which an "
+               "interrupted run left half made (no object map)", img_name,
+               name);
+        goto failed;
+      }
+      exists = FALSE;
     }
     if (!exists) {
       /* vmsnap paused the VM (or it is shut off): skip librbd's own quiesce

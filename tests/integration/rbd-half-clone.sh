@@ -7,7 +7,8 @@
 # made deterministic: the revert is stopped after its first journaled step
 # (VMSNAP_TEST_CRASH_AFTER=1: the clone's name recorded, nothing cloned),
 # then the half-made clone is created by hand.  An image under that name
-# that holds data is never removed: recover refuses and names it.
+# that holds data is never removed: recover refuses and names it.  And a
+# half-made snapshot (case 3 below).
 set -euo pipefail
 : "${srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$srcdir/tests/fixtures/functions.sh"
@@ -63,3 +64,39 @@ vms_rc recover "$DOM"
 out=$(qio -r -c "read -P 0xc3 0 4k" "$(rbd_qemu "$CLONE")")
 [[ $out != *"verification failed"* && $out == *"bytes at offset"* ]] || fail "$CLONE lost its data: $out"
 echo "  an image with data under the recorded name: recover refuses (exit $VMS_RC), the image keeps its data"
+
+# 3. A create killed inside rbd_snap_create, after librbd added the
+#    snapshot to the header and before it made the snapshot's object map:
+#    the snapshot is listed but cannot be opened.  The create is stopped
+#    right after it recorded the name (its first journaled step), the
+#    snapshot made and its object map removed by hand; recover removes
+#    that snapshot and makes it again (before: it took it for done, and the
+#    catalog listed a snapshot nobody could read).
+export VMSNAP_STATE_DIR=$TEST_TMP/state3
+rbdc create --size 16M rbd/hs
+DOM=$TEST_TMP/hs.xml
+rbd_domain_xml hs "$DOM" "vda:rbd/hs:conf"
+qio -c "write -P 0xa1 0 64k" "$(rbd_qemu rbd/hs)" >/dev/null
+vms_ok create "$DOM" s1
+qio -c "write -P 0xb2 0 64k" "$(rbd_qemu rbd/hs)" >/dev/null
+VMSNAP_TEST_CRASH_AFTER=1 vms_rc create "$DOM" s2
+[[ $VMS_ERR == *"VMSNAP_TEST_CRASH_AFTER reached"* ]] || fail "the create did not stop at its first step: $VMS_ERR"
+grep -q '^done=named;$' "$VMSNAP_STATE_DIR"/*/journal ||
+    fail "the create did not stop right after naming its snapshot: $(cat "$VMSNAP_STATE_DIR"/*/journal)"
+rbdc snap create rbd/hs@s2
+id=$(rbdc info --format json rbd/hs | jq -r .id)
+sid=$(rbdc snap ls --format json rbd/hs | jq -r '.[] | select(.name == "s2") | .id')
+printf -v om 'rbd_object_map.%s.%016x' "$id" "$sid"
+rados -c "$CEPH_CONF" -p rbd rm "$om" || fail "cannot remove $om"
+out=$(qio -r -c "read -P 0xb2 0 64k" "$(rbd_qemu rbd/hs@s2)") || true
+[[ $out == *"No such file or directory"* ]] || fail "the half-made snapshot opens: $out"
+vms_ok recover "$DOM"
+vms_ok list --json "$DOM"
+jq -e '[.snapshots[].name] == ["s1", "s2"] and .pending == null' <<<"$VMS_OUT" >/dev/null ||
+    fail "after recover: $VMS_OUT"
+out=$(qio -r -c "read -P 0xb2 0 64k" "$(rbd_qemu rbd/hs@s2)") || true
+[[ $out != *"verification failed"* && $out == *"bytes at offset"* ]] || fail "s2 does not hold the disk's data: $out"
+rados -c "$CEPH_CONF" -p rbd stat "rbd_object_map.$id.$(printf '%016x' "$(rbdc snap ls --format json rbd/hs | jq -r '.[] | select(.name == "s2") | .id')")" >/dev/null ||
+    fail "s2 has no object map after recover"
+vms_ok check "$DOM"
+echo "  half-made snapshot (no object map) removed by recover and made again; s2 holds the data, no drift"
