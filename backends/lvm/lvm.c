@@ -253,7 +253,19 @@ lvs_rows (const char *what, GError **err)
                  "`lvs %s` printed no JSON report: %s", what, out);
     return NULL;
   }
-  json = g_strndup (start, end - start + 1);
+  /* LVM may log a warning in the middle of the report (seen: recovering a
+   * merge a kill interrupted): keep the lines that are JSON. */
+  {
+    g_autofree char *block = g_strndup (start, end - start + 1);
+    g_auto (GStrv) lines = g_strsplit (block, "\n", -1);
+    GString *keep = g_string_new (NULL);
+    for (char **l = lines; *l; l++) {
+      const char *t = *l + strspn (*l, " \t");
+      if (*t == '{' || *t == '}' || *t == '[' || *t == ']' || *t == '"')
+        g_string_append_printf (keep, "%s\n", *l);
+    }
+    json = g_string_free (keep, FALSE);
+  }
   if (!json_parser_load_from_data (p, json, -1, err))
     return NULL;
   root = json_parser_get_root (p);
