@@ -19,7 +19,7 @@ PACKAGES=(
   # build
   autoconf automake libtool pkg-config make gcc libc6-dev
   libglib2.0-dev libjson-glib-dev libxml2-dev libvirt-dev libltdl-dev
-  liblvm2-dev librbd-dev librados-dev
+  liblvm2-dev libdevmapper-dev librbd-dev librados-dev
   # run: qemu-img at run time, a private libvirtd + QEMU for tests and demo
   qemu-utils qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu
   libvirt-clients util-linux
@@ -120,9 +120,19 @@ for log in build/test-suite.log build-asan/test-suite.log build/test-suite-valgr
   pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0} + ${e:-0} + ${x:-0})); skip=$((skip + ${s:-0}))
 done
 [ "$status" = 0 ] || [ "$fail" -gt 0 ] || fail=$((fail + 1))   # a build/distcheck failure counts
+# A failed test's own log ends with what failed (a crash point prints its
+# journal and recover's answer): its last lines go to the output, so a CI
+# report carries the failure, not only its name.
 for log in build/test-suite.log build-asan/test-suite.log build-fuzz/tests/fuzz/fuzz-suite.log \
            build-deb/test-suite-deb.log; do
-  [ -f "$log" ] && grep -E '^(FAIL|ERROR)' "$log" >&2 || true
+  [ -f "$log" ] || continue
+  for t in $(sed -n 's/^\(FAIL\|ERROR\): \(.*\)/\2/p' "$log"); do
+    tl=$(dirname "$log")/$t.log
+    [ -f "$tl" ] || continue
+    echo "---- FAIL $t: the last 40 lines of $tl" >&2
+    tail -n 40 "$tl" | cut -c1-400 >&2
+  done
+  grep -E '^(FAIL|ERROR)' "$log" >&2 || true
 done
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" = 0 ]
