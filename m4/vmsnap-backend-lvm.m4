@@ -1,4 +1,5 @@
-dnl The LVM backend: in-process liblvm2cmd (Debian: liblvm2-dev).
+dnl The LVM backend: in-process liblvm2cmd, and libdevmapper for thin-pool
+dnl messages (Debian: liblvm2-dev, which brings libdevmapper-dev).
 dnl --with-lvm=yes|no|check (default check).  Asked for and missing is a hard
 dnl error; the reason is kept for the summary at the end of configure.
 AC_DEFUN([VMSNAP_BACKEND_LVM], [
@@ -12,8 +13,12 @@ AC_DEFUN([VMSNAP_BACKEND_LVM], [
     [no], [vmsnap_lvm_reason="disabled by --without-lvm"],
     [yes|check], [
       AC_CHECK_HEADER([lvm2cmd.h], [
-        AC_CHECK_LIB([lvm2cmd], [lvm2_run], [LVM2CMD_LIBS=-llvm2cmd],
-          [vmsnap_lvm_reason="liblvm2cmd lacks lvm2_run (install liblvm2-dev)"])
+        AC_CHECK_HEADER([libdevmapper.h], [
+          AC_CHECK_LIB([devmapper], [dm_task_create], [
+            AC_CHECK_LIB([lvm2cmd], [lvm2_run], [LVM2CMD_LIBS="-llvm2cmd -ldevmapper"],
+              [vmsnap_lvm_reason="liblvm2cmd lacks lvm2_run (install liblvm2-dev)"])
+          ], [vmsnap_lvm_reason="libdevmapper lacks dm_task_create (install libdevmapper-dev)"])
+        ], [vmsnap_lvm_reason="libdevmapper.h not found (install libdevmapper-dev)"])
       ], [vmsnap_lvm_reason="lvm2cmd.h not found (install liblvm2-dev)"])
     ],
     [AC_MSG_ERROR([--with-lvm takes yes, no or check, not '$with_lvm'])])

@@ -44,13 +44,17 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <json-glib/json-glib.h>
+#include <libdevmapper.h>
 #include <lvm2cmd.h>
 
 #include <vmsnap/backend.h>
@@ -229,19 +233,20 @@ jbytes (JsonObject *o, const char *k)
 }
 
 /* `lvs -a` of WHAT (a VG name or a selection), one lvinfo per LV. */
+/* The LV objects of `lvs -a --reportformat json ... TAIL` (JsonObject,
+ * referenced). */
 static GPtrArray *
-lvs_rows (const char *what, GError **err)
+lvs_objects (const char *tail, GError **err)
 {
   g_autofree char *out = NULL;
   g_autoptr (JsonParser) p = json_parser_new ();
-  g_autoptr (GPtrArray) rows = g_ptr_array_new_with_free_func (lvinfo_free);
+  g_autoptr (GPtrArray) objs = g_ptr_array_new_with_free_func ((GDestroyNotify) json_object_unref);
   const char *start, *end;
   g_autofree char *json = NULL;
   JsonNode *root;
   JsonArray *reports;
 
-  if (!lvm_run (&out, err, "lvs -a --reportformat json --units b --nosuffix "
-                "-o " LV_FIELDS " %s", what))
+  if (!lvm_run (&out, err, "lvs -a --reportformat json %s", tail))
     return NULL;
   /* Warnings may come around the report: take the JSON document itself. */
   start = strstr (out, "{\n");
@@ -250,7 +255,7 @@ lvs_rows (const char *what, GError **err)
   end = strrchr (out, '}');
   if (start == NULL || end == NULL || end < start) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-                 "`lvs %s` printed no JSON report: %s", what, out);
+                 "`lvs %s` printed no JSON report: %s", tail, out);
     return NULL;
   }
   /* LVM may log a warning in the middle of the report (seen: recovering a
@@ -272,7 +277,7 @@ lvs_rows (const char *what, GError **err)
   if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root)
       || !(reports = json_object_get_array_member (json_node_get_object (root), "report"))) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-                 "`lvs %s`: unexpected report: %s", what, json);
+                 "`lvs %s`: unexpected report: %s", tail, json);
     return NULL;
   }
   for (guint r = 0; r < json_array_get_length (reports); r++) {
@@ -281,40 +286,56 @@ lvs_rows (const char *what, GError **err)
                      ? json_object_get_array_member (ro, "lv") : NULL;
     for (guint i = 0; lvs && i < json_array_get_length (lvs); i++) {
       JsonObject *o = json_array_get_object_element (lvs, i);
-      lvinfo *l;
-      const char *n;
-      if (o == NULL)
-        continue;
-      l = g_new0 (lvinfo, 1);
-      n = jfield (o, "lv_name");
-      l->hidden = n[0] == '[';
-      l->name = l->hidden ? g_strndup (n + 1, strlen (n) >= 2 ? strlen (n) - 2 : 0)
-                          : g_strdup (n);
-      l->vg = g_strdup (jfield (o, "vg_name"));
-      l->attr = g_strdup (jfield (o, "lv_attr"));
-      l->origin = g_strdup (jfield (o, "origin"));
-      if (l->origin[0] == '[') {       /* a hidden origin: "[name]" */
-        char *u = g_strndup (l->origin + 1, strlen (l->origin) - 2);
-        g_free (l->origin);
-        l->origin = u;
-      }
-      l->pool = g_strdup (jfield (o, "pool_lv"));
-      l->segtype = g_strdup (jfield (o, "segtype"));
-      l->tags = g_strdup (jfield (o, "lv_tags"));
-      l->uuid = g_strdup (jfield (o, "lv_uuid"));
-      l->size = jbytes (o, "lv_size");
-      l->vg_free = jbytes (o, "vg_free");
-      l->extent = jbytes (o, "vg_extent_size");
-      l->snap = jpercent (o, "snap_percent");
-      l->data = jpercent (o, "data_percent");
-      l->meta = jpercent (o, "metadata_percent");
-      l->open = strcmp (jfield (o, "lv_device_open"), "open") == 0;
-      l->active = strcmp (jfield (o, "lv_active"), "active") == 0;
-      l->merging = strcmp (jfield (o, "lv_merging"), "merging") == 0;
-      l->invalid = strstr (jfield (o, "lv_snapshot_invalid"), "invalid") != NULL
-                   || (strlen (l->attr) > 4 && l->attr[4] == 'I');
-      g_ptr_array_add (rows, l);
+      if (o)
+        g_ptr_array_add (objs, json_object_ref (o));
     }
+  }
+  return g_steal_pointer (&objs);
+}
+
+/* "[name]" (a hidden LV in a report) -> "name". */
+static char *
+unhide (const char *n)
+{
+  size_t len = strlen (n);
+  return n[0] == '[' && len >= 2 ? g_strndup (n + 1, len - 2) : g_strdup (n);
+}
+
+static GPtrArray *
+lvs_rows (const char *what, GError **err)
+{
+  g_autofree char *tail = g_strdup_printf ("--units b --nosuffix -o " LV_FIELDS
+                                           " %s", what);
+  g_autoptr (GPtrArray) objs = lvs_objects (tail, err);
+  g_autoptr (GPtrArray) rows = NULL;
+
+  if (objs == NULL)
+    return NULL;
+  rows = g_ptr_array_new_with_free_func (lvinfo_free);
+  for (guint i = 0; i < objs->len; i++) {
+    JsonObject *o = g_ptr_array_index (objs, i);
+    lvinfo *l = g_new0 (lvinfo, 1);
+    l->hidden = jfield (o, "lv_name")[0] == '[';
+    l->name = unhide (jfield (o, "lv_name"));
+    l->vg = g_strdup (jfield (o, "vg_name"));
+    l->attr = g_strdup (jfield (o, "lv_attr"));
+    l->origin = unhide (jfield (o, "origin"));    /* a hidden origin: "[name]" */
+    l->pool = g_strdup (jfield (o, "pool_lv"));
+    l->segtype = g_strdup (jfield (o, "segtype"));
+    l->tags = g_strdup (jfield (o, "lv_tags"));
+    l->uuid = g_strdup (jfield (o, "lv_uuid"));
+    l->size = jbytes (o, "lv_size");
+    l->vg_free = jbytes (o, "vg_free");
+    l->extent = jbytes (o, "vg_extent_size");
+    l->snap = jpercent (o, "snap_percent");
+    l->data = jpercent (o, "data_percent");
+    l->meta = jpercent (o, "metadata_percent");
+    l->open = strcmp (jfield (o, "lv_device_open"), "open") == 0;
+    l->active = strcmp (jfield (o, "lv_active"), "active") == 0;
+    l->merging = strcmp (jfield (o, "lv_merging"), "merging") == 0;
+    l->invalid = strstr (jfield (o, "lv_snapshot_invalid"), "invalid") != NULL
+                 || (strlen (l->attr) > 4 && l->attr[4] == 'I');
+    g_ptr_array_add (rows, l);
   }
   return g_steal_pointer (&rows);
 }
@@ -1065,6 +1086,248 @@ heal_half_made_snapshot (vmsnap_op *op, const vmsnap_disk *d, const plan *p,
   return 0;
 }
 
+/* ==================================================== thin orphans */
+
+/* A vmsnap killed inside a thin `lvcreate -s` (LVM runs in process and dies
+ * with it) after LVM sent the pool its "create_snap ID ORIGIN" message and
+ * before it committed its metadata leaves a thin device in the pool's
+ * kernel metadata that LVM does not know: no LV has that id, and the
+ * pool's kernel transaction id is still the one LVM's metadata records
+ * (the "set_transaction_id" that follows the message was never sent).
+ * LVM gives the same id to the pool's next thin LV and fails ("Thin pool
+ * ... already contain thin device with device_id ID ... Manual
+ * intervention may be required").  Nothing can reach that device: it is
+ * deleted from the pool (the "delete ID" message LVM's own lvremove
+ * sends), under LVM's lock of the VG, after checking both facts again
+ * under that lock; then the command is run again.  Any other state is
+ * left to the administrator with what was seen. */
+#define ORPHAN_MSG "already contain thin device with device_id "
+
+static gboolean
+orphan_id (const GError *e, guint *id)
+{
+  const char *m = e ? strstr (e->message, ORPHAN_MSG) : NULL;
+  char *end;
+  guint64 v;
+
+  if (m == NULL)
+    return FALSE;
+  m += strlen (ORPHAN_MSG);
+  v = g_ascii_strtoull (m, &end, 10);
+  if (end == m || v == 0 || v > 0xffffff)    /* 24-bit thin device ids */
+    return FALSE;
+  *id = (guint) v;
+  return TRUE;
+}
+
+/* Device-mapper TYPE task on NAME; for a status, the target's type and
+ * parameters.  MSG: a target message (sector 0). */
+static gboolean
+dm_call (int type, const char *name, const char *msg, char **ttype,
+         char **params)
+{
+  struct dm_task *t = dm_task_create (type);
+  gboolean ok = t && dm_task_set_name (t, name) && dm_task_no_open_count (t)
+                && (msg == NULL || (dm_task_set_sector (t, 0)
+                                    && dm_task_set_message (t, msg)))
+                && dm_task_run (t);
+
+  if (ok && ttype) {
+    uint64_t start, len;
+    char *ty = NULL, *pa = NULL;
+    dm_get_next_target (t, NULL, &start, &len, &ty, &pa);
+    *ttype = g_strdup (ty ? ty : "");
+    *params = g_strdup (pa ? pa : "");
+  }
+  if (t)
+    dm_task_destroy (t);
+  return ok;
+}
+
+/* LVM's lock directory: global/locking_dir of /etc/lvm/lvm.conf, else
+ * LVM's default.  (lvmconfig through liblvm2cmd writes to our stdout.) */
+static char *
+lvm_lock_dir (void)
+{
+  g_autofree char *conf = NULL;
+  g_auto (GStrv) lines = NULL;
+  const char *env = g_getenv ("LVM_SYSTEM_DIR");
+  g_autofree char *path = g_build_filename (env && *env ? env : "/etc/lvm",
+                                            "lvm.conf", NULL);
+
+  if (g_file_get_contents (path, &conf, NULL, NULL)) {
+    lines = g_strsplit (conf, "\n", -1);
+    for (char **l = lines; *l; l++) {
+      const char *t = *l + strspn (*l, " \t"), *q, *q2;
+      if (g_str_has_prefix (t, "locking_dir") && (q = strchr (t, '"'))
+          && (q2 = strchr (q + 1, '"')) && q2 > q + 1)
+        return g_strndup (q + 1, q2 - q - 1);
+    }
+  }
+  return g_strdup ("/run/lock/lvm");
+}
+
+static guint64
+jnum (JsonObject *o, const char *k, gboolean *set)
+{
+  const char *v = jfield (o, k);
+  char *end;
+  guint64 n = g_ascii_strtoull (v, &end, 10);
+  *set = end != v;
+  return n;
+}
+
+/* FAILED: the error of a thin lvcreate whose origin is VG/ORIGIN.  1: an
+ * orphan was deleted (run the command again); 2: the pool moved on since
+ * FAILED (*err says how; run the command again); 0: FAILED is another
+ * error; -1: it was that error and the orphan could not be proved or
+ * removed (*err).
+ *
+ * LVM's metadata is read first (an `lvs`, which takes LVM's VG lock
+ * itself); then, holding that lock (LVM's file lock V_<vg> in lvm.conf's
+ * global/locking_dir), the pool's kernel transaction id must still be the
+ * one LVM's metadata recorded: every change of a pool is a message that
+ * moves that id, and LVM sends its messages and commits its metadata
+ * under that lock, so the device is nobody's for as long as the lock is
+ * held. */
+static int
+drop_thin_orphan (const char *vg, const char *origin, const GError *failed,
+                  char **healed, GError **err)
+{
+  g_autofree char *lockdir = NULL, *lockfile = NULL, *tail = NULL;
+  g_autofree char *pool = NULL, *dmname = NULL, *ttype = NULL, *params = NULL;
+  g_autofree char *msg = NULL;
+  g_autoptr (GPtrArray) objs = NULL;
+  GError *e = NULL;
+  guint id;
+  guint64 lvm_tid = 0, kernel_tid = 0;
+  gboolean have_tid = FALSE, set, moved = FALSE;
+  struct dm_pool *mem = NULL;
+  int fd;
+  char *end;
+
+  if (!orphan_id (failed, &id))
+    return 0;
+  tail = g_strdup_printf ("-o lv_name,pool_lv,segtype,thin_id,transaction_id %s", vg);
+  objs = lvs_objects (tail, &e);
+  for (guint i = 0; objs && i < objs->len; i++) {
+    JsonObject *o = g_ptr_array_index (objs, i);
+    if (!strcmp (jfield (o, "lv_name"), origin) && *jfield (o, "pool_lv"))
+      pool = unhide (jfield (o, "pool_lv"));
+  }
+  for (guint i = 0; pool && objs && i < objs->len; i++) {
+    JsonObject *o = g_ptr_array_index (objs, i);
+    g_autofree char *n = unhide (jfield (o, "lv_name"));
+    if (!strcmp (n, pool) && !strcmp (jfield (o, "segtype"), "thin-pool"))
+      lvm_tid = jnum (o, "transaction_id", &have_tid);
+    else if (!strcmp (jfield (o, "pool_lv"), pool)
+             && jnum (o, "thin_id", &set) == id && set) {
+      g_set_error (&e, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "LV %s/%s has thin "
+                   "device id %u in LVM's metadata: not an orphan", vg, n, id);
+      break;
+    }
+  }
+  if (e == NULL && (pool == NULL || !have_tid))
+    g_set_error (&e, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "the thin pool of "
+                 "%s/%s or its transaction id is not in LVM's report", vg, origin);
+  if (e == NULL) {
+    mem = dm_pool_create ("vmsnap-lvm", 256);
+    dmname = mem ? g_strdup (dm_build_dm_name (mem, vg, pool, "tpool")) : NULL;
+    if (mem)
+      dm_pool_destroy (mem);
+    if (dmname == NULL)
+      g_set_error (&e, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "no memory");
+  }
+  if (e == NULL) {
+    lockdir = lvm_lock_dir ();
+    lockfile = g_strdup_printf ("%s/V_%s", lockdir, vg);
+    fd = open (lockfile, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock (fd, LOCK_EX) < 0) {
+      int errsv = errno;
+      if (fd >= 0)
+        close (fd);
+      g_set_error (&e, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "taking LVM's lock "
+                   "%s: %s", lockfile, g_strerror (errsv));
+    } else {
+      if (!dm_call (DM_DEVICE_STATUS, dmname, NULL, &ttype, &params)
+          || strcmp (ttype, "thin-pool"))
+        g_set_error (&e, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "no thin-pool "
+                     "status from device-mapper for %s", dmname);
+      else {
+        kernel_tid = g_ascii_strtoull (params, &end, 10);
+        if (end == params)
+          g_set_error (&e, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "unexpected "
+                       "thin-pool status of %s: %s", dmname, params);
+        else if (kernel_tid != lvm_tid)
+          moved = TRUE;
+        else {
+          msg = g_strdup_printf ("delete %u", id);
+          if (!dm_call (DM_DEVICE_TARGET_MSG, dmname, msg, NULL, NULL))
+            g_set_error (&e, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "device-mapper "
+                         "message \"%s\" to %s failed", msg, dmname);
+        }
+      }
+      flock (fd, LOCK_UN);
+      close (fd);
+    }
+  }
+  if (e) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "%s; vmsnap did not "
+                 "remove thin device %u from the pool: %s (see lvconvert "
+                 "--repair and thin_dump)", failed->message, id, e->message);
+    g_error_free (e);
+    return -1;
+  }
+  if (moved) {
+    /* Another LVM command changed the pool since the report (or one is
+     * unfinished: then the next attempt fails the same way). */
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "%s; the pool's "
+                 "kernel transaction id (%" G_GUINT64_FORMAT ") is not the one "
+                 "in LVM's metadata (%" G_GUINT64_FORMAT "): an LVM command "
+                 "changed pool %s/%s meanwhile, or one is unfinished (see "
+                 "lvconvert --repair)", failed->message, kernel_tid, lvm_tid,
+                 vg, pool);
+    return 2;
+  }
+  g_free (*healed);
+  *healed = g_strdup_printf ("removed thin device %u from pool %s/%s: no LV "
+                             "in LVM's metadata had it (an lvcreate killed "
+                             "before its metadata commit left it)", id, vg, pool);
+  return 1;
+}
+
+/* `lvcreate -y -s FLAGS -n LV TAGS VG/ORIGIN` of a thin ORIGIN, again after
+ * removing an orphan thin device a killed lvcreate left (*HEALED: what was
+ * removed, for the result's note). */
+static gboolean
+thin_snapshot (const char *vg, const char *origin, const char *flags,
+               const char *lv, const char *tags, char **healed, GError **err)
+{
+  GError *last = NULL;
+
+  for (int attempt = 1;; attempt++) {
+    GError *e = NULL;
+    int r;
+
+    if (lvm_run (NULL, &e, "lvcreate -y -s %s -n %s%s %s/%s", flags, lv, tags,
+                 vg, origin)) {
+      g_clear_error (&last);
+      return TRUE;
+    }
+    g_clear_error (&last);
+    r = drop_thin_orphan (vg, origin, e, healed, &last);
+    if (r <= 0 || attempt == 3) {
+      if (last) {
+        g_propagate_error (err, last);
+        g_error_free (e);
+      } else
+        g_propagate_error (err, e);
+      return FALSE;
+    }
+    g_error_free (e);
+  }
+}
+
 static int
 create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
           vmsnap_result *res, GError **err)
@@ -1072,6 +1335,7 @@ create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
   g_autoptr (plan) p = NULL;
   g_autoptr (GPtrArray) rows = NULL;
   g_autofree char *loc = NULL, *note = NULL, *dtag = dom_tag (op);
+  g_autofree char *healed = NULL;
   GError *e = NULL;
   lvinfo *o, *s;
 
@@ -1157,8 +1421,7 @@ create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
       g_autofree char *tags = addtags (p->tags);
       gboolean ok;
       if (!strcmp (p->kind, "thin"))
-        ok = lvm_run (NULL, &e, "lvcreate -y -s -n %s%s %s/%s", p->lv, tags,
-                      p->vg, p->origin);
+        ok = thin_snapshot (p->vg, p->origin, "", p->lv, tags, &healed, &e);
       else
         ok = lvm_run (NULL, &e, "lvcreate -y -s -L %" G_GUINT64_FORMAT "b -n "
                       "%s%s %s/%s", p->size, p->lv, tags, p->vg, p->origin);
@@ -1182,12 +1445,13 @@ create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
     lvinfo *pool = o ? find_lv (rows, o->pool) : NULL;
     if (pool)
       vmsnap_result_set_note (res, "thin snapshot %s/%s of %s/%s (pool %s/%s: "
-                              "data %.2f%%, metadata %.2f%%)", p->vg, p->lv,
+                              "data %.2f%%, metadata %.2f%%)%s%s", p->vg, p->lv,
                               p->vg, p->origin, p->vg, pool->name, pool->data,
-                              pool->meta);
+                              pool->meta, healed ? "; " : "", healed ? healed : "");
     else
-      vmsnap_result_set_note (res, "thin snapshot %s/%s of %s/%s", p->vg,
-                              p->lv, p->vg, p->origin);
+      vmsnap_result_set_note (res, "thin snapshot %s/%s of %s/%s%s%s", p->vg,
+                              p->lv, p->vg, p->origin, healed ? "; " : "",
+                              healed ? healed : "");
   } else {
     g_autofree char *sz = size_text (p->size);
     note = s ? size_text (s->vg_free) : NULL;
@@ -1228,6 +1492,7 @@ revert_thin (vmsnap_op *op, const vmsnap_disk *d, const plan *p,
 {
   g_autoptr (GPtrArray) rows = NULL;
   g_autofree char *revtag = g_strconcat (TAG_REV, p->rev, NULL);
+  g_autofree char *healed = NULL;
   GError *e = NULL;
   lvinfo *o, *old;
 
@@ -1265,8 +1530,7 @@ revert_thin (vmsnap_op *op, const vmsnap_disk *d, const plan *p,
       g_autofree char *tags = addtags (p->tags);
       /* -kn: the disk's LV must not carry the activation-skip flag thin
        * snapshots get, or it would not come up with the VG. */
-      if (!lvm_run (NULL, &e, "lvcreate -y -s -kn -ay -n %s%s %s/%s", p->origin,
-                    tags, p->vg, p->lv))
+      if (!thin_snapshot (p->vg, p->lv, "-kn -ay", p->origin, tags, &healed, &e))
         return fail_with (err, e, NULL, "disk %s: creating %s/%s as a thin "
                           "snapshot of %s/%s", d->target, p->vg, p->origin,
                           p->vg, p->lv);
@@ -1298,10 +1562,11 @@ revert_thin (vmsnap_op *op, const vmsnap_disk *d, const plan *p,
     vmsnap_result_add_undo (res, undo);
     vmsnap_result_set_note (res, "%s/%s is now a new thin snapshot of %s/%s%s%s%s "
                             "(which stays as it was); the previous contents, "
-                            "renamed %s/%s, are removed once this is recorded%s",
+                            "renamed %s/%s, are removed once this is recorded%s%s%s",
                             p->vg, p->origin, p->vg, p->lv,
                             sn ? " (snapshot '" : "", sn ? sn : "", sn ? "')" : "",
-                            p->vg, p->old, pool_text);
+                            p->vg, p->old, pool_text, healed ? "; " : "",
+                            healed ? healed : "");
   }
   return 0;
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A thick revert killed inside LVM, in the LVM guest.  vmsnap runs LVM in
+# Operations killed inside LVM, in the LVM guest.  vmsnap runs LVM in
 # its own process (liblvm2cmd), so a SIGKILL can land inside an LVM command
 # and leave what LVM itself never leaves when it runs to its end (found by
 # the conformance crash matrix's random kills, tests/conformance):
@@ -15,7 +15,12 @@
 #      the catalog listed a "snapshot" that was that plain LV).  recover
 #      removes it and makes the snapshot;
 #   4. killed after that, before LVM activated the snapshot (before: the
-#      catalog listed a snapshot with no device).  recover activates it.
+#      catalog listed a snapshot with no device).  recover activates it;
+#   5. a thin `lvcreate -s` killed after the pool's create_snap message,
+#      before LVM's metadata commit: the pool's kernel metadata holds a
+#      thin device no LV has, and LVM's next thin LV in that pool fails
+#      ("already contain thin device with device_id N").  The next create
+#      removes the orphan and makes its snapshot.
 # Each state is made deterministic: the operation is stopped right after it
 # recorded its plan (VMSNAP_TEST_CRASH_AFTER), then LVM is brought by hand
 # to where a kill would leave it.  After recover: the disk holds s1's
@@ -174,4 +179,42 @@ ln -sf "../mapper/vg-$LV" "/dev/vg/$LV"
 [ "$(lvattr "$LV" | cut -c5)" = a ] && [ "$(lvattr "$PLANLV" | cut -c5)" != a ] ||
     fail "not the state wanted: vg/$LV $(lvattr "$LV"), vg/$PLANLV $(lvattr "$PLANLV")"
 cverify "create killed before the snapshot was activated: activated"
+
+# 5. An orphan thin device in the pool: made by hand with the message the
+#    killed lvcreate had sent (create_snap of the disk's thin device, id
+#    LVM's next: the highest id in its metadata + 1).
+lvm lvcreate -q -y -L 64M -T vg/pool >/dev/null
+LV=n5 DOM=$TEST_TMP/n5.xml
+lvm lvcreate -q -y -V 16M -T vg/pool -n "$LV" >/dev/null
+lvmg_block_domain killedn5 "$DOM" "vda:/dev/vg/$LV"
+qio "write -P 0xa1 0 1M" "/dev/vg/$LV" || fail "writing A to vg/$LV"
+vms_ok create "$DOM" s1
+qio "write -P 0xb2 0 1M" "/dev/vg/$LV" || fail "writing B to vg/$LV"
+ids=$(lvm lvs --noheadings -o thin_id -S "pool_lv=pool" vg | tr -d ' ' | sort -n)
+origin_id=$(lvm lvs --noheadings -o thin_id "vg/$LV" | tr -d ' ')
+next=$(( $(tail -n1 <<<"$ids") + 1 ))
+dmsetup suspend "vg-$LV"
+dmsetup message vg-pool-tpool 0 "create_snap $next $origin_id"
+dmsetup resume "vg-$LV"
+# (a thin snapshot: for a new thin volume LVM takes an existing id as it is)
+out=$(lvm lvcreate -q -y -s -n probe "vg/$LV" 2>&1) &&
+    fail "the orphan thin device $next was not made: lvcreate succeeded: $out (ids before: $(echo $ids); $(lvm lvs -a -o lv_name,thin_id,transaction_id vg 2>&1 | tr '\n' ';'); $(dmsetup status vg-pool-tpool))"
+[[ $out == *"already contain thin device with device_id $next"* ]] ||
+    fail "lvcreate with the orphan $next in the pool: unexpected error: $out"
+echo "after the failed lvcreate: $(lvm lvs -a --noheadings -o lv_name,lv_attr,thin_id vg | tr -s ' ' | tr '\n' ';') $(dmsetup info -c --noheadings -o name,attr | tr '\n' ';')"
+vms_ok create --json "$DOM" s2
+jq_check "$VMS_OUT" '[.disks[].note] | any(test("removed thin device '"$next"' from pool vg/pool"))' \
+    "create s2 does not say it removed the orphan thin device $next"
+s2lv=$(lvm lvs --noheadings -o lv_name -S "lv_tags=vmsnap_snap_s2" vg | tr -d ' ')
+[ "$(lvm lvs --noheadings -o thin_id "vg/$s2lv" | tr -d ' ')" = "$next" ] ||
+    fail "s2 (vg/$s2lv) did not get thin id $next: $(lvm lvs -o lv_name,thin_id vg)"
+lvm lvchange -q -ay -K "vg/$s2lv" >/dev/null
+qio "read -P 0xb2 0 1M" "/dev/vg/$s2lv" || fail "s2 (vg/$s2lv) does not hold B"
+vms_ok revert "$DOM" s1
+qio "read -P 0xa1 0 1M" "/dev/vg/$LV" || fail "vg/$LV does not hold A after the revert to s1"
+[ -z "$(lvm lvs --noheadings -o lv_name vg/probe 2>/dev/null)" ] || fail "the failed lvcreate left vg/probe"
+out=$(lvm lvcreate -q -y -s -n probe "vg/$LV" 2>&1) || fail "a thin snapshot after the heal: $out"
+lvm lvremove -q -y vg/probe >/dev/null
+vms_ok check "$DOM"
+lvmg_pass "thin create with an orphan thin device in the pool: removed, the snapshot made"
 echo "lvm-killed: ok"
