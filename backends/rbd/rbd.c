@@ -1532,6 +1532,57 @@ failed:
 
 /* Protect T (image@snap) for a clone, marking it as ours first, unless it
  * is protected already (by us or by anyone). */
+/* T (vmsnap's: on the garbage list, or a name vmsnap recorded) does not
+ * open.  An `rbd_remove` killed after it removed the image's header and
+ * before it removed the image from the pool's directory leaves it so: still
+ * listed (`rbd ls -l` then fails for the whole pool: "listing images
+ * failed: (2) No such file or directory"), its name taken.  librbd's
+ * remove finishes such an image; -ENOENT from it: nothing was left. */
+/* Whether NAME is in the pool's image directory (a format-2 image's name
+ * entry, the key "name_NAME" of the rbd_directory object's omap). */
+static gboolean
+in_directory (rados_ioctx_t io, const char *name)
+{
+  g_autofree char *key = g_strconcat ("name_", name, NULL);
+  char const *keys[] = { key };
+  rados_omap_iter_t it = NULL;
+  rados_read_op_t op = rados_create_read_op ();
+  int prval = 0, r;
+  gboolean found = FALSE;
+
+  rados_read_op_omap_get_vals_by_keys (op, keys, 1, &it, &prval);
+  r = rados_read_op_operate (op, io, "rbd_directory", 0);
+  if (r == 0 && prval == 0 && it) {
+    char *k = NULL, *v = NULL;
+    size_t len = 0;
+    found = rados_omap_get_next (it, &k, &v, &len) == 0 && k != NULL;
+  }
+  if (it)
+    rados_omap_get_end (it);
+  rados_release_read_op (op);
+  return found;
+}
+
+static int
+finish_removal (conn *c, const rspec *t, GError **err)
+{
+  rados_ioctx_t io;
+  int r;
+
+  g_clear_error (err);
+  if ((io = conn_io (c, t, err)) == NULL)
+    return -1;
+  if (!in_directory (io, t->image) && image_exists (io, t->image) == -ENOENT)
+    return 0;
+  r = rbd_remove (io, t->image);
+  if (r < 0 && r != -ENOENT) {
+    g_autofree char *tn = rspec_image (t);
+    return rfail (c, err, r, "cannot remove what is left of rbd image %s "
+                  "(listed, but its header is gone)", tn);
+  }
+  return 0;
+}
+
 static int
 protect (conn *c, const rspec *t, GError **err)
 {
@@ -1611,6 +1662,9 @@ make_clone (conn *c, const rspec *t, const rspec *child, GError **err)
 
   r = img_open (c, child, NULL, FALSE, TRUE, &cimg, err);
   if (r < 0 && r != -ENOENT)
+    return -1;
+  /* A removal of a half-made clone killed midway can leave the name taken. */
+  if (r == -ENOENT && finish_removal (c, child, err) < 0)
     return -1;
   if (r == 0) {
     rspec par;
@@ -2499,7 +2553,7 @@ vrbd_discard (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
   }
   r = img_open (c, &t, NULL, FALSE, TRUE, &img, err);
   if (r == -ENOENT)
-    return 0;
+    return finish_removal (c, &t, err);
   if (r < 0)
     return -1;
   if ((r = snap_names (img, &names)) < 0)

@@ -377,10 +377,13 @@ check_all ()
 }
 
 # no_orphans: every file in the image directory is on the active chain or on
-# the chain of a snapshot's locator (file configurations).
+# the chain of a snapshot's locator (file configurations); every LV of the
+# disk's is the disk or a snapshot's (LVM); every image of the disk's
+# (its name, or its name and a suffix: vmsnap's clone heads) opens and is
+# the disk's, a snapshot's or a parent of one of those (RBD).
 no_orphans ()
 {
-    is_rbd && return 0
+    is_rbd && { rbd_no_orphans; return; }
     local f refs="" loc p
     if is_lvm; then
         refs=$LVNAME
@@ -398,6 +401,29 @@ no_orphans ()
     done
     for f in "$IMGDIR"/*; do
         grep -qxF "$f" <<<"$refs" || { CHECK_ERR="orphan file $f (on no chain)"; return 1; }
+    done
+}
+
+rbd_no_orphans ()
+{
+    local img info p loc seen="" todo=()
+    todo+=("$(xmllint --xpath 'string(//disk/source/@name)' "$DOM")")
+    for loc in "${LOC[@]}"; do p=${loc#rbd:}; todo+=("${p%@*}"); done
+    while [ ${#todo[@]} -gt 0 ]; do
+        img=${todo[0]} todo=("${todo[@]:1}")
+        ! grep -qxF "$img" <<<"$seen" || continue
+        seen+=$img$'\n'
+        info=$(timeout 30 rbd info --format json "$img" 2>&1) ||
+            { CHECK_ERR="image $img (the disk's or a snapshot's) does not open: $info"; return 1; }
+        p=$(jq -r '.parent | select(.) | "\(.pool)/\(.image)"' <<<"$info")
+        [ -z "$p" ] || todo+=("$p")
+    done
+    p=$(timeout 30 rbd ls rbd 2>&1) || { CHECK_ERR="rbd ls rbd: $p"; return 1; }
+    for img in $(grep -E "^${RBDIMG//./\\.}(\.|\$)" <<<"$p"); do
+        grep -qxF "rbd/$img" <<<"$seen" && continue
+        info=$(timeout 30 rbd info "rbd/$img" 2>&1 | tr '\n' ' ') || true
+        CHECK_ERR="orphan image rbd/$img (not the disk's, a snapshot's or a parent of one; rbd info: $info)"
+        return 1
     done
 }
 

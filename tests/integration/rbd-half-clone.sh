@@ -8,7 +8,7 @@
 # (VMSNAP_TEST_CRASH_AFTER=1: the clone's name recorded, nothing cloned),
 # then the half-made clone is created by hand.  An image under that name
 # that holds data is never removed: recover refuses and names it.  And a
-# half-made snapshot (case 3 below).
+# half-made snapshot (case 3 below), and a half-removed image (case 4).
 set -euo pipefail
 : "${srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$srcdir/tests/fixtures/functions.sh"
@@ -100,3 +100,49 @@ rados -c "$CEPH_CONF" -p rbd stat "rbd_object_map.$id.$(printf '%016x' "$(rbdc s
     fail "s2 has no object map after recover"
 vms_ok check "$DOM"
 echo "  half-made snapshot (no object map) removed by recover and made again; s2 holds the data, no drift"
+
+# 4. An image on the garbage list whose removal was killed inside
+#    rbd_remove, after librbd removed its header and before it removed its
+#    id object and its name in the pool's directory: listed, unopenable,
+#    and `rbd ls -l` fails for the whole pool (what the crash matrix's pool
+#    purge met: "listing images failed: (2) No such file or directory").  A second clone revert puts the
+#    first revert's head on the garbage list; it is stopped right after its
+#    catalog step, the head's header removed by hand; recover finishes the
+#    removal (before: it took the image for gone and left the name listed).
+export VMSNAP_STATE_DIR=$TEST_TMP/state4
+rbdc create --size 16M rbd/hr
+DOM=$TEST_TMP/hr.xml
+rbd_domain_xml hr "$DOM" "vda:rbd/hr:conf"
+qio -c "write -P 0xa1 0 64k" "$(rbd_qemu rbd/hr)" >/dev/null
+vms_ok create "$DOM" s1
+qio -c "write -P 0xb2 0 64k" "$(rbd_qemu rbd/hr)" >/dev/null
+vms_ok revert "$DOM" s1
+head1=$(xmllint --xpath 'string(//disk/source/@name)' "$DOM")
+[[ $head1 == rbd/hr.* ]] || fail "the first clone revert left the disk on $head1"
+qio -c "write -P 0xc3 0 64k" "$(rbd_qemu "$head1")" >/dev/null
+for (( n = 1; n <= 20; n++ )); do
+    VMSNAP_TEST_CRASH_AFTER=$n vms_rc revert "$DOM" s1
+    [[ $VMS_ERR == *"VMSNAP_TEST_CRASH_AFTER reached"* ]] || fail "the revert did not stop at step $n: $VMS_ERR"
+    grep -q '^done=.*catalog;' "$VMSNAP_STATE_DIR"/*/journal && break
+    # Not there yet: finish this revert and start again from head1.
+    vms_ok recover "$DOM"
+    vms_ok revert "$DOM" s1
+    head1=$(xmllint --xpath 'string(//disk/source/@name)' "$DOM")
+done
+grep -q '^done=.*catalog;' "$VMSNAP_STATE_DIR"/*/journal ||
+    fail "the second revert never reached its catalog step: $(cat "$VMSNAP_STATE_DIR"/*/journal)"
+rbdc info "$head1" >/dev/null || fail "$head1 is gone at the catalog step: $(cat "$VMSNAP_STATE_DIR"/*/journal)"
+id=$(rbdc info --format json "$head1" | jq -r .id)
+rados -c "$CEPH_CONF" -p rbd rm "rbd_header.$id" || fail "cannot remove rbd_header.$id"
+out=$(rbd ls -l --format json rbd 2>&1) || true
+[[ $out == *"No such file or directory"* ]] || fail "rbd ls -l works with $head1 half removed: $out"
+rbdc ls rbd | grep -qxF "${head1#rbd/}" || fail "$head1 is not listed any more"
+vms_ok recover "$DOM"
+! rbdc ls rbd | grep -qxF "${head1#rbd/}" || fail "$head1 is still listed after recover"
+out=$(rbd ls -l --format json rbd 2>&1) && [[ $out != *"No such file"* ]] || fail "rbd ls -l fails after recover: $out"
+vms_ok list --json "$DOM"
+jq -e '.current == "s1" and .pending == null' <<<"$VMS_OUT" >/dev/null || fail "after recover: $VMS_OUT"
+out=$(qio -r -c "read -P 0xa1 0 64k" "$(rbd_qemu "$(xmllint --xpath 'string(//disk/source/@name)' "$DOM")")")
+[[ $out != *"verification failed"* && $out == *"bytes at offset"* ]] || fail "the disk does not hold s1's data: $out"
+vms_ok check "$DOM"
+echo "  half-removed garbage image $head1 (no header, still listed): recover finished its removal, rbd ls -l works, no drift"
