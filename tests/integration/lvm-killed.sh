@@ -205,7 +205,7 @@ echo "after the failed lvcreate: $(lvm lvs -a --noheadings -o lv_name,lv_attr,th
 vms_ok create --json "$DOM" s2
 jq_check "$VMS_OUT" '[.disks[].note] | any(test("removed thin device '"$next"' from pool vg/pool"))' \
     "create s2 does not say it removed the orphan thin device $next"
-s2lv=$(lvm lvs --noheadings -o lv_name -S "lv_tags=vmsnap_snap_s2" vg | tr -d ' ')
+s2lv=$(lvm lvs --noheadings -o lv_name -S "lv_tags=vmsnap_snap_s2 && origin=$LV" vg | tr -d ' ')
 [ "$(lvm lvs --noheadings -o thin_id "vg/$s2lv" | tr -d ' ')" = "$next" ] ||
     fail "s2 (vg/$s2lv) did not get thin id $next: $(lvm lvs -o lv_name,thin_id vg)"
 lvm lvchange -q -ay -K "vg/$s2lv" >/dev/null
