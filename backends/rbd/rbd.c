@@ -1533,11 +1533,12 @@ failed:
 /* Protect T (image@snap) for a clone, marking it as ours first, unless it
  * is protected already (by us or by anyone). */
 /* T (vmsnap's: on the garbage list, or a name vmsnap recorded) does not
- * open.  An `rbd_remove` killed after it removed the image's header and
- * before it removed the image from the pool's directory leaves it so: still
- * listed (`rbd ls -l` then fails for the whole pool: "listing images
- * failed: (2) No such file or directory"), its name taken.  librbd's
- * remove finishes such an image; -ENOENT from it: nothing was left. */
+ * open.  An `rbd_remove` killed midway leaves it so, still listed by `rbd
+ * ls`: either moved to the trash as "removing" (librbd's first step), or
+ * with its header removed and its name still in the pool's directory
+ * (`rbd ls -l` then fails for the whole pool: "listing images failed: (2)
+ * No such file or directory").  The removal is finished: from the trash,
+ * or by librbd's remove, which takes such an image. */
 /* Whether NAME is in the pool's image directory (a format-2 image's name
  * entry, the key "name_NAME" of the rbd_directory object's omap). */
 static gboolean
@@ -1563,6 +1564,50 @@ in_directory (rados_ioctx_t io, const char *name)
   return found;
 }
 
+/* The trash id of NAME if librbd's remove had moved it to the trash as
+ * "removing" (rbd_remove does that first; `rbd ls` still lists such an
+ * image, rbd_trash_list does not) when a kill stopped it; NULL if not
+ * there.  The trash object's omap keys are "id_<ID>". */
+static char *
+removing_in_trash (rados_ioctx_t io, const char *name)
+{
+  g_autofree char *after = g_strdup ("");
+  char *found = NULL;
+
+  for (int rounds = 0; found == NULL && rounds < 64; rounds++) {
+    rados_read_op_t op = rados_create_read_op ();
+    rados_omap_iter_t it = NULL;
+    unsigned char more = 0;
+    int prval = 0, r;
+    char *k = NULL, *v = NULL;
+    size_t len = 0;
+
+    rados_read_op_omap_get_keys2 (op, after, 256, &it, &more, &prval);
+    r = rados_read_op_operate (op, io, "rbd_trash", 0);
+    while (r == 0 && prval == 0 && it && found == NULL
+           && rados_omap_get_next (it, &k, &v, &len) == 0 && k) {
+      rbd_trash_image_info_t info;
+      g_free (after);
+      after = g_strdup (k);
+      if (!g_str_has_prefix (k, "id_"))
+        continue;
+      memset (&info, 0, sizeof info);
+      if (rbd_trash_get (io, k + 3, &info) == 0) {
+        if (info.source == RBD_TRASH_IMAGE_SOURCE_REMOVING
+            && g_strcmp0 (info.name, name) == 0)
+          found = g_strdup (k + 3);
+        rbd_trash_get_cleanup (&info);
+      }
+    }
+    if (it)
+      rados_omap_get_end (it);
+    rados_release_read_op (op);
+    if (r != 0 || prval != 0 || !more)
+      break;
+  }
+  return found;
+}
+
 static int
 finish_removal (conn *c, const rspec *t, GError **err)
 {
@@ -1572,8 +1617,18 @@ finish_removal (conn *c, const rspec *t, GError **err)
   g_clear_error (err);
   if ((io = conn_io (c, t, err)) == NULL)
     return -1;
-  if (!in_directory (io, t->image) && image_exists (io, t->image) == -ENOENT)
+  if (!in_directory (io, t->image) && image_exists (io, t->image) == -ENOENT) {
+    g_autofree char *id = removing_in_trash (io, t->image);
+    if (id == NULL)
+      return 0;
+    r = rbd_trash_remove (io, id, true);
+    if (r < 0 && r != -ENOENT) {
+      g_autofree char *tn = rspec_image (t);
+      return rfail (c, err, r, "cannot remove rbd image %s from the trash "
+                    "(id %s), where an interrupted removal left it", tn, id);
+    }
     return 0;
+  }
   r = rbd_remove (io, t->image);
   if (r < 0 && r != -ENOENT) {
     g_autofree char *tn = rspec_image (t);
@@ -1741,7 +1796,14 @@ drop_recorded_clone (conn *c, const rspec *t)
      * made under the recorded name since. */
     g_auto (rbd_image_t) img = NULL;
     rspec par;
-    if (img_open (c, &ch, NULL, TRUE, TRUE, &img, NULL) < 0)
+    int r = img_open (c, &ch, NULL, TRUE, TRUE, &img, NULL);
+    if (r == -ENOENT) {
+      /* Our recorded name: a removal of it killed midway is finished. */
+      if (finish_removal (c, &ch, NULL) == 0)
+        release_parent (c, t);
+      return;
+    }
+    if (r < 0)
       return;
     if (parent_of (img, &par) == 0) {
       ours = same_image (&par, t) && g_strcmp0 (par.snap, t->snap) == 0

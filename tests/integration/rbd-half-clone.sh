@@ -8,7 +8,7 @@
 # (VMSNAP_TEST_CRASH_AFTER=1: the clone's name recorded, nothing cloned),
 # then the half-made clone is created by hand.  An image under that name
 # that holds data is never removed: recover refuses and names it.  And a
-# half-made snapshot (case 3 below), and a half-removed image (case 4).
+# half-made snapshot (case 3 below), and a half-removed image (cases 4, 5).
 set -euo pipefail
 : "${srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$srcdir/tests/fixtures/functions.sh"
@@ -146,3 +146,48 @@ out=$(qio -r -c "read -P 0xa1 0 64k" "$(rbd_qemu "$(xmllint --xpath 'string(//di
 [[ $out != *"verification failed"* && $out == *"bytes at offset"* ]] || fail "the disk does not hold s1's data: $out"
 vms_ok check "$DOM"
 echo "  half-removed garbage image $head1 (no header, still listed): recover finished its removal, rbd ls -l works, no drift"
+
+# 5. The same, killed earlier inside rbd_remove: librbd first moves the
+#    image to the trash as "removing" (`rbd ls` still lists it, `rbd trash
+#    ls` does not, its name opens nothing).  Made for real: the garbage
+#    head holds 2048 objects of 4 KiB (a clone keeps its parent's object
+#    size), an `rbd rm` of it is SIGKILLed as soon as the trash has it.
+#    recover removes it from the trash (before: it took it for gone).
+export VMSNAP_STATE_DIR=$TEST_TMP/state5
+rbdc create --size 16M --object-size 4K rbd/ht
+DOM=$TEST_TMP/ht.xml
+rbd_domain_xml ht "$DOM" "vda:rbd/ht:conf"
+qio -c "write -P 0xa1 0 64k" "$(rbd_qemu rbd/ht)" >/dev/null
+vms_ok create "$DOM" s1
+vms_ok revert "$DOM" s1
+head1=$(xmllint --xpath 'string(//disk/source/@name)' "$DOM")
+qio -c "write -P 0xc3 0 8M" "$(rbd_qemu "$head1")" >/dev/null
+for (( n = 1; n <= 20; n++ )); do
+    VMSNAP_TEST_CRASH_AFTER=$n vms_rc revert "$DOM" s1
+    [[ $VMS_ERR == *"VMSNAP_TEST_CRASH_AFTER reached"* ]] || fail "the revert did not stop at step $n: $VMS_ERR"
+    grep -q '^done=.*catalog;' "$VMSNAP_STATE_DIR"/*/journal && break
+    vms_ok recover "$DOM"
+    vms_ok revert "$DOM" s1
+    head1=$(xmllint --xpath 'string(//disk/source/@name)' "$DOM")
+    qio -c "write -P 0xc3 0 8M" "$(rbd_qemu "$head1")" >/dev/null
+done
+grep -q '^done=.*catalog;' "$VMSNAP_STATE_DIR"/*/journal ||
+    fail "the second revert never reached its catalog step: $(cat "$VMSNAP_STATE_DIR"/*/journal)"
+rbd -c "$CEPH_CONF" rm --no-progress "$head1" >/dev/null 2>&1 &
+rmpid=$!
+for (( n = 0; n < 400; n++ )); do
+    [ -z "$(rados -c "$CEPH_CONF" -p rbd listomapkeys rbd_trash 2>/dev/null)" ] || break
+    sleep 0.02
+done
+kill -KILL "$rmpid" 2>/dev/null || true
+wait "$rmpid" 2>/dev/null || true
+rbdc ls rbd | grep -qxF "${head1#rbd/}" || fail "the killed rbd rm of $head1 finished (or never started): not listed"
+[ -n "$(rados -c "$CEPH_CONF" -p rbd listomapkeys rbd_trash)" ] || fail "$head1 is not in the trash after the killed rbd rm"
+! rbd info "$head1" >/dev/null 2>&1 || fail "$head1 still opens after the killed rbd rm"
+vms_ok recover "$DOM"
+! rbdc ls rbd | grep -qxF "${head1#rbd/}" || fail "$head1 is still listed after recover"
+[ -z "$(rados -c "$CEPH_CONF" -p rbd listomapkeys rbd_trash)" ] || fail "the trash is not empty after recover: $(rados -c "$CEPH_CONF" -p rbd listomapkeys rbd_trash)"
+vms_ok list --json "$DOM"
+jq -e '.current == "s1" and .pending == null' <<<"$VMS_OUT" >/dev/null || fail "after recover: $VMS_OUT"
+vms_ok check "$DOM"
+echo "  garbage image $head1 left in the trash as \"removing\" by a killed rbd rm: recover removed it, no drift"
