@@ -109,28 +109,34 @@ echo "  half-made snapshot (no object map) removed by recover and made again; s2
 #    first revert's head on the garbage list; it is stopped right after its
 #    catalog step, the head's header removed by hand; recover finishes the
 #    removal (before: it took the image for gone and left the name listed).
-export VMSNAP_STATE_DIR=$TEST_TMP/state4
-rbdc create --size 16M rbd/hr
-DOM=$TEST_TMP/hr.xml
-rbd_domain_xml hr "$DOM" "vda:rbd/hr:conf"
-qio -c "write -P 0xa1 0 64k" "$(rbd_qemu rbd/hr)" >/dev/null
-vms_ok create "$DOM" s1
-qio -c "write -P 0xb2 0 64k" "$(rbd_qemu rbd/hr)" >/dev/null
-vms_ok revert "$DOM" s1
-head1=$(xmllint --xpath 'string(//disk/source/@name)' "$DOM")
-[[ $head1 == rbd/hr.* ]] || fail "the first clone revert left the disk on $head1"
-qio -c "write -P 0xc3 0 64k" "$(rbd_qemu "$head1")" >/dev/null
-for (( n = 1; n <= 20; n++ )); do
-    VMSNAP_TEST_CRASH_AFTER=$n vms_rc revert "$DOM" s1
-    [[ $VMS_ERR == *"VMSNAP_TEST_CRASH_AFTER reached"* ]] || fail "the revert did not stop at step $n: $VMS_ERR"
-    grep -q '^done=.*catalog;' "$VMSNAP_STATE_DIR"/*/journal && break
-    # Not there yet: finish this revert and start again from head1.
-    vms_ok recover "$DOM"
-    vms_ok revert "$DOM" s1
-    head1=$(xmllint --xpath 'string(//disk/source/@name)' "$DOM")
-done
-grep -q '^done=.*catalog;' "$VMSNAP_STATE_DIR"/*/journal ||
+# gstate NAME LEN [CREATE-ARGS...]: image rbd/NAME with s1 (0xa1), a clone
+# revert to s1 (the disk then on a clone, head1), LEN bytes of 0xc3 written
+# to it, then a second revert to s1 stopped right after its catalog step:
+# head1 is on the garbage list, not yet removed.  Sets DOM, head1.
+gstate ()
+{
+    local name=$1 len=$2 n
+    shift 2
+    export VMSNAP_STATE_DIR=$TEST_TMP/state-$name
+    rbdc create --size 16M "$@" "rbd/$name"
+    DOM=$TEST_TMP/$name.xml
+    rbd_domain_xml "$name" "$DOM" "vda:rbd/$name:conf"
+    qio -c "write -P 0xa1 0 64k" "$(rbd_qemu "rbd/$name")" >/dev/null
+    vms_ok create "$DOM" s1
+    for (( n = 1; n <= 20; n++ )); do
+        vms_ok revert "$DOM" s1
+        head1=$(xmllint --xpath 'string(//disk/source/@name)' "$DOM")
+        [[ $head1 == rbd/$name.* ]] || fail "the clone revert left the disk on $head1"
+        qio -c "write -P 0xc3 0 $len" "$(rbd_qemu "$head1")" >/dev/null
+        VMSNAP_TEST_CRASH_AFTER=$n vms_rc revert "$DOM" s1
+        [[ $VMS_ERR == *"VMSNAP_TEST_CRASH_AFTER reached"* ]] || fail "the revert did not stop at step $n: $VMS_ERR"
+        grep -q '^done=.*catalog;' "$VMSNAP_STATE_DIR"/*/journal && return 0
+        # Not there yet: finish this revert and start again.
+        vms_ok recover "$DOM"
+    done
     fail "the second revert never reached its catalog step: $(cat "$VMSNAP_STATE_DIR"/*/journal)"
+}
+gstate hr 64k
 rbdc info "$head1" >/dev/null || fail "$head1 is gone at the catalog step: $(cat "$VMSNAP_STATE_DIR"/*/journal)"
 id=$(rbdc info --format json "$head1" | jq -r .id)
 rados -c "$CEPH_CONF" -p rbd rm "rbd_header.$id" || fail "cannot remove rbd_header.$id"
@@ -153,26 +159,7 @@ echo "  half-removed garbage image $head1 (no header, still listed): recover fin
 #    head holds 2048 objects of 4 KiB (a clone keeps its parent's object
 #    size), an `rbd rm` of it is SIGKILLed as soon as the trash has it.
 #    recover removes it from the trash (before: it took it for gone).
-export VMSNAP_STATE_DIR=$TEST_TMP/state5
-rbdc create --size 16M --object-size 4K rbd/ht
-DOM=$TEST_TMP/ht.xml
-rbd_domain_xml ht "$DOM" "vda:rbd/ht:conf"
-qio -c "write -P 0xa1 0 64k" "$(rbd_qemu rbd/ht)" >/dev/null
-vms_ok create "$DOM" s1
-vms_ok revert "$DOM" s1
-head1=$(xmllint --xpath 'string(//disk/source/@name)' "$DOM")
-qio -c "write -P 0xc3 0 8M" "$(rbd_qemu "$head1")" >/dev/null
-for (( n = 1; n <= 20; n++ )); do
-    VMSNAP_TEST_CRASH_AFTER=$n vms_rc revert "$DOM" s1
-    [[ $VMS_ERR == *"VMSNAP_TEST_CRASH_AFTER reached"* ]] || fail "the revert did not stop at step $n: $VMS_ERR"
-    grep -q '^done=.*catalog;' "$VMSNAP_STATE_DIR"/*/journal && break
-    vms_ok recover "$DOM"
-    vms_ok revert "$DOM" s1
-    head1=$(xmllint --xpath 'string(//disk/source/@name)' "$DOM")
-    qio -c "write -P 0xc3 0 8M" "$(rbd_qemu "$head1")" >/dev/null
-done
-grep -q '^done=.*catalog;' "$VMSNAP_STATE_DIR"/*/journal ||
-    fail "the second revert never reached its catalog step: $(cat "$VMSNAP_STATE_DIR"/*/journal)"
+gstate ht 8M --object-size 4K
 rbd -c "$CEPH_CONF" rm --no-progress "$head1" >/dev/null 2>&1 &
 rmpid=$!
 for (( n = 0; n < 400; n++ )); do
