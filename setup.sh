@@ -127,7 +127,9 @@ for log in build/test-suite.log build-asan/test-suite.log build-fuzz/tests/fuzz/
            build-deb/test-suite-deb.log; do
   [ -f "$log" ] || continue
   for t in $(sed -n 's/^\(FAIL\|ERROR\): \(.*\)/\2/p' "$log"); do
-    tl=$(dirname "$log")/$t.log
+    # (automake drops the .sh/.xml extension of a test's log name)
+    tl=$(dirname "$log")/${t%.*}.log
+    [ -f "$tl" ] || tl=$(dirname "$log")/$t.log
     [ -f "$tl" ] || continue
     echo "---- FAIL $t: the last 40 lines of $tl" >&2
     tail -n 40 "$tl" | cut -c1-400 >&2
