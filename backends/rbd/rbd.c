@@ -2613,6 +2613,12 @@ vrbd_discard (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
       return -1;
     return remove_snapshot (c, &t, err);
   }
+  /* The client is recorded before the read-write open, which registers a
+   * watch: a run killed after it leaves that watch for 30 s, and a re-run
+   * frees it only by blocklisting a recorded client (else rbd_remove
+   * refuses: "still open by a client"; seen in the crash matrix). */
+  if (!record_client (c, err))
+    return -1;
   r = img_open (c, &t, NULL, FALSE, TRUE, &img, err);
   if (r == -ENOENT)
     return finish_removal (c, &t, err);
@@ -2620,8 +2626,6 @@ vrbd_discard (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
     return -1;
   if ((r = snap_names (img, &names)) < 0)
     return rfail (c, err, r, "cannot list the snapshots of rbd image %s", tn);
-  if (!record_client (c, err))
-    return -1;
   has_parent = parent_of (img, &par) == 0;
   if (names->len > 0) {
     uint64_t size = 0;
