@@ -1177,6 +1177,42 @@ jnum (JsonObject *o, const char *k, gboolean *set)
   return n;
 }
 
+/* The transaction id the kernel's thin pool VG/POOL has (its -tpool
+ * device's status); *DMNAME (if not NULL): that device's name.  FALSE
+ * with *err if the pool is not active or its status is not a thin pool's. */
+static gboolean
+kernel_tid (const char *vg, const char *pool, guint64 *tid, char **dmname,
+            GError **err)
+{
+  struct dm_pool *mem = dm_pool_create ("vmsnap-lvm", 256);
+  g_autofree char *name = mem ? g_strdup (dm_build_dm_name (mem, vg, pool, "tpool"))
+                              : NULL;
+  g_autofree char *ttype = NULL, *params = NULL;
+  char *end;
+
+  if (mem)
+    dm_pool_destroy (mem);
+  if (name == NULL) {
+    fail (err, VMSNAP_ERR_FAILED, "no memory");
+    return FALSE;
+  }
+  if (!dm_call (DM_DEVICE_STATUS, name, NULL, &ttype, &params)
+      || strcmp (ttype, "thin-pool")) {
+    fail (err, VMSNAP_ERR_FAILED, "no thin-pool status from device-mapper "
+          "for %s (is pool %s/%s active?)", name, vg, pool);
+    return FALSE;
+  }
+  *tid = g_ascii_strtoull (params, &end, 10);
+  if (end == params) {
+    fail (err, VMSNAP_ERR_FAILED, "unexpected thin-pool status of %s: %s",
+          name, params);
+    return FALSE;
+  }
+  if (dmname)
+    *dmname = g_steal_pointer (&name);
+  return TRUE;
+}
+
 /* FAILED: the error of a thin lvcreate whose origin is VG/ORIGIN.  1: an
  * orphan was deleted (run the command again); 2: the pool moved on since
  * FAILED (*err says how; run the command again); 0: FAILED is another
@@ -1195,16 +1231,13 @@ drop_thin_orphan (const char *vg, const char *origin, const GError *failed,
                   char **healed, GError **err)
 {
   g_autofree char *lockdir = NULL, *lockfile = NULL, *tail = NULL;
-  g_autofree char *pool = NULL, *dmname = NULL, *ttype = NULL, *params = NULL;
-  g_autofree char *msg = NULL;
+  g_autofree char *pool = NULL, *msg = NULL;
   g_autoptr (GPtrArray) objs = NULL;
   GError *e = NULL;
   guint id;
-  guint64 lvm_tid = 0, kernel_tid = 0;
+  guint64 lvm_tid = 0, ktid = 0;
   gboolean have_tid = FALSE, set, moved = FALSE;
-  struct dm_pool *mem = NULL;
   int fd;
-  char *end;
 
   if (!orphan_id (failed, &id))
     return 0;
@@ -1231,14 +1264,6 @@ drop_thin_orphan (const char *vg, const char *origin, const GError *failed,
     g_set_error (&e, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "the thin pool of "
                  "%s/%s or its transaction id is not in LVM's report", vg, origin);
   if (e == NULL) {
-    mem = dm_pool_create ("vmsnap-lvm", 256);
-    dmname = mem ? g_strdup (dm_build_dm_name (mem, vg, pool, "tpool")) : NULL;
-    if (mem)
-      dm_pool_destroy (mem);
-    if (dmname == NULL)
-      g_set_error (&e, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "no memory");
-  }
-  if (e == NULL) {
     lockdir = lvm_lock_dir ();
     lockfile = g_strdup_printf ("%s/V_%s", lockdir, vg);
     fd = open (lockfile, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -1249,23 +1274,14 @@ drop_thin_orphan (const char *vg, const char *origin, const GError *failed,
       g_set_error (&e, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "taking LVM's lock "
                    "%s: %s", lockfile, g_strerror (errsv));
     } else {
-      if (!dm_call (DM_DEVICE_STATUS, dmname, NULL, &ttype, &params)
-          || strcmp (ttype, "thin-pool"))
-        g_set_error (&e, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "no thin-pool "
-                     "status from device-mapper for %s", dmname);
-      else {
-        kernel_tid = g_ascii_strtoull (params, &end, 10);
-        if (end == params)
-          g_set_error (&e, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "unexpected "
-                       "thin-pool status of %s: %s", dmname, params);
-        else if (kernel_tid != lvm_tid)
-          moved = TRUE;
-        else {
-          msg = g_strdup_printf ("delete %u", id);
-          if (!dm_call (DM_DEVICE_TARGET_MSG, dmname, msg, NULL, NULL))
-            g_set_error (&e, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "device-mapper "
-                         "message \"%s\" to %s failed", msg, dmname);
-        }
+      g_autofree char *dmname = NULL;
+      if (kernel_tid (vg, pool, &ktid, &dmname, &e) && ktid != lvm_tid)
+        moved = TRUE;
+      else if (e == NULL) {
+        msg = g_strdup_printf ("delete %u", id);
+        if (!dm_call (DM_DEVICE_TARGET_MSG, dmname, msg, NULL, NULL))
+          g_set_error (&e, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "device-mapper "
+                       "message \"%s\" to %s failed", msg, dmname);
       }
       flock (fd, LOCK_UN);
       close (fd);
@@ -1285,7 +1301,7 @@ drop_thin_orphan (const char *vg, const char *origin, const GError *failed,
                  "kernel transaction id (%" G_GUINT64_FORMAT ") is not the one "
                  "in LVM's metadata (%" G_GUINT64_FORMAT "): an LVM command "
                  "changed pool %s/%s meanwhile, or one is unfinished (see "
-                 "lvconvert --repair)", failed->message, kernel_tid, lvm_tid,
+                 "lvconvert --repair)", failed->message, ktid, lvm_tid,
                  vg, pool);
     return 2;
   }
@@ -1294,6 +1310,67 @@ drop_thin_orphan (const char *vg, const char *origin, const GError *failed,
                              "in LVM's metadata had it (an lvcreate killed "
                              "before its metadata commit left it)", id, vg, pool);
   return 1;
+}
+
+/* A thin LV *S (VG/its name, ours) that a killed `lvcreate` left in LVM's
+ * metadata without a device in the pool.  LVM makes a thin LV in three
+ * steps: it commits its metadata with the LV, the pool's transaction id
+ * one up and the pool message ("create_snap ID ORIGIN") kept in the
+ * metadata; it sends the message (the kernel's pool then has the device
+ * and that transaction id); it drops the kept message and commits again
+ * (lvm2 lib/metadata/lv_manip.c, thin_manip.c).  Killed after the first
+ * step, the LV is in the metadata and nothing in the pool has its id:
+ * activating it fails ("reload ioctl ... No data available"; found by the
+ * crash matrix's random kills).  Proof: the LV's transaction id (lvs
+ * transaction_id: the pool's when the LV was made, the message's
+ * transaction is the one after it) is not below the kernel pool's, which
+ * only moves forward.  `lvremove` of that LV
+ * first sends the messages kept for it, then deletes it (its own way out
+ * of this state); *S is set to NULL: the caller makes the LV again.  Only
+ * while recovering. */
+static int
+heal_undelivered_thin (vmsnap_op *op, const vmsnap_disk *d, const char *vg,
+                       const char *tag, lvinfo **s, GError **err)
+{
+  g_autofree char *tail = NULL, *pool = NULL;
+  g_autoptr (GPtrArray) objs = NULL;
+  guint64 tid = 0, ktid = 0;
+  gboolean have = FALSE;
+  GError *e = NULL;
+
+  if (*s == NULL || !vmsnap_op_is_recovering (op) || !has_tag (*s, tag)
+      || !is_thin (*s))
+    return 0;
+  tail = g_strdup_printf ("-o lv_name,pool_lv,transaction_id %s/%s", vg,
+                          (*s)->name);
+  objs = lvs_objects (tail, &e);
+  if (objs && objs->len == 1) {
+    JsonObject *o = g_ptr_array_index (objs, 0);
+    pool = unhide (jfield (o, "pool_lv"));
+    tid = jnum (o, "transaction_id", &have);
+  }
+  if (objs == NULL || !have || pool == NULL || *pool == '\0')
+    return fail_with (err, e, "run `vmsnap recover` again", "disk %s: reading "
+                      "the creation transaction id of thin LV %s/%s",
+                      d->target, vg, (*s)->name);
+  if (!kernel_tid (vg, pool, &ktid, NULL, &e)) {
+    g_autofree char *hint = g_strdup_printf ("activate the pool (lvchange -ay "
+                                             "%s/%s), then run `vmsnap "
+                                             "recover` again", vg, pool);
+    return fail_with (err, e, hint, "disk %s: checking that thin LV %s/%s "
+                      "has its device in pool %s/%s", d->target, vg,
+                      (*s)->name, vg, pool);
+  }
+  if (tid < ktid)
+    return 0;
+  if (!lvm_run (NULL, &e, "lvremove -y %s/%s", vg, (*s)->name))
+    return fail_with (err, e, "run `vmsnap recover` again", "disk %s: removing "
+                      "thin LV %s/%s, which an interrupted lvcreate left "
+                      "without its device in pool %s/%s (its transaction %"
+                      G_GUINT64_FORMAT ", the pool's %" G_GUINT64_FORMAT ")",
+                      d->target, vg, (*s)->name, vg, pool, tid, ktid);
+  *s = NULL;
+  return 0;
 }
 
 /* `lvcreate -y -s FLAGS -n LV TAGS VG/ORIGIN` of a thin ORIGIN, again after
@@ -1415,7 +1492,8 @@ create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
       return fail (err, VMSNAP_ERR_FAILED, "disk %s: an LV %s/%s that vmsnap "
                    "did not make appeared while the snapshot was being taken; "
                    "nothing was changed", d->target, p->vg, p->lv);
-    if (heal_half_made_snapshot (op, d, p, dtag, &s, err) < 0)
+    if (heal_half_made_snapshot (op, d, p, dtag, &s, err) < 0
+        || heal_undelivered_thin (op, d, p->vg, dtag, &s, err) < 0)
       return -1;
     if (s == NULL) {
       g_autofree char *tags = addtags (p->tags);
@@ -1526,6 +1604,8 @@ revert_thin (vmsnap_op *op, const vmsnap_disk *d, const plan *p,
       return fail (err, VMSNAP_ERR_FAILED, "disk %s: an LV %s/%s that this "
                    "revert did not make appeared after %s/%s was renamed to "
                    "%s", d->target, p->vg, p->origin, p->vg, p->origin, p->old);
+    if (heal_undelivered_thin (op, d, p->vg, revtag, &o, err) < 0)
+      return -1;
     if (o == NULL) {
       g_autofree char *tags = addtags (p->tags);
       /* -kn: the disk's LV must not carry the activation-skip flag thin

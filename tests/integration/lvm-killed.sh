@@ -16,11 +16,16 @@
 #      removes it and makes the snapshot;
 #   4. killed after that, before LVM activated the snapshot (before: the
 #      catalog listed a snapshot with no device).  recover activates it;
-#   5. a thin `lvcreate -s` killed after the pool's create_snap message,
-#      before LVM's metadata commit: the pool's kernel metadata holds a
-#      thin device no LV has, and LVM's next thin LV in that pool fails
-#      ("already contain thin device with device_id N").  The next create
-#      removes the orphan and makes its snapshot.
+#   5. a thin device in the pool's kernel metadata that no LV has (a thin
+#      `lvcreate -s` killed after it sent the pool its message, before it
+#      dropped the message it kept in LVM's metadata: LVM's next lvremove
+#      of another thin LV of that pool then skips its "delete" message,
+#      the transaction ids matching), and LVM's next thin LV in that pool
+#      fails ("already contain thin device with device_id N").  The next
+#      create removes the orphan and makes its snapshot;
+#   6. a thin `lvcreate -s` killed after its first metadata commit, before
+#      it sent the pool its message: the LV has no device.  recover
+#      removes it and makes it again.
 # Each state is made deterministic: the operation is stopped right after it
 # recorded its plan (VMSNAP_TEST_CRASH_AFTER), then LVM is brought by hand
 # to where a kill would leave it.  After recover: the disk holds s1's
@@ -109,14 +114,19 @@ verify "LV left suspended: resumed, the revert finished"
 # --- a create killed inside `lvcreate -s`, which makes a COW snapshot in
 # steps (the COW store as a plain LV, its header wiped, the conversion to a
 # snapshot, the activation).
-# cstate N: a fresh thick LV vg/cN holding 0xa1 with s1, then 0xb2; a
-# create of s2 stopped right after it recorded its plan.  Sets DOM, LV,
-# PLANLV and PLANTAGS (the snapshot LV's name and tags, from the plan).
+# cstate N [thin]: a fresh thick LV vg/cN (thin: in vg/pool) holding 0xa1
+# with s1, then 0xb2; a create of s2 stopped right after it recorded its
+# plan.  Sets DOM, LV, PLANLV and PLANTAGS (the snapshot LV's name and
+# tags, from the plan).
 cstate ()
 {
     local n plan
     LV=c$1 DOM=$TEST_TMP/c$1.xml
-    lvm lvcreate -q -y -L 16M -n "$LV" vg >/dev/null
+    if [ "${2:-}" = thin ]; then
+        lvm lvcreate -q -y -V 16M -T vg/pool -n "$LV" >/dev/null
+    else
+        lvm lvcreate -q -y -L 16M -n "$LV" vg >/dev/null
+    fi
     lvmg_block_domain "killedc$1" "$DOM" "vda:/dev/vg/$LV"
     qio "write -P 0xa1 0 1M" "/dev/vg/$LV" || fail "writing A to vg/$LV"
     vms_ok create "$DOM" s1
@@ -217,4 +227,45 @@ out=$(lvm lvcreate -q -y -s -n probe "vg/$LV" 2>&1) || fail "a thin snapshot aft
 lvm lvremove -q -y vg/probe >/dev/null
 vms_ok check "$DOM"
 lvmg_pass "thin create with an orphan thin device in the pool: removed, the snapshot made"
+
+# 6. A thin `lvcreate -s` killed after LVM's first metadata commit, before
+#    it sent the pool its message: the snapshot LV is in LVM's metadata
+#    with the message kept there for the pool, and the pool has no device
+#    of its id (before: recover kept it, and activating it failed: "reload
+#    ioctl ... No data available"; found by the crash matrix's random
+#    kills).  Made by hand from a real snapshot: its device deleted from
+#    the pool and the pool's transaction id set back (the messages LVM had
+#    not sent yet), the message put back into LVM's metadata (vgcfgbackup,
+#    an edit, vgcfgrestore).  recover removes the LV and makes it again.
+cstate 6 thin
+tagargs "$PLANTAGS"
+lvm lvcreate -q -y -s -n "$PLANLV" "${TAGARGS[@]}" "vg/$LV" >/dev/null
+id=$(lvm lvs --noheadings -o thin_id "vg/$PLANLV" | tr -d ' ')
+ktid=$(dmsetup status vg-pool-tpool | cut -d' ' -f4)
+[[ $id =~ ^[0-9]+$ && $ktid =~ ^[0-9]+$ ]] || fail "thin id '$id', pool transaction '$ktid'"
+dmsetup message vg-pool-tpool 0 "delete $id"
+dmsetup message vg-pool-tpool 0 "set_transaction_id $ktid $(( ktid - 1 ))"
+lvm vgcfgbackup -q -f "$TEST_TMP/vg6" vg >/dev/null
+awk -v lv="$PLANLV" '/type = "thin-pool"/ { pool = 1 }
+    pool && /transaction_id = / { print; print "message1 {"; print "create = \"" lv "\""; print "}"; pool = 0; next }
+    { print }' "$TEST_TMP/vg6" >"$TEST_TMP/vg6.kept"
+grep -q "create = \"$PLANLV\"" "$TEST_TMP/vg6.kept" || fail "no thin-pool segment in the VG backup: $(cat "$TEST_TMP/vg6")"
+lvm vgcfgrestore -q -y --force -f "$TEST_TMP/vg6.kept" vg >/dev/null 2>&1 ||
+    fail "vgcfgrestore: $(lvm vgcfgrestore -y --force -f "$TEST_TMP/vg6.kept" vg 2>&1)"
+out=$(lvm lvchange -q -ay -K "vg/$PLANLV" 2>&1) && fail "vg/$PLANLV activates: not the state wanted"
+[[ $out == *"No data available"* ]] || fail "activating vg/$PLANLV: unexpected error: $out"
+vms_ok recover --json "$DOM"
+jq_check "$VMS_OUT" '.recovered == "create" and .result == "finished"' "recover did not finish the thin create"
+vms_ok list --json "$DOM"
+jq_check "$VMS_OUT" '([.snapshots[].name] == ["s1", "s2"]) and .pending == null' "list after recover"
+out=$(lvm lvchange -q -ay -K "vg/$PLANLV" 2>&1) || fail "s2 (vg/$PLANLV) does not activate after recover: $out"
+qio "read -P 0xb2 0 1M" "/dev/vg/$PLANLV" || fail "s2 (vg/$PLANLV) does not hold B"
+s1lv=$(lvm lvs --noheadings -o lv_name -S "lv_tags=vmsnap_snap_s1 && origin=$LV" vg | tr -d ' ')
+lvm lvchange -q -ay -K "vg/$s1lv" >/dev/null
+qio "read -P 0xa1 0 1M" "/dev/vg/$s1lv" || fail "s1 (vg/$s1lv) does not hold A"
+qio "read -P 0xb2 0 1M" "/dev/vg/$LV" || fail "vg/$LV does not hold B"
+[ "$(lvm lvs --noheadings -o transaction_id vg/pool | tr -d ' ')" = "$(dmsetup status vg-pool-tpool | cut -d' ' -f4)" ] ||
+    fail "the pool's transaction ids differ after recover: LVM $(lvm lvs --noheadings -o transaction_id vg/pool), kernel $(dmsetup status vg-pool-tpool)"
+vms_ok check "$DOM"
+lvmg_pass "thin create killed before LVM sent the pool its message: the LV without a device removed, the snapshot made again"
 echo "lvm-killed: ok"
