@@ -226,10 +226,17 @@ jpercent (JsonObject *o, const char *k)
   return end == v ? -1 : d;
 }
 
+/* The number in field K (*SET, if not NULL: whether there was one). */
 static guint64
-jbytes (JsonObject *o, const char *k)
+jnum (JsonObject *o, const char *k, gboolean *set)
 {
-  return g_ascii_strtoull (jfield (o, k), NULL, 10);
+  const char *v = jfield (o, k);
+  char *end;
+  guint64 n = g_ascii_strtoull (v, &end, 10);
+
+  if (set)
+    *set = end != v;
+  return n;
 }
 
 /* `lvs -a` of WHAT (a VG name or a selection), one lvinfo per LV. */
@@ -324,9 +331,9 @@ lvs_rows (const char *what, GError **err)
     l->segtype = g_strdup (jfield (o, "segtype"));
     l->tags = g_strdup (jfield (o, "lv_tags"));
     l->uuid = g_strdup (jfield (o, "lv_uuid"));
-    l->size = jbytes (o, "lv_size");
-    l->vg_free = jbytes (o, "vg_free");
-    l->extent = jbytes (o, "vg_extent_size");
+    l->size = jnum (o, "lv_size", NULL);
+    l->vg_free = jnum (o, "vg_free", NULL);
+    l->extent = jnum (o, "vg_extent_size", NULL);
     l->snap = jpercent (o, "snap_percent");
     l->data = jpercent (o, "data_percent");
     l->meta = jpercent (o, "metadata_percent");
@@ -1088,16 +1095,18 @@ heal_half_made_snapshot (vmsnap_op *op, const vmsnap_disk *d, const plan *p,
 
 /* ==================================================== thin orphans */
 
-/* A vmsnap killed inside a thin `lvcreate -s` (LVM runs in process and dies
- * with it) after LVM sent the pool its "create_snap ID ORIGIN" message and
- * before it committed its metadata leaves a thin device in the pool's
- * kernel metadata that LVM does not know: no LV has that id, and the
- * pool's kernel transaction id is still the one LVM's metadata records
- * (the "set_transaction_id" that follows the message was never sent).
- * LVM gives the same id to the pool's next thin LV and fails ("Thin pool
- * ... already contain thin device with device_id ID ... Manual
- * intervention may be required").  Nothing can reach that device: it is
- * deleted from the pool (the "delete ID" message LVM's own lvremove
+/* A thin device in the pool's kernel metadata that LVM does not know (no
+ * LV has that id) while the pool's kernel transaction id is the one LVM's
+ * metadata records.  Made by a vmsnap killed inside a thin `lvcreate -s`
+ * (LVM runs in process and dies with it) after LVM sent the pool its
+ * message and before it dropped the copy it keeps in its metadata (see
+ * heal_undelivered_thin): LVM's next lvremove of another thin LV of the
+ * pool queues its "delete ID" after that copy without moving the
+ * transaction id, finds the kernel's id equal to its own and sends
+ * nothing.  LVM gives the same id to the pool's next thin snapshot and
+ * fails ("Thin pool ... already contain thin device with device_id ID ...
+ * Manual intervention may be required").  Nothing can reach that device:
+ * it is deleted from the pool (the "delete ID" message LVM's own lvremove
  * sends), under LVM's lock of the VG, after checking both facts again
  * under that lock; then the command is run again.  Any other state is
  * left to the administrator with what was seen. */
@@ -1165,16 +1174,6 @@ lvm_lock_dir (void)
     }
   }
   return g_strdup ("/run/lock/lvm");
-}
-
-static guint64
-jnum (JsonObject *o, const char *k, gboolean *set)
-{
-  const char *v = jfield (o, k);
-  char *end;
-  guint64 n = g_ascii_strtoull (v, &end, 10);
-  *set = end != v;
-  return n;
 }
 
 /* The transaction id the kernel's thin pool VG/POOL has (its -tpool
