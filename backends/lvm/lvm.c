@@ -1605,6 +1605,14 @@ revert_thin (vmsnap_op *op, const vmsnap_disk *d, const plan *p,
                    "%s", d->target, p->vg, p->origin, p->vg, p->origin, p->old);
     if (heal_undelivered_thin (op, d, p->vg, revtag, &o, err) < 0)
       return -1;
+    /* An `lvcreate` killed after its pool message, before it activated
+     * the new LV, left it whole but inactive: no device for the disk
+     * (found by the crash matrix's random kills). */
+    if (o && !o->active && vmsnap_op_is_recovering (op)
+        && !lvm_run (NULL, &e, "lvchange -ay %s/%s", p->vg, p->origin))
+      return fail_with (err, e, "run `vmsnap recover` again", "disk %s: "
+                        "activating %s/%s, which an interrupted lvcreate "
+                        "left inactive", d->target, p->vg, p->origin);
     if (o == NULL) {
       g_autofree char *tags = addtags (p->tags);
       /* -kn: the disk's LV must not carry the activation-skip flag thin

@@ -25,7 +25,9 @@
 #      create removes the orphan and makes its snapshot;
 #   6. a thin `lvcreate -s` killed after its first metadata commit, before
 #      it sent the pool its message: the LV has no device.  recover
-#      removes it and makes it again.
+#      removes it and makes it again;
+#   7. a thin revert's `lvcreate -s` of the disk's new LV killed after the
+#      pool's message, before LVM activated the LV.  recover activates it.
 # Each state is made deterministic: the operation is stopped right after it
 # recorded its plan (VMSNAP_TEST_CRASH_AFTER), then LVM is brought by hand
 # to where a kill would leave it.  After recover: the disk holds s1's
@@ -268,4 +270,43 @@ qio "read -P 0xb2 0 1M" "/dev/vg/$LV" || fail "vg/$LV does not hold B"
     fail "the pool's transaction ids differ after recover: LVM $(lvm lvs --noheadings -o transaction_id vg/pool), kernel $(dmsetup status vg-pool-tpool)"
 vms_ok check "$DOM"
 lvmg_pass "thin create killed before LVM sent the pool its message: the LV without a device removed, the snapshot made again"
+
+# 7. A thin revert killed inside the `lvcreate -s` of the disk's new LV,
+#    after LVM sent the pool its message, before it activated the LV: the
+#    LV is whole but inactive (before: recover finished the revert and the
+#    disk had no device; found by the crash matrix's random kills).  Made
+#    by hand: the revert stopped right after it renamed the disk's LV, the
+#    new LV made inactive with the plan's name and tags.
+LV=n7 DOM=$TEST_TMP/n7.xml
+lvm lvcreate -q -y -V 16M -T vg/pool -n "$LV" >/dev/null
+lvmg_block_domain killedn7 "$DOM" "vda:/dev/vg/$LV"
+qio "write -P 0xa1 0 1M" "/dev/vg/$LV" || fail "writing A to vg/$LV"
+vms_ok create "$DOM" s1
+SNAPLV=$(lvm lvs --noheadings -o lv_name -S "lv_tags=vmsnap_snap_s1 && origin=$LV" vg | tr -d ' ')
+[ -n "$SNAPLV" ] || fail "create s1 made no snapshot of vg/$LV"
+qio "write -P 0xb2 0 1M" "/dev/vg/$LV" || fail "writing B to vg/$LV"
+for (( n = 1; n <= 20; n++ )); do
+    VMSNAP_TEST_CRASH_AFTER=$n vms_rc revert "$DOM" s1
+    [ "$VMS_RC" = 99 ] || fail "revert stopped at step $n: exit $VMS_RC: $VMS_ERR"
+    grep -q '^done=.*renamed;' "$VMSNAP_STATE_DIR"/*/journal 2>/dev/null && break
+    vms_ok recover "$DOM"
+    qio "write -P 0xb2 0 1M" "/dev/vg/$LV" || fail "writing B to vg/$LV"
+done
+grep -q '^done=.*renamed;' "$VMSNAP_STATE_DIR"/*/journal || fail "the thin revert never renamed the LV in 20 steps"
+! grep -q 'created;' "$VMSNAP_STATE_DIR"/*/journal || fail "the journal has the rename and the new LV at once (step $n)"
+plan=$(sed -n 's/^s\.plan=//p' "$VMSNAP_STATE_DIR"/*/journal | sed 's/\\"/"/g')
+[ "$(jq -r '.kind + " " + .origin + " " + .lv' <<<"$plan")" = "thin $LV $SNAPLV" ] || fail "unexpected plan: $plan"
+tagargs "$(jq -r .tags <<<"$plan")"
+lvm lvcreate -q -y -s -kn -an -n "$LV" "${TAGARGS[@]}" "vg/$SNAPLV" >/dev/null
+[ "$(lvattr "$LV" | cut -c5)" != a ] || fail "vg/$LV is active: not the state wanted"
+vms_ok recover --json "$DOM"
+jq_check "$VMS_OUT" '.recovered == "revert" and .result == "finished"' "recover did not finish the thin revert"
+[ "$(lvattr "$LV" | cut -c5)" = a ] || fail "vg/$LV is not active after recover: $(lvattr "$LV")"
+qio "read -P 0xa1 0 1M" "/dev/vg/$LV" || fail "vg/$LV does not hold s1's bytes"
+vms_ok list --json "$DOM"
+jq_check "$VMS_OUT" '.current == "s1" and ([.snapshots[].name] == ["s1"]) and .pending == null' "list after recover"
+lvs=$(lvm lvs --noheadings -o lv_name -S "lv_name=~^$LV" vg | tr -d ' ' | sort | tr '\n' ' ')
+[ "$lvs" = "$(printf '%s\n' "$LV" "$SNAPLV" | sort | tr '\n' ' ')" ] || fail "LVs left: $lvs"
+vms_ok check "$DOM"
+lvmg_pass "thin revert killed before LVM activated the disk's new LV: activated, the revert finished"
 echo "lvm-killed: ok"
