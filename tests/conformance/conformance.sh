@@ -422,11 +422,7 @@ rbd_no_orphans ()
     for img in $(grep -E "^${RBDIMG//./\\.}(\.|\$)" <<<"$p"); do
         grep -qxF "rbd/$img" <<<"$seen" && continue
         info=$(timeout 30 rbd info "rbd/$img" 2>&1 | tr '\n' ' ') || true
-        # What RADOS holds of it: its id object, its directory entry, its header.
-        info+="; rados: rbd_id.$img $(timeout 30 rados -p rbd stat "rbd_id.$img" >/dev/null 2>&1 && echo exists || echo missing)"
-        p=$(timeout 30 rados -p rbd getomapval rbd_directory "name_$img" 2>&1 | tr '\n' ' ') || true
-        info+=", directory entry name_$img: $p"
-        info+=", rados ls: $(timeout 30 rados -p rbd ls 2>/dev/null | grep -v '^rbd_data\.' | sort | tr '\n' ' ')"
+        info+="; rados: $(rbd_rados_state "$img")"
         CHECK_ERR="orphan image rbd/$img (not the disk's, a snapshot's or a parent of one; rbd info: $info)"
         return 1
     done

@@ -136,16 +136,6 @@ gstate ()
     done
     fail "the second revert never reached its catalog step: $(cat "$VMSNAP_STATE_DIR"/*/journal)"
 }
-# rados_state IMAGE: what RADOS holds of rbd/IMAGE (for messages).
-rados_state ()
-{
-    local n=$1
-    printf 'rbd_id.%s: %s; directory entry: %s; rbd_trash keys: %s; objects: %s' "$n" \
-        "$(rados -c "$CEPH_CONF" -p rbd stat "rbd_id.$n" 2>&1 | tr '\n' ' ')" \
-        "$(rados -c "$CEPH_CONF" -p rbd getomapval rbd_directory "name_$n" 2>&1 | tr '\n' ' ')" \
-        "$(rados -c "$CEPH_CONF" -p rbd listomapkeys rbd_trash 2>&1 | tr '\n' ' ')" \
-        "$(rados -c "$CEPH_CONF" -p rbd ls 2>&1 | grep -v '^rbd_data\.' | sort | tr '\n' ' ')"
-}
 # Once in CI (2026-12-06) the image was no longer listed right after its
 # header was removed, which 8 local runs (4 of them under CPU load) never
 # showed: the state is made again with another image (at most 3 times),
@@ -158,7 +148,7 @@ for attempt in 1 2 3; do
     out=$(rbd ls -l --format json rbd 2>&1) || true
     [[ $out == *"No such file or directory"* ]] || fail "rbd ls -l works with $head1 half removed: $out"
     rbdc ls rbd | grep -qxF "${head1#rbd/}" && break
-    echo "  NOTE: $head1 (id $id) is not listed after its header was removed (attempt $attempt): $(rados_state "${head1#rbd/}"); journal: $(tr '\n' ' ' <"$VMSNAP_STATE_DIR"/*/journal)"
+    echo "  NOTE: $head1 (id $id) is not listed after its header was removed (attempt $attempt): $(rbd_rados_state "${head1#rbd/}"); journal: $(tr '\n' ' ' <"$VMSNAP_STATE_DIR"/*/journal)"
     [ "$attempt" != 3 ] || fail "$head1 is not listed any more (3 attempts)"
     # Leave nothing of this attempt that would make `rbd ls -l` fail later.
     vms_rc recover "$DOM"
