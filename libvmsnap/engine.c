@@ -1750,6 +1750,36 @@ per_snapshot_op (vmsnap_engine *e, op_kind kind, const char *name,
                  e->spec);
     return NULL;
   }
+  if (kind == OP_REVERT && s->lost->len > 0) {
+    g_autofree char *lost = NULL;
+    g_ptr_array_add (s->lost, NULL);
+    lost = g_strjoinv (", ", (char **) s->lost->pdata);
+    g_ptr_array_remove_index (s->lost, s->lost->len - 1);
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                 "snapshot %s is partial: the data of disk(s) %s was found gone "
+                 "(`vmsnap check --repair` dropped it), so a revert would put "
+                 "the domain's disks at different points in time; nothing was "
+                 "changed: revert to another snapshot, or remove this one with "
+                 "`vmsnap delete %s %s`", name, lost, e->spec, name);
+    return NULL;
+  }
+  if (kind == OP_REVERT) {
+    /* A disk the snapshot does not hold (added to the domain after it) is
+     * left as it is: say so. */
+    for (guint i = 0; i < e->dom->disks->len; i++) {
+      const vmsnap_disk *d = &((vmsnap_disk_priv *) e->dom->disks->pdata[i])->pub;
+      gboolean held = FALSE;
+      if (d->device != VMSNAP_DEVICE_DISK || d->readonly || d->shareable || d->transient
+          || (d->snapshot_mode && !strcmp (d->snapshot_mode, "no")))
+        continue;
+      for (guint k = 0; k < s->disks->len && !held; k++)
+        held = strcmp (((cat_disk *) s->disks->pdata[k])->target, d->target) == 0;
+      if (!held)
+        fprintf (stderr, "vmsnap: warning: snapshot %s does not hold disk %s "
+                 "(added to the domain after it): disk %s is left as it is\n",
+                 name, d->target, d->target);
+    }
+  }
   j = begin (e, kind, name, s->id);
   for (guint k = 0; k < s->disks->len; k++) {
     cat_disk *d = s->disks->pdata[k];
@@ -1975,6 +2005,14 @@ snap_json (vmsnap_engine *e, JsonBuilder *b, cat_snap *s)
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
+  if (s->lost->len > 0) {
+    /* A partial snapshot (check --repair found these disks' data gone). */
+    json_builder_set_member_name (b, "lost_disks");
+    json_builder_begin_array (b);
+    for (guint k = 0; k < s->lost->len; k++)
+      json_builder_add_string_value (b, s->lost->pdata[k]);
+    json_builder_end_array (b);
+  }
   json_builder_end_object (b);
 }
 

@@ -122,8 +122,8 @@ add_entry (vmsnap_guard *g, const char *storage, const char *target,
 }
 
 /* The storage string the guard keys a disk's active source by. */
-static char *
-disk_storage (const vmsnap_disk *d)
+char *
+vmsnap_guard_disk_storage (const vmsnap_disk *d)
 {
   if (d->source == NULL)
     return NULL;
@@ -144,7 +144,7 @@ vmsnap_guard_new (const vmsnap_domain *dom)
   g->entries = g_ptr_array_new_with_free_func (entry_free);
   for (guint i = 0; dom && i < dom->disks->len; i++) {
     const vmsnap_disk *d = &((vmsnap_disk_priv *) dom->disks->pdata[i])->pub;
-    g_autofree char *src = disk_storage (d);
+    g_autofree char *src = vmsnap_guard_disk_storage (d);
 
     if (src)
       add_entry (g, src, d->target, TRUE);

@@ -167,6 +167,7 @@ gboolean vmsnap_guard_check (const vmsnap_guard *g, const char *target,
 /* The storage a locator names and what discarding it does to that storage
  * (remove it, or write it: an internal snapshot or an RBD snapshot). */
 char *vmsnap_guard_locator_storage (const char *locator, unsigned int *what);
+char *vmsnap_guard_disk_storage (const vmsnap_disk *d);
 const char *vmsnap_guard_other_user (const vmsnap_guard *g, const char *target,
                                      const char *storage, gboolean *active);
 /* The images a qemu-img command line (argv) writes. */
@@ -233,6 +234,8 @@ typedef struct {
   char *domain_xml;
   char *libvirt_xml;   /* libvirt's snapshot XML (internal with memory) */
   GPtrArray *disks;      /* cat_disk* */
+  GPtrArray *lost;       /* char*: targets whose data `check --repair` found
+                            gone and dropped (a partial snapshot: revert refuses) */
   char *memory;          /* memory file, a name in the state dir, or NULL */
   char *nvram;           /* copy of the NVRAM, a name in the state dir, or NULL */
   char *nvram_source;    /* the domain's NVRAM file it was copied from */
