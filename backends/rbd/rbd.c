@@ -2195,6 +2195,11 @@ delete_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
                      d->target, tp, found->len, list,
                      origin_of (op, "rbd.delete-children"));
     }
+    /* A clone another disk of the domain runs on is that disk's data:
+     * refused before anything is recorded (flatten_child asks again). */
+    for (guint i = 0; i < found->len; i++)
+      if (!rspec_guard (op, g_ptr_array_index (found, i), VMSNAP_GUARD_WRITE, err))
+        return -1;
     for (guint i = 0; i < found->len; i++)
       g_ptr_array_add (names, rspec_image (g_ptr_array_index (found, i)));
     g_ptr_array_add (names, NULL);
