@@ -113,7 +113,8 @@ chain_pos (const vmsnap_disk *d, const char *loc)
 }
 
 /* qcow2-external: an image the active chain has directly below one of
- * vmsnap's overlays (NAME.vmsnap-HEX.qcow2) was frozen by vmsnap, though
+ * vmsnap's overlays (NAME.vmsnap-DISK-HEX.qcow2, or NAME.vmsnap-HEX.qcow2
+ * of an earlier vmsnap) was frozen by vmsnap, though
  * its own name carries no mark (the disk's original image). */
 static gboolean
 below_our_overlay (const vmsnap_disk *d, const char *loc)
