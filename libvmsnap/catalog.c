@@ -7,6 +7,8 @@
  * records whose storage was kept; merge consolidates it away. */
 #include <config.h>
 
+#include <errno.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include <libxml/parser.h>
@@ -113,22 +115,104 @@ node_text (xmlNodePtr n)
   return s;
 }
 
+static gboolean G_GNUC_PRINTF (4, 5)
+bad_catalog (const catalog *c, long line, GError **err, const char *fmt, ...)
+{
+  va_list ap;
+  g_autofree char *why = NULL;
+
+  va_start (ap, fmt);
+  why = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+               "catalog %s, line %ld: %s; vmsnap never writes such a catalog, "
+               "so it was damaged or edited: nothing was done. Restore it from "
+               "a backup, or move it away and rebuild it (vmsnap check --repair)",
+               c->path, line, why);
+  return FALSE;
+}
+
+/* Is V a snapshot id as vmsnap writes them (a decimal number)? */
+static gboolean
+valid_id (const char *v)
+{
+  return v && *v && strlen (v) <= 10 && strspn (v, "0123456789") == strlen (v)
+         && g_ascii_strtoull (v, NULL, 10) < G_MAXUINT;
+}
+
+/* What vmsnap relies on in a loaded catalog (issue 16, item 12): unique
+ * ids, one visible snapshot per name, parents that exist and lead to a
+ * root, a current snapshot that exists.  Two snapshots of one name made
+ * `list --tree` recurse until it crashed; a parent cycle printed nothing. */
+static gboolean
+catalog_consistent (catalog *c, GError **err)
+{
+  g_autoptr (GHashTable) ids = g_hash_table_new (g_str_hash, g_str_equal);
+  g_autoptr (GHashTable) names = g_hash_table_new (g_str_hash, g_str_equal);
+  guint max_id = 0;
+
+  for (guint i = 0; i < c->snaps->len; i++) {
+    cat_snap *s = c->snaps->pdata[i];
+    cat_snap *other = g_hash_table_lookup (ids, s->id);
+    if (other)
+      return bad_catalog (c, s->line, err, "snapshot id %s is used twice (also "
+                          "on line %ld)", s->id, other->line);
+    g_hash_table_insert (ids, s->id, s);
+    max_id = MAX (max_id, (guint) g_ascii_strtoull (s->id, NULL, 10));
+    if (s->hidden)
+      continue;
+    if ((other = g_hash_table_lookup (names, s->name)) != NULL)
+      return bad_catalog (c, s->line, err, "two snapshots are named '%s' (the "
+                          "other on line %ld)", s->name, other->line);
+    g_hash_table_insert (names, s->name, s);
+  }
+  for (guint i = 0; i < c->snaps->len; i++) {
+    cat_snap *s = c->snaps->pdata[i], *p = s;
+    guint steps = 0;
+    if (s->parent && !g_hash_table_contains (ids, s->parent))
+      return bad_catalog (c, s->line, err, "snapshot '%s' has parent id %s, which "
+                          "no snapshot has", s->name, s->parent);
+    while (p && p->parent) {
+      if (++steps > c->snaps->len)
+        return bad_catalog (c, s->line, err, "the parents of snapshot '%s' go "
+                            "round in a circle", s->name);
+      p = g_hash_table_lookup (ids, p->parent);
+    }
+  }
+  if (c->current && !g_hash_table_contains (ids, c->current))
+    return bad_catalog (c, c->current_line, err, "the current snapshot is id %s, "
+                        "which no snapshot has", c->current);
+  /* The next create must not reuse an id. */
+  c->next_id = MAX (c->next_id, max_id + 1);
+  return TRUE;
+}
+
 catalog *
 vmsnap_catalog_load (const char *path, const char *uuid, const char *name,
                      GError **err)
 {
   g_autoptr (catalog) c = vmsnap_catalog_new (path, uuid, name);
+  g_autofree char *data = NULL;
+  size_t len = 0;
   xmlDocPtr doc;
   xmlNodePtr root;
 
-  if (!g_file_test (path, G_FILE_TEST_EXISTS))
-    return g_steal_pointer (&c);
-  doc = xmlReadFile (path, NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+  if (!vmsnap_read_state_file (path, 1024u * 1024 * 1024, &data, &len, err))
+    return errno == ENOENT && (err == NULL || *err == NULL) ? g_steal_pointer (&c) : NULL;
+  if (len > G_MAXINT)
+    return bad_catalog (c, 0, err, "it is too large"), NULL;
+  xmlResetLastError ();
+  doc = xmlReadMemory (data, (int) len, path, NULL,
+                       XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING
+                       | XML_PARSE_HUGE);
   if (doc == NULL) {
+    const xmlError *xe = xmlGetLastError ();
+    g_autofree char *why = vmsnap_printable (xe && xe->message ? xe->message : "?");
+    g_strchomp (why);
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-                 "catalog %s is not readable XML (it is only ever replaced "
-                 "atomically, so something outside vmsnap damaged it): "
-                 "restore it from a backup", path);
+                 "catalog %s, line %d: not readable XML (%s); it is only ever "
+                 "replaced atomically, so something outside vmsnap damaged it: "
+                 "restore it from a backup", path, xe ? xe->line : 0, why);
     return NULL;
   }
   root = xmlDocGetRootElement (doc);
@@ -139,21 +223,54 @@ vmsnap_catalog_load (const char *path, const char *uuid, const char *name,
   }
   {
     g_autofree char *next = getp (root, "next-id");
+    g_autofree char *duuid = getp (root, "domain-uuid");
+    c->current_line = xmlGetLineNo (root);
+    if (uuid && (duuid == NULL || g_ascii_strcasecmp (duuid, uuid) != 0)) {
+      g_autofree char *shown = vmsnap_printable (duuid);
+      bad_catalog (c, xmlGetLineNo (root), err, "it belongs to domain UUID %s, "
+                   "not to %s (%s): a catalog of another domain",
+                   duuid ? shown : "(none)", uuid, name ? name : "?");
+      xmlFreeDoc (doc);
+      return NULL;
+    }
+    if (next && !valid_id (next)) {
+      bad_catalog (c, xmlGetLineNo (root), err, "next-id is not a number");
+      xmlFreeDoc (doc);
+      return NULL;
+    }
     c->next_id = next ? (guint) g_ascii_strtoull (next, NULL, 10) : 1;
     c->current = getp (root, "current");
+    if (c->current && !valid_id (c->current)) {
+      bad_catalog (c, xmlGetLineNo (root), err, "current is not a snapshot id");
+      xmlFreeDoc (doc);
+      return NULL;
+    }
   }
   for (xmlNodePtr n = root->children; n; n = n->next) {
     g_autofree char *id = NULL, *nm = NULL, *hidden = NULL, *created = NULL;
+    g_autoptr (GHashTable) targets = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
     cat_snap *s;
+    long line = xmlGetLineNo (n);
 
     if (n->type != XML_ELEMENT_NODE || !xmlStrEqual (n->name, BAD_CAST "snapshot"))
       continue;
     id = getp (n, "id");
     nm = getp (n, "name");
-    if (id == NULL || nm == NULL)
-      continue;
+    if (!valid_id (id) || !vmsnap_valid_snapshot_name (nm, NULL)) {
+      g_autofree char *shown = vmsnap_printable (nm ? nm : "(none)");
+      bad_catalog (c, line, err, "a snapshot without a valid id or name ('%s')", shown);
+      xmlFreeDoc (doc);
+      return NULL;
+    }
     s = vmsnap_cat_snap_new (id, nm);
+    s->line = line;
+    g_ptr_array_add (c->snaps, s);
     s->parent = getp (n, "parent");
+    if (s->parent && !valid_id (s->parent)) {
+      bad_catalog (c, line, err, "snapshot '%s': its parent is not a snapshot id", nm);
+      xmlFreeDoc (doc);
+      return NULL;
+    }
     hidden = getp (n, "hidden");
     s->hidden = hidden && strcmp (hidden, "yes") == 0;
     created = getp (n, "created");
@@ -191,17 +308,34 @@ vmsnap_catalog_load (const char *path, const char *uuid, const char *name,
       } else if (xmlStrEqual (k->name, BAD_CAST "disk")) {
         g_autofree char *t = getp (k, "target"), *b = getp (k, "backend"),
                         *l = getp (k, "locator");
-        if (t && b && l)
-          g_ptr_array_add (s->disks, vmsnap_cat_disk_new (t, b, l));
+        cat_disk *d;
+        if (!t || !*t || !b || !*b || !l || !*l) {
+          bad_catalog (c, xmlGetLineNo (k), err, "snapshot '%s': a disk without "
+                       "a target, a backend or a locator", nm);
+          xmlFreeDoc (doc);
+          return NULL;
+        }
+        if (g_hash_table_contains (targets, t)) {
+          g_autofree char *shown = vmsnap_printable (t);
+          bad_catalog (c, xmlGetLineNo (k), err, "snapshot '%s' has disk %s twice",
+                       nm, shown);
+          xmlFreeDoc (doc);
+          return NULL;
+        }
+        g_hash_table_add (targets, g_strdup (t));
+        d = vmsnap_cat_disk_new (t, b, l);
+        d->line = xmlGetLineNo (k);
+        g_ptr_array_add (s->disks, d);
       } else if (xmlStrEqual (k->name, BAD_CAST "lost-disk")) {
         g_autofree char *t = getp (k, "target");
         if (t && *t && !g_ptr_array_find_with_equal_func (s->lost, t, g_str_equal, NULL))
           g_ptr_array_add (s->lost, g_steal_pointer (&t));
       }
     }
-    g_ptr_array_add (c->snaps, s);
   }
   xmlFreeDoc (doc);
+  if (!catalog_consistent (c, err))
+    return NULL;
   return g_steal_pointer (&c);
 }
 

@@ -162,20 +162,99 @@ values_complete (GKeyFile *kf, GError **err)
   return TRUE;
 }
 
+/* The last line of every journal vmsnap writes: a checksum of all that
+ * precedes it.  A journal cut short (a full disk, a file system that lost
+ * its tail, a copy) or edited has none or a wrong one, and is refused:
+ * replaying half an operation "recovered" into a catalog that no longer
+ * matched the storage (issue 16, item 12). */
+#define JOURNAL_END VMSNAP_JOURNAL_END
+#define JOURNAL_MAX (64u * 1024 * 1024)
+
+static gboolean G_GNUC_PRINTF (4, 5)
+bad_journal_line (const char *path, guint line, GError **err, const char *fmt, ...)
+{
+  va_list ap;
+  g_autofree char *why = NULL;
+
+  va_start (ap, fmt);
+  why = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+               "journal %s, line %u: %s; nothing was replayed. Check the "
+               "domain's disks by hand (vmsnap check), then move the journal "
+               "away", path, line, why);
+  return FALSE;
+}
+
+/* The journal text DATA (LEN bytes): its end line present and right, every
+ * line a group, a key=value, a comment or empty.  *BODY_LEN gets the length
+ * without the end line. */
+static gboolean
+journal_text_ok (const char *path, const char *data, size_t len, size_t *body_len,
+                 GError **err)
+{
+  guint lines = 0, line = 1;
+  const char *end, *p;
+  g_autofree char *sum = NULL;
+
+  if (memchr (data, '\0', len))
+    return bad_journal_line (path, 1, err, "it holds NUL bytes: not a vmsnap journal");
+  for (size_t i = 0; i < len; i++)
+    if (data[i] == '\n')
+      lines++;
+  if (len == 0 || data[len - 1] != '\n')
+    return bad_journal_line (path, lines + 1, err, "the journal ends in the middle "
+                             "of a line: it was cut short (a full disk, a crash of "
+                             "the file system, a copy) or not written by vmsnap");
+  end = g_strrstr_len (data, (gssize) len - 1, "\n");
+  end = end ? end + 1 : data;
+  if (!g_str_has_prefix (end, JOURNAL_END))
+    return bad_journal_line (path, lines, err, "the journal does not end with "
+                             "vmsnap's end line: it was cut short (a full disk, "
+                             "a crash of the file system, a copy) or not written "
+                             "by vmsnap");
+  sum = g_compute_checksum_for_data (G_CHECKSUM_SHA256, (const guchar *) data,
+                                     (gsize) (end - data));
+  if (strlen (end) != strlen (JOURNAL_END) + strlen (sum) + 1
+      || strncmp (end + strlen (JOURNAL_END), sum, strlen (sum)) != 0)
+    return bad_journal_line (path, lines, err, "the checksum on the end line does "
+                             "not match the journal: it was damaged or edited");
+  for (p = data; p < end; line++) {
+    const char *nl = memchr (p, '\n', (size_t) (end - p));
+    size_t n = (size_t) (nl - p);
+    const char *eq = memchr (p, '=', n);
+    if (!(n == 0 || *p == '#' || (*p == '[' && p[n - 1] == ']') || (eq && eq > p))) {
+      g_autofree char *raw = g_strndup (p, MIN (n, 60));
+      g_autofree char *shown = vmsnap_printable (raw);
+      return bad_journal_line (path, line, err, "'%s%s' is not a group, a key=value "
+                               "or a comment", shown, n > 60 ? "..." : "");
+    }
+    p = nl + 1;
+  }
+  *body_len = (size_t) (end - data);
+  return TRUE;
+}
+
 vmsnap_journal *
 vmsnap_journal_load (const char *path, GError **err)
 {
   vmsnap_journal *j;
   g_autoptr (GError) local = NULL;
+  g_autofree char *data = NULL;
+  size_t len = 0, body = 0;
 
-  if (!g_file_test (path, G_FILE_TEST_EXISTS))
+  if (!vmsnap_read_state_file (path, JOURNAL_MAX, &data, &len, err))
+    return NULL;
+  if (!journal_text_ok (path, data, len, &body, err))
     return NULL;
   j = vmsnap_journal_new (path);
-  if (!g_key_file_load_from_file (j->kf, path, G_KEY_FILE_NONE, &local)
+  if (!g_key_file_load_from_data (j->kf, data, body, G_KEY_FILE_NONE, &local)
       || !values_complete (j->kf, &local)) {
+    g_autofree char *shown = vmsnap_printable (local->message);
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-                 "journal %s is unreadable: %s; move it away only after "
-                 "checking the domain's disks by hand", path, local->message);
+                 "journal %s is unreadable: %s; nothing was replayed. Check the "
+                 "domain's disks by hand (vmsnap check), then move the journal "
+                 "away", path, shown);
     vmsnap_journal_free (j);
     return NULL;
   }
@@ -199,8 +278,17 @@ vmsnap_journal_save (vmsnap_journal *j, GError **err)
 {
   gsize len = 0;
   g_autofree char *data = g_key_file_to_data (j->kf, &len, NULL);
+  GString *all = g_string_new_len (data, (gssize) len);
+  g_autofree char *sum = NULL;
+  gboolean ok;
 
-  return vmsnap_write_atomic (j->path, data, len, 0600, err);
+  if (all->len > 0 && all->str[all->len - 1] != '\n')
+    g_string_append_c (all, '\n');
+  sum = g_compute_checksum_for_data (G_CHECKSUM_SHA256, (const guchar *) all->str, all->len);
+  g_string_append_printf (all, "%s%s\n", JOURNAL_END, sum);
+  ok = vmsnap_write_atomic (j->path, all->str, all->len, 0600, err);
+  g_string_free (all, TRUE);
+  return ok;
 }
 
 gboolean

@@ -40,6 +40,7 @@ struct vmsnap_engine {
   char *spec;
   char *uri;
   char *state_dir;             /* STATE/UUID */
+  int state_fd;                /* STATE/UUID, checked (vmsnap_state_dir_open) */
   int lock_fd;
   vmsnap_domain *dom;
   catalog *cat;
@@ -64,10 +65,10 @@ vmsnap_valid_snapshot_name (const char *name, GError **err)
   size_t len = name ? strlen (name) : 0;
 
   if (len == 0 || len > 128 || !g_ascii_isalnum (name[0])) {
+    g_autofree char *shown = g_strescape (name ? name : "", NULL);
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_USAGE,
                  "invalid snapshot name '%s': use 1 to 128 characters from "
-                 "A-Z a-z 0-9 . _ + -, starting with a letter or digit",
-                 name ? name : "");
+                 "A-Z a-z 0-9 . _ + -, starting with a letter or digit", shown);
     return FALSE;
   }
   for (const char *p = name; *p; p++)
@@ -130,10 +131,19 @@ take_lock (vmsnap_engine *e, unsigned int flags, GError **err)
   g_autofree char *path = g_build_filename (e->state_dir, "lock", NULL);
   char pid[32];
 
-  e->lock_fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (e->lock_fd < 0) {
-    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot open lock %s: %s",
-                 path, g_strerror (errno));
+  struct stat st;
+
+  /* Never through a symbolic link, and only a regular file of ours: the
+   * pid written into it must not land in a file someone else chose. */
+  e->lock_fd = openat (e->state_fd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (e->lock_fd < 0 || fstat (e->lock_fd, &st) != 0 || !S_ISREG (st.st_mode)
+      || st.st_uid != geteuid ()) {
+    int en = errno;
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot open lock %s: %s", path,
+                 e->lock_fd < 0 && en == ELOOP ? "it is a symbolic link, which vmsnap "
+                 "never makes: someone else put it there; look at it and remove it"
+                 : e->lock_fd < 0 ? g_strerror (en) : "it is not a regular file of "
+                 "this user, which vmsnap never makes: look at it and remove it");
     return FALSE;
   }
   if (flock (e->lock_fd, LOCK_EX | LOCK_NB) != 0) {
@@ -143,9 +153,13 @@ take_lock (vmsnap_engine *e, unsigned int flags, GError **err)
                    path, g_strerror (errno));
       return FALSE;
     }
-    g_file_get_contents (path, &holder, NULL, NULL);
-    if (holder)
-      g_strstrip (holder);
+    {
+      char buf[32] = "";
+      ssize_t n = pread (e->lock_fd, buf, sizeof buf - 1, 0);
+      holder = n > 0 ? g_strndup (buf, (gsize) n) : NULL;
+      if (holder && strspn (g_strstrip (holder), "0123456789") != strlen (holder))
+        g_clear_pointer (&holder, g_free);
+    }
     if (flags & VMSNAP_ENGINE_NO_WAIT) {
       g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_BUSY,
                    "domain %s is busy: another vmsnap (pid %s) is working on "
@@ -298,9 +312,12 @@ define_sources (vmsnap_engine *e, GHashTable *sources, GError **err)
   if (!ok)
     return FALSE;
   if (dom->path) {
-    GStatBuf st;
-    int mode = g_stat (dom->path, &st) == 0 ? (int) (st.st_mode & 0777) : 0600;
-    ok = vmsnap_write_atomic (dom->path, (const char *) buf, (size_t) len, mode, err);
+    /* Its owner and mode stay (the new file replaces it by a rename). */
+    struct stat st;
+    gboolean known = stat (dom->path, &st) == 0;
+    ok = vmsnap_write_atomic_as (dom->path, (const char *) buf, (size_t) len,
+                                 known ? (int) (st.st_mode & 07777) : 0600,
+                                 known ? &st : NULL, err);
   } else {
     virDomainPtr nd = virDomainDefineXML (dom->conn, (const char *) buf);
     if (nd == NULL) {
@@ -998,15 +1015,17 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
       goto failed;
   }
   if (!vmsnap_journal_done (j, "core", "catalog")) {
+    /* A failure from here on (a full state directory) leaves the journal:
+     * the error says to run vmsnap recover, as any other. */
     if (!apply_catalog (e->cat, j, kind, results, err)
         || !vmsnap_journal_mark (j, "core", "catalog", err))
-      return FALSE;
+      goto failed;
   }
   if (kind == OP_DELETE && !vmsnap_journal_done (j, "core", "state-files")) {
     /* The catalog no longer names them: remove them (repeatable). */
     remove_state_files (e, j);
     if (!vmsnap_journal_mark (j, "core", "state-files", err))
-      return FALSE;
+      goto failed;
   }
   if (report) {
     json_builder_set_member_name (report, "warnings");
@@ -1268,7 +1287,7 @@ vmsnap_journal_replay_catalog (catalog *cat, vmsnap_journal *j, GError **err)
     g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                            (GDestroyNotify) vmsnap_result_free);
 
-  if (!vmsnap_journal_check (j, err))
+  if (!vmsnap_journal_check (j, err) || !vmsnap_journal_catalog_check (j, cat, err))
     return FALSE;
   journal_kind (j, &kind);
   disks = journal_disks (j);
@@ -1319,7 +1338,9 @@ recover (vmsnap_engine *e, GError **err)
 
   if (j == NULL)
     return err == NULL || *err == NULL;
-  if (!vmsnap_journal_check (j, err))
+  if (!vmsnap_journal_check (j, err)
+      || !vmsnap_journal_catalog_check (j, e->cat, err)
+      || !vmsnap_journal_paths_check (j, e->dom, e->cat, e->state_dir, err))
     return FALSE;
   b = json_builder_new ();
   json_builder_begin_object (b);
@@ -1350,15 +1371,16 @@ vmsnap_engine_open (vmsnap_ctx *ctx, const char *spec,
 
   e->ctx = ctx;
   e->lock_fd = -1;
+  e->state_fd = -1;
   e->spec = g_strdup (spec);
   e->uri = g_strdup (opts ? opts->uri : NULL);
   if (!reopen_domain (e, err))
     return NULL;
   if (e->dom->uuid == NULL) {
+    g_autofree char *example = g_uuid_string_random ();
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_INVALID_INPUT,
                  "domain %s has no <uuid>: vmsnap keys its catalog by UUID; "
-                 "add one (e.g. <uuid>%s</uuid>)", e->dom->name,
-                 g_uuid_string_random ());
+                 "add one (e.g. <uuid>%s</uuid>)", e->dom->name, example);
     return NULL;
   }
   if (!g_uuid_string_is_valid (e->dom->uuid)) {
@@ -1369,8 +1391,8 @@ vmsnap_engine_open (vmsnap_ctx *ctx, const char *spec,
   /* vmsnap.state-dir: -o > $VMSNAP_STATE_DIR > the file > the default. */
   root = g_strdup (opts && opts->state_dir ? opts->state_dir
                    : vmsnap_option_get (ctx->config, "vmsnap.state-dir"));
-  e->state_dir = g_build_filename (root, e->dom->uuid, NULL);
-  if (!vmsnap_mkdir_private (e->state_dir, err) || !take_lock (e, flags, err))
+  e->state_fd = vmsnap_state_dir_open (root, e->dom->uuid, &e->state_dir, err);
+  if (e->state_fd < 0 || !take_lock (e, flags, err))
     return NULL;
   /* Another vmsnap may have changed the definition while we waited. */
   if (!reopen_domain (e, err))
@@ -1378,7 +1400,7 @@ vmsnap_engine_open (vmsnap_ctx *ctx, const char *spec,
   /* Catalog before recovery: recovery applies its change to it. */
   catpath = g_build_filename (e->state_dir, "catalog.xml", NULL);
   e->cat = vmsnap_catalog_load (catpath, e->dom->uuid, e->dom->name, err);
-  if (e->cat == NULL)
+  if (e->cat == NULL || !vmsnap_catalog_paths_check (e->cat, e->dom, e->state_dir, err))
     return NULL;
   if (!(flags & VMSNAP_ENGINE_READ_ONLY) && !recover (e, err))
     return NULL;
@@ -1392,6 +1414,8 @@ vmsnap_engine_free (vmsnap_engine *e)
     return;
   if (e->lock_fd >= 0)
     close (e->lock_fd);   /* releases the flock */
+  if (e->state_fd >= 0)
+    close (e->state_fd);
   vmsnap_catalog_free (e->cat);
   vmsnap_guard_free (e->guard);
   vmsnap_domain_free (e->dom);
@@ -2021,9 +2045,15 @@ vmsnap_engine_list (vmsnap_engine *e, GError **err)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
   g_autofree char *jpath = journal_path (e);
-  g_autoptr (vmsnap_journal) j = vmsnap_journal_load (jpath, NULL);
+  g_autoptr (GError) jerr = NULL;
+  g_autoptr (vmsnap_journal) j = vmsnap_journal_load (jpath, &jerr);
   cat_snap *cur = e->cat->current ? vmsnap_catalog_visible (e->cat, e->cat->current) : NULL;
   guint hidden = 0;
+
+  if (j && (!vmsnap_journal_check (j, &jerr)
+            || !vmsnap_journal_catalog_check (j, e->cat, &jerr)
+            || !vmsnap_journal_paths_check (j, e->dom, e->cat, e->state_dir, &jerr)))
+    g_clear_pointer (&j, vmsnap_journal_free);
 
   json_builder_begin_object (b);
   jstr (b, "domain", e->dom->name);
@@ -2035,6 +2065,16 @@ vmsnap_engine_list (vmsnap_engine *e, GError **err)
     jstr (b, "operation", jop (j, "kind"));
     jstr (b, "snapshot", jop (j, "name"));
     jstr (b, "error", jop (j, "failed"));
+    json_builder_end_object (b);
+  } else if (jerr) {
+    /* A journal recovery refuses is pending too, and says why. */
+    json_builder_begin_object (b);
+    jstr (b, "operation", NULL);
+    jstr (b, "snapshot", NULL);
+    jstr (b, "error", jerr->message);
+    jstr (b, "journal", jpath);
+    json_builder_set_member_name (b, "damaged");
+    json_builder_add_boolean_value (b, TRUE);
     json_builder_end_object (b);
   } else
     json_builder_add_null_value (b);

@@ -2,6 +2,8 @@
 #ifndef VMSNAP_INTERNAL_H
 #define VMSNAP_INTERNAL_H
 
+#include <sys/stat.h>
+
 #include <ltdl.h>
 #include <libvirt/libvirt.h>
 
@@ -132,9 +134,24 @@ char *vmsnap_find_qemu_img (GError **err);
 
 gboolean vmsnap_write_atomic (const char *path, const char *data, size_t len,
                               int mode, GError **err);
-gboolean vmsnap_mkdir_private (const char *path, GError **err);
+/* Like vmsnap_write_atomic; the new file gets OWNER's uid and gid. */
+gboolean vmsnap_write_atomic_as (const char *path, const char *data, size_t len,
+                                 int mode, const struct stat *owner, GError **err);
+/* A state file: regular, ours, no symbolic link, at most MAX bytes.  FALSE
+ * with errno ENOENT and no error if it does not exist. */
+gboolean vmsnap_read_state_file (const char *path, size_t max, char **data,
+                                 size_t *len, GError **err);
+/* S fit for a message: valid UTF-8, control characters as \xNN. */
+char *vmsnap_printable (const char *s);
+/* The state directory ROOT/UUID, checked (ours, private), as a directory fd. */
+int vmsnap_state_dir_open (const char *root, const char *uuid, char **dir,
+                           GError **err);
 /* Like vmsnap_run; with SHOW the tool's stdout (progress) goes to stderr. */
 gboolean vmsnap_run_progress (const char *const *argv, gboolean show, GError **err);
+
+/* The start of the last line of a journal, then the SHA-256 (hex) of all
+ * that precedes it (contract.c). */
+#define VMSNAP_JOURNAL_END "#vmsnap-journal-end sha256="
 
 typedef struct {
   char *path;
@@ -222,6 +239,7 @@ typedef struct {
   char *target;
   char *backend;
   char *locator;
+  long line;             /* in the catalog file, for messages (0: new) */
 } cat_disk;
 
 typedef struct {
@@ -239,6 +257,7 @@ typedef struct {
   char *memory;          /* memory file, a name in the state dir, or NULL */
   char *nvram;           /* copy of the NVRAM, a name in the state dir, or NULL */
   char *nvram_source;    /* the domain's NVRAM file it was copied from */
+  long line;             /* in the catalog file, for messages (0: new) */
 } cat_snap;
 
 typedef struct {
@@ -248,6 +267,7 @@ typedef struct {
   char *current;         /* id or NULL */
   guint next_id;
   GPtrArray *snaps;      /* cat_snap*, creation order */
+  long current_line;     /* of the root element, for messages */
 } catalog;
 
 cat_disk *vmsnap_cat_disk_new (const char *target, const char *backend,
@@ -268,6 +288,14 @@ void vmsnap_catalog_rename (catalog *c, const char *target, const char *from,
                             const char *to);
 void vmsnap_catalog_drop_hidden_locator (catalog *c, const char *target,
                                          const char *locator);
+/* trust.c: every file a catalog or a journal names for a disk lies where
+ * the disk's images live (issue 16, items 10 and 12). */
+gboolean vmsnap_catalog_paths_check (catalog *c, vmsnap_domain *dom,
+                                     const char *state_dir, GError **err);
+gboolean vmsnap_journal_paths_check (vmsnap_journal *j, vmsnap_domain *dom,
+                                     catalog *cat, const char *state_dir,
+                                     GError **err);
+gboolean vmsnap_journal_catalog_check (vmsnap_journal *j, catalog *c, GError **err);
 /* Recovery up to where it would act on storage: check journal J and apply
  * its catalog step to CAT if every disk step is done (engine.c). */
 gboolean vmsnap_journal_replay_catalog (catalog *cat, vmsnap_journal *j,

@@ -875,18 +875,22 @@ cmd_recover (int argc, char **argv)
   return 0;
 }
 
+/* Each snapshot once, however the parents point (the library refuses a
+ * catalog with two snapshots of one name or a parent cycle; this must not
+ * recurse for ever even so: it did, until the stack overflowed). */
 static void
-print_tree (JsonArray *snaps, const char *parent, int depth)
+print_tree (JsonArray *snaps, const char *parent, int depth, GHashTable *shown)
 {
   for (guint i = 0; i < json_array_get_length (snaps); i++) {
     JsonObject *s = json_array_get_object_element (snaps, i);
     const char *p = ostr (s, "parent");
-    if (g_strcmp0 (p, parent) != 0)
+    if (g_strcmp0 (p, parent) != 0 || g_hash_table_contains (shown, s))
       continue;
+    g_hash_table_add (shown, s);
     printf ("%*s%s%s%s%s%s\n", depth * 2, "", depth ? "└─ " : "", ostr0 (s, "name"),
             json_object_get_boolean_member (s, "current") ? "  <- current" : "",
             ostr (s, "description") ? "  " : "", ostr0 (s, "description"));
-    print_tree (snaps, ostr (s, "name"), depth + 1);
+    print_tree (snaps, ostr (s, "name"), depth + 1, shown);
   }
 }
 
@@ -934,6 +938,10 @@ view_cmd (int argc, char **argv, int which)
     common_clear (&co);
     return usage_error (oc, tree ? "--names and --tree exclude each other"
                                  : "--names and --json exclude each other");
+  }
+  if (which == 1 && !vmsnap_valid_snapshot_name (argv[2], &err)) {
+    common_clear (&co);
+    return fail (err);
   }
   e = open_engine (&ctx, argv[1], &co, VMSNAP_ENGINE_READ_ONLY, &err);
   if (e)
@@ -1000,12 +1008,17 @@ view_cmd (int argc, char **argv, int which)
     JsonObject *pend = json_object_has_member (o, "pending")
                        && !json_node_is_null (json_object_get_member (o, "pending"))
                        ? json_object_get_object_member (o, "pending") : NULL;
-    if (pend)
+    if (pend && json_object_get_boolean_member_with_default (pend, "damaged", FALSE))
+      printf ("PENDING: an operation left a journal that vmsnap will not replay: "
+              "%s\n", ostr0 (pend, "error"));
+    else if (pend)
       printf ("PENDING: %s %s did not finish%s%s; run vmsnap recover %s\n",
               ostr0 (pend, "operation"), ostr0 (pend, "snapshot"),
               ostr (pend, "error") ? ": " : "", ostr0 (pend, "error"), argv[1]);
-    if (tree)
-      print_tree (snaps, NULL, 0);
+    if (tree) {
+      g_autoptr (GHashTable) shown = g_hash_table_new (NULL, NULL);
+      print_tree (snaps, NULL, 0, shown);
+    }
     else {
       printf ("%-24s %-21s %-24s %s\n", "NAME", "CREATED", "PARENT", "DESCRIPTION");
       for (guint i = 0; i < json_array_get_length (snaps); i++) {

@@ -5,7 +5,13 @@
  * does with a loaded catalog without touching storage: the lookups of
  * `vmsnap list` (every snapshot's visible parent, the current one), the
  * locators per disk, a save, and a load of what was saved, which must give
- * the same catalog (the catalog round-trips: vmsnap reads what it wrote). */
+ * the same catalog (the catalog round-trips: vmsnap reads what it wrote).
+ *
+ * The loader's invariants (issue 16, item 12), checked here independently
+ * of the loader: a catalog it accepts has unique snapshot ids, one visible
+ * snapshot per name, only valid names, parents that exist and lead to a
+ * root, a current snapshot that exists, and belongs to the domain it was
+ * loaded for (the same input loaded for another UUID is refused). */
 #include <config.h>
 
 #include <string.h>
@@ -44,18 +50,64 @@ same_catalog (const catalog *a, const catalog *b)
   }
 }
 
+/* The UUID of the seed catalogs (tests/fuzz/corpus/catalog). */
+#define SEED_UUID "6a0c5c1e-8f3c-4b2d-9d1e-2f7a1b3c4d5e"
+
+static void
+loader_invariants (catalog *c)
+{
+  g_autoptr (GHashTable) ids = g_hash_table_new (g_str_hash, g_str_equal);
+  g_autoptr (GHashTable) names = g_hash_table_new (g_str_hash, g_str_equal);
+
+  for (guint i = 0; i < c->snaps->len; i++) {
+    cat_snap *s = c->snaps->pdata[i];
+    FUZZ_ASSERT (vmsnap_valid_snapshot_name (s->name, NULL));
+    FUZZ_ASSERT (!g_hash_table_contains (ids, s->id));
+    g_hash_table_insert (ids, s->id, s);
+    FUZZ_ASSERT (c->next_id > (guint) g_ascii_strtoull (s->id, NULL, 10));
+    if (!s->hidden) {
+      FUZZ_ASSERT (!g_hash_table_contains (names, s->name));
+      g_hash_table_add (names, s->name);
+    }
+    for (guint k = 0; k < s->disks->len; k++) {
+      cat_disk *d = s->disks->pdata[k];
+      FUZZ_ASSERT (*d->target && *d->backend && *d->locator);
+      for (guint m = 0; m < k; m++)
+        FUZZ_ASSERT (strcmp (d->target, ((cat_disk *) s->disks->pdata[m])->target) != 0);
+    }
+  }
+  for (guint i = 0; i < c->snaps->len; i++) {
+    cat_snap *s = c->snaps->pdata[i];
+    guint steps = 0;
+    while (s->parent) {
+      FUZZ_ASSERT (++steps <= c->snaps->len);
+      s = g_hash_table_lookup (ids, s->parent);
+      FUZZ_ASSERT (s != NULL);
+    }
+  }
+  FUZZ_ASSERT (c->current == NULL || g_hash_table_contains (ids, c->current));
+}
+
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
   g_autofree char *path = fuzz_write ("catalog.xml", data, size);
   g_autoptr (GError) err = NULL;
-  g_autoptr (catalog) c = vmsnap_catalog_load (path, "uuid", "fuzz", &err);
+  g_autoptr (catalog) c = vmsnap_catalog_load (path, SEED_UUID, "fuzz", &err);
   g_autoptr (catalog) again = NULL;
+  g_autoptr (catalog) other = NULL;
+  g_autoptr (GError) other_err = NULL;
 
   if (c == NULL) {
     FUZZ_ASSERT (err != NULL);
+    /* named: the file, and where in it */
+    FUZZ_ASSERT (strstr (err->message, path) != NULL);
     return 0;
   }
+  loader_invariants (c);
+  other = vmsnap_catalog_load (path, "00000000-0000-0000-0000-000000000000", "other",
+                               &other_err);
+  FUZZ_ASSERT (other == NULL && other_err != NULL);
   /* vmsnap list */
   if (c->current)
     vmsnap_catalog_visible (c, c->current);
@@ -75,8 +127,9 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   }
   /* What vmsnap writes, vmsnap reads back the same. */
   FUZZ_ASSERT (vmsnap_catalog_save (c, &err));
-  again = vmsnap_catalog_load (path, "uuid", "fuzz", &err);
+  again = vmsnap_catalog_load (path, SEED_UUID, "fuzz", &err);
   FUZZ_ASSERT (again != NULL);
+  loader_invariants (again);
   same_catalog (c, again);
   return 0;
 }

@@ -13,7 +13,14 @@
  *                            and, if every disk step is done, the catalog
  *                            step applied to a fixed catalog (below),
  *                            saved to STATE/catalog.xml
- * and the saved catalog must load again. */
+ * and the saved catalog must load again.
+ *
+ * The input is tried twice.  As it is: a journal vmsnap accepts ends with
+ * its end line, whose checksum covers all that precedes it (checked here
+ * independently of the loader); anything else, a journal cut short above
+ * all, is refused with an error naming the file (issue 16, item 12).  Then
+ * with a right end line added, so the checks after it are fuzzed too; that
+ * one, cut in half, must be refused. */
 #include <config.h>
 
 #include <string.h>
@@ -52,14 +59,77 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   return 0;
 }
 
+/* Does DATA end with a right end line (as vmsnap_journal_save writes)? */
+static gboolean
+has_end_line (const uint8_t *data, size_t size)
+{
+  const char *d = (const char *) data, *last;
+  g_autofree char *sum = NULL, *want = NULL;
+
+  if (size == 0 || d[size - 1] != '\n')
+    return FALSE;
+  last = g_strrstr_len (d, (gssize) size - 1, "\n");
+  last = last ? last + 1 : d;
+  sum = g_compute_checksum_for_data (G_CHECKSUM_SHA256, data, (gsize) (last - d));
+  want = g_strdup_printf ("%s%s\n", VMSNAP_JOURNAL_END, sum);
+  return (size_t) (d + size - last) == strlen (want) && memcmp (last, want, strlen (want)) == 0;
+}
+
+/* DATA with a right end line added. */
+static GByteArray *
+with_end_line (const uint8_t *data, size_t size)
+{
+  GByteArray *b = g_byte_array_new ();
+  g_autofree char *sum = NULL, *line = NULL;
+
+  g_byte_array_append (b, data, (guint) size);
+  if (size > 0 && data[size - 1] != '\n')
+    g_byte_array_append (b, (const guint8 *) "\n", 1);
+  sum = g_compute_checksum_for_data (G_CHECKSUM_SHA256, b->data, b->len);
+  line = g_strdup_printf ("%s%s\n", VMSNAP_JOURNAL_END, sum);
+  g_byte_array_append (b, (const guint8 *) line, (guint) strlen (line));
+  return b;
+}
+
+static void replay (const uint8_t *data, size_t size);
+
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+  g_autoptr (GByteArray) whole = NULL;
+
+  {
+    g_autofree char *jpath = fuzz_write ("journal", data, size);
+    g_autoptr (GError) err = NULL;
+    g_autoptr (vmsnap_journal) j = vmsnap_journal_load (jpath, &err);
+    if (j == NULL) {
+      FUZZ_ASSERT (err != NULL && strstr (err->message, jpath) != NULL);
+      /* shown, never echoed: no control character in the message */
+      for (const char *p = err->message; *p; p++)
+        FUZZ_ASSERT ((unsigned char) *p >= 0x20 || *p == '\n' || *p == '\t');
+    } else
+      FUZZ_ASSERT (has_end_line (data, size));
+  }
+  whole = with_end_line (data, size);
+  if (size > 0) {
+    /* cut short: refused */
+    g_autofree char *jpath = fuzz_write ("journal", whole->data, whole->len / 2);
+    g_autoptr (GError) err = NULL;
+    g_autoptr (vmsnap_journal) j = vmsnap_journal_load (jpath, &err);
+    FUZZ_ASSERT (j == NULL && err != NULL);
+  }
+  replay (whole->data, whole->len);
+  return 0;
+}
+
+static void
+replay (const uint8_t *data, size_t size)
 {
   g_autofree char *cpath = fuzz_write ("catalog.xml", (const uint8_t *) base_catalog,
                                        sizeof base_catalog - 1);
   g_autofree char *jpath = fuzz_write ("journal", data, size);
   g_autoptr (GError) err = NULL;
-  g_autoptr (catalog) c = vmsnap_catalog_load (cpath, "uuid", "fuzz", &err);
+  g_autoptr (catalog) c = vmsnap_catalog_load (cpath, "6a0c5c1e-8f3c-4b2d-9d1e-2f7a1b3c4d5e", "fuzz", &err);
   g_autoptr (vmsnap_journal) j = NULL;
   g_autoptr (catalog) again = NULL;
 
@@ -67,16 +137,16 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   j = vmsnap_journal_load (jpath, &err);
   if (j == NULL) {
     FUZZ_ASSERT (err != NULL);
-    return 0;
+    return;
   }
   FUZZ_ASSERT (j->recovering);
   if (!vmsnap_journal_replay_catalog (c, j, &err)) {
     FUZZ_ASSERT (err != NULL);
-    return 0;
+    return;
   }
   /* Whatever the journal did to the catalog, vmsnap can read it again and
    * `vmsnap list` can walk it. */
-  again = vmsnap_catalog_load (cpath, "uuid", "fuzz", &err);
+  again = vmsnap_catalog_load (cpath, "6a0c5c1e-8f3c-4b2d-9d1e-2f7a1b3c4d5e", "fuzz", &err);
   FUZZ_ASSERT (again != NULL);
   FUZZ_ASSERT (again->snaps->len == c->snaps->len);
   for (guint i = 0; i < c->snaps->len; i++) {
@@ -93,5 +163,4 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   }
   if (c->current)
     vmsnap_catalog_visible (c, c->current);
-  return 0;
 }
