@@ -411,15 +411,17 @@ check_removed_disks (catalog *c, vmsnap_domain *dom, GPtrArray *drifts)
                  ? g_strdup_printf ("a kept unnamed point holds disk %s (%s), "
                                     "which domain %s no longer has: it stays "
                                     "until disk %s is back in the domain "
-                                    "definition", cd->target, cd->locator,
+                                    "definition, then vmsnap merge "
+                                    "consolidates it", cd->target, cd->locator,
                                     dom->name, cd->target)
                  : g_strdup_printf ("snapshot %s holds disk %s (%s), which "
                                     "domain %s no longer has: `vmsnap revert "
                                     "%s` is refused (the other disks alone "
                                     "would be at another point in time than "
-                                    "%s); `vmsnap delete %s` drops the record "
-                                    "and leaves %s's storage untouched; or put "
-                                    "disk %s back into the domain definition",
+                                    "%s); `vmsnap delete %s` leaves %s's "
+                                    "storage untouched and keeps it as an "
+                                    "unnamed point; or put disk %s back into "
+                                    "the domain definition",
                                     cs->name, cd->target, cd->locator, dom->name,
                                     cs->name, cd->target, cs->name, cd->target,
                                     cd->target));

@@ -526,7 +526,10 @@ apply_catalog (catalog *c, vmsnap_journal *j, op_kind kind,
       for (guint k = 0; k < s->disks->len;) {
         cat_disk *d = s->disks->pdata[k];
         vmsnap_result *r = g_hash_table_lookup (results, d->target);
-        if (r && r->kept)
+        g_autofree char *lb = g_strconcat ("left_behind.", d->target, NULL);
+        /* A disk the domain no longer has keeps its record, as an unnamed
+         * point, until it is back (see per_snapshot_op). */
+        if ((r && r->kept) || jop (j, lb))
           k++;
         else
           g_ptr_array_remove_index (s->disks, k);
@@ -565,13 +568,14 @@ report_left_behind (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report)
     g_autofree char *msg = NULL;
     if (!g_str_has_prefix (*k, "left_behind."))
       continue;
-    msg = g_strdup_printf ("disk %s is no longer in domain %s: the record of "
-                           "its point in %s (%s) was dropped and its storage "
-                           "left untouched, as vmsnap cannot tell what uses "
-                           "it now (the disk's later layers, another VM); "
-                           "remove it yourself once nothing does",
+    msg = g_strdup_printf ("disk %s is no longer in domain %s: its point "
+                           "in %s (%s) was left untouched and is kept as an "
+                           "unnamed point, as vmsnap cannot tell what uses "
+                           "that storage now; once disk %s is back in the "
+                           "domain definition, vmsnap merge consolidates it",
                            *k + strlen ("left_behind."), e->dom->name,
-                           jop (j, "name"), jop (j, *k));
+                           jop (j, "name"), jop (j, *k),
+                           *k + strlen ("left_behind."));
     json_builder_add_string_value (report, msg);
   }
 }
@@ -1732,10 +1736,11 @@ per_snapshot_op (vmsnap_engine *e, op_kind kind, const char *name,
     if (find_disk (e->dom, d->target) == NULL) {
       /* A disk removed from the domain since (issue 16 item 13).  Revert
        * refuses: bringing back the other disks alone would leave the VM's
-       * disks at different points in time.  Delete goes on: the record
-       * is dropped, the storage left exactly as it is (nothing tells what
-       * uses it now: the disk may come back, or be another VM's), and the
-       * report names it. */
+       * disks at different points in time.  Delete goes on for the other
+       * disks; this one's storage is left exactly as it is (nothing tells
+       * what uses it now) and its record is kept as an unnamed point, which
+       * `vmsnap merge` consolidates once the disk is back (so nothing is
+       * orphaned); the report says so. */
       g_autofree char *key = g_strconcat ("left_behind.", d->target, NULL);
       if (kind == OP_REVERT) {
         g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
