@@ -421,6 +421,47 @@ check_partial (catalog *c, GPtrArray *drifts)
   }
 }
 
+/* Catalog records of disks the domain no longer has (issue 16 item 13):
+ * storage cannot be compared for them, revert refuses such a snapshot and
+ * delete drops the record but leaves the storage; that is said here rather
+ * than "agree".  Not repairable: only the user knows where the disk went. */
+static void
+check_removed_disks (catalog *c, vmsnap_domain *dom, GPtrArray *drifts)
+{
+  for (guint s = 0; s < c->snaps->len; s++) {
+    cat_snap *cs = c->snaps->pdata[s];
+    for (guint k = 0; k < cs->disks->len; k++) {
+      cat_disk *cd = cs->disks->pdata[k];
+      gboolean present = FALSE;
+      for (guint i = 0; i < dom->disks->len && !present; i++)
+        present = strcmp (((vmsnap_disk_priv *) dom->disks->pdata[i])->pub.target,
+                          cd->target) == 0;
+      if (present)
+        continue;
+      add_drift (drifts, "disk-not-in-domain", cd->target,
+                 cs->hidden ? NULL : cs->name, cd->locator, NULL, FALSE,
+                 cs->hidden
+                 ? g_strdup_printf ("a kept unnamed point holds disk %s (%s), "
+                                    "which domain %s no longer has: it stays "
+                                    "until disk %s is back in the domain "
+                                    "definition, then vmsnap merge "
+                                    "consolidates it", cd->target, cd->locator,
+                                    dom->name, cd->target)
+                 : g_strdup_printf ("snapshot %s holds disk %s (%s), which "
+                                    "domain %s no longer has: `vmsnap revert "
+                                    "%s` is refused (the other disks alone "
+                                    "would be at another point in time than "
+                                    "%s); `vmsnap delete %s` leaves %s's "
+                                    "storage untouched and keeps it as an "
+                                    "unnamed point; or put disk %s back into "
+                                    "the domain definition",
+                                    cs->name, cd->target, cd->locator, dom->name,
+                                    cs->name, cd->target, cs->name, cd->target,
+                                    cd->target));
+    }
+  }
+}
+
 /* A disk whose chain no longer matches the catalog: what its chain holds
  * cannot be told from what the catalog lost, so points found on it are
  * not added until the chain is fixed. */
@@ -662,6 +703,7 @@ vmsnap_check_domain (vmsnap_ctx *ctx, const char *spec,
     return NULL;
   check_chain (c, dom, drifts);
   check_partial (c, drifts);
+  check_removed_disks (c, dom, drifts);
   hold_back_mismatched (drifts, found);
 
   if (e && drifts->len > 0) {
@@ -674,6 +716,7 @@ vmsnap_check_domain (vmsnap_ctx *ctx, const char *spec,
       return NULL;
     check_chain (c, dom, after);
     check_partial (c, after);
+    check_removed_disks (c, dom, after);
     hold_back_mismatched (after, found2);
   }
 

@@ -561,7 +561,10 @@ apply_catalog (catalog *c, vmsnap_journal *j, op_kind kind,
       for (guint k = 0; k < s->disks->len;) {
         cat_disk *d = s->disks->pdata[k];
         vmsnap_result *r = g_hash_table_lookup (results, d->target);
-        if (r && r->kept)
+        g_autofree char *lb = g_strconcat ("left_behind.", d->target, NULL);
+        /* A disk the domain no longer has keeps its record, as an unnamed
+         * point, until it is back (see per_snapshot_op). */
+        if ((r && r->kept) || jop (j, lb))
           k++;
         else
           g_ptr_array_remove_index (s->disks, k);
@@ -587,6 +590,29 @@ apply_catalog (catalog *c, vmsnap_journal *j, op_kind kind,
     break;
   }
   return vmsnap_catalog_save (c, err);
+}
+
+/* A delete's disks that the domain no longer has: their catalog records
+ * went with the snapshot, their storage was not touched. */
+static void
+report_left_behind (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report)
+{
+  g_auto (GStrv) keys = g_key_file_get_keys (j->kf, "op", NULL, NULL);
+
+  for (char **k = keys; k && *k; k++) {
+    g_autofree char *msg = NULL;
+    if (!g_str_has_prefix (*k, "left_behind."))
+      continue;
+    msg = g_strdup_printf ("disk %s is no longer in domain %s: its point "
+                           "in %s (%s) was left untouched and is kept as an "
+                           "unnamed point, as vmsnap cannot tell what uses "
+                           "that storage now; once disk %s is back in the "
+                           "domain definition, vmsnap merge consolidates it",
+                           *k + strlen ("left_behind."), e->dom->name,
+                           jop (j, "name"), jop (j, *k),
+                           *k + strlen ("left_behind."));
+    json_builder_add_string_value (report, msg);
+  }
 }
 
 static int
@@ -1030,6 +1056,8 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
   if (report) {
     json_builder_set_member_name (report, "warnings");
     json_builder_begin_array (report);
+    if (kind == OP_DELETE)
+      report_left_behind (e, j, report);
   }
   if (!vmsnap_journal_done (j, "core", "discard")) {
     /* Backends see the domain as defined now (new active images). */
@@ -1810,10 +1838,28 @@ per_snapshot_op (vmsnap_engine *e, op_kind kind, const char *name,
     g_autofree char *bkey = g_strconcat ("backend.", d->target, NULL);
     g_autofree char *lkey = g_strconcat ("locator.", d->target, NULL);
     if (find_disk (e->dom, d->target) == NULL) {
-      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
-                   "snapshot %s has disk %s, which domain %s no longer has",
-                   name, d->target, e->dom->name);
-      return NULL;
+      /* A disk removed from the domain since (issue 16 item 13).  Revert
+       * refuses: bringing back the other disks alone would leave the VM's
+       * disks at different points in time.  Delete goes on for the other
+       * disks; this one's storage is left exactly as it is (nothing tells
+       * what uses it now) and its record is kept as an unnamed point, which
+       * `vmsnap merge` consolidates once the disk is back (so nothing is
+       * orphaned); the report says so. */
+      g_autofree char *key = g_strconcat ("left_behind.", d->target, NULL);
+      if (kind == OP_REVERT) {
+        g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                     "snapshot %s holds disk %s (%s %s), which domain %s no "
+                     "longer has: reverting the other disks alone would "
+                     "leave the VM's disks at different points in time, so "
+                     "nothing was changed; put disk %s back into the domain "
+                     "definition to revert to %s (vmsnap check %s lists "
+                     "every snapshot this affects)", name, d->target,
+                     d->backend, d->locator, e->dom->name, d->target, name,
+                     e->spec);
+        return NULL;
+      }
+      g_key_file_set_string (j->kf, "op", key, d->locator);
+      continue;
     }
     if (module_for (e, d->backend, err) == NULL
         || !guard_record (e, d->target, d->locator, name, err))

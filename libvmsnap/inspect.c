@@ -276,12 +276,26 @@ inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
                "vpc, vhdx, ...)", fmt, path);
     return;
   }
-  if (strcmp (fmt, sniffed) != 0) {
+  if (strcmp (fmt, "raw") == 0 && strcmp (sniffed, "raw") != 0) {
+    /* A raw disk's bytes are the guest's: a guest can write an image
+     * header into its first (or last) sector, and a delete may commit it
+     * into the base.  The declared format is the truth (DESIGN.md §10);
+     * taking the header's word would be the probing attack itself. */
+    g_ptr_array_add (d->warnings, g_strdup_printf (
+      "the first bytes of %s look like a %s header, but the domain XML "
+      "declares the disk raw: vmsnap trusts the declared format and treats "
+      "them as guest data (a guest can write any bytes into its raw disk)",
+      path, sniffed));
+  } else if (strcmp (fmt, sniffed) != 0) {
+    /* Not guest-writable: the header of a non-raw image is the image
+     * format's own. */
     set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
-               "%s is declared '%s' in the domain XML but its header says "
-               "'%s': fix <driver type> (a raw disk whose guest wrote an "
-               "image header must stay raw; check which is true)",
-               path, fmt, sniffed);
+               "%s is declared '%s' in the domain XML but it has no %s "
+               "header (%s): check what the file is and fix <driver type>; "
+               "vmsnap never guesses a format",
+               path, fmt, fmt, strcmp (sniffed, "raw") == 0
+               ? "no image header vmsnap knows"
+               : "it starts like a different image format");
     return;
   }
   d->pub.storage_class = strcmp (fmt, "qcow2") == 0 ? VMSNAP_CLASS_QCOW2_FILE
@@ -335,10 +349,24 @@ inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
           return;
         }
       }
+      /* Every name in the header is checked before qemu-img opens it. */
+      if (!vmsnap_image_refs_check (cur, cur_fmt, &err)) {
+        if (depth == 0)
+          set_error (dom, d, VMSNAP_CLASS_UNKNOWN, "%s", err->message);
+        else
+          set_error (dom, d, VMSNAP_CLASS_UNKNOWN, "layer %d of %s's chain: %s",
+                     depth, path, err->message);
+        return;
+      }
       if (!qemu_img_info (qemu_img, cur, cur_fmt, &li, &err)) {
         set_error (dom, d, VMSNAP_CLASS_UNKNOWN, "layer %d of %s (%s): %s",
                    depth, path, cur, err->message);
         return;
+      }
+      if (li.data_file) {
+        /* Shown in the plan as the file QEMU opens. */
+        g_autofree char *name = li.data_file;
+        li.data_file = vmsnap_ref_resolve (cur, name);
       }
       add_layer (dom, d, cur, cur_fmt, &li, FALSE);
       if (depth == 0)
@@ -357,9 +385,20 @@ inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
         return;
       }
       if (is_network_name (li.backing)) {
-        add_layer (dom, d, li.backing, li.backing_format, NULL, TRUE);
+        /* vmsnap_image_refs_check read another name: refuse either way. */
+        set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
+                   "%s is backed by %s, which is not a local file; vmsnap "
+                   "follows only local files", cur, li.backing);
         layer_info_clear (&li);
-        break;
+        return;
+      }
+      if (!is_known_format (li.backing_format)) {
+        set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
+                   "%s names the format of its backing file %s as '%s', "
+                   "which is not an image format", cur, li.backing,
+                   li.backing_format);
+        layer_info_clear (&li);
+        return;
       }
       g_free (cur);
       g_free (cur_fmt);
@@ -391,6 +430,14 @@ inspect_block (vmsnap_domain *dom, vmsnap_disk_priv *d)
   }
   d->pub.is_block_device = TRUE;
   d->pub.storage_class = VMSNAP_CLASS_BLOCK_DEVICE;
+  if (d->pub.format && strcmp (d->pub.format, "raw") != 0) {
+    /* An image format on a device names files like any image. */
+    g_autoptr (GError) err = NULL;
+    if (!vmsnap_image_refs_check (path, d->pub.format, &err)) {
+      set_error (dom, d, VMSNAP_CLASS_UNKNOWN, "%s", err->message);
+      return;
+    }
+  }
   fd = open (path, O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
     if (ioctl (fd, BLKGETSIZE64, &size) == 0)
@@ -417,6 +464,15 @@ vmsnap_inspect_disk (vmsnap_domain *dom, vmsnap_disk_priv *d)
       else
         set_error (dom, d, VMSNAP_CLASS_MISSING, "disk %s has no <source>",
                    d->pub.target);
+      return;
+    }
+    if (!g_path_is_absolute (d->pub.source)) {
+      /* Every backend needs it (qemu-img and QEMU resolve a relative name
+       * against their own working directories): refused here, so plan and
+       * create say the same. */
+      set_error (dom, d, VMSNAP_CLASS_MISSING,
+                 "the source '%s' is not an absolute path; give the image's "
+                 "absolute path in the domain XML", d->pub.source);
       return;
     }
     if (d->pub.type == VMSNAP_DISK_TYPE_FILE)
@@ -454,7 +510,8 @@ vmsnap_image_info (const char *path, const char *fmt, guint64 *vsize,
   g_autofree char *qemu_img = vmsnap_find_qemu_img (err);
   layer_info li = { 0 };
 
-  if (qemu_img == NULL || !qemu_img_info (qemu_img, path, fmt, &li, err))
+  if (qemu_img == NULL || !vmsnap_image_refs_check (path, fmt, err)
+      || !qemu_img_info (qemu_img, path, fmt, &li, err))
     return FALSE;
   if (vsize)
     *vsize = li.virtual_size;

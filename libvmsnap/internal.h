@@ -99,6 +99,24 @@ const char *vmsnap_state_name (vmsnap_state s);
 
 /* Inspect every disk's storage (files, block devices). */
 void vmsnap_inspect_disk (vmsnap_domain *dom, vmsnap_disk_priv *d);
+
+/* ------------------------------------------------ image header names
+ * (imagehdr.c): what a header names outside the image, read by vmsnap
+ * before any qemu-img run on it.  Names are as the header writes them. */
+typedef struct {
+  char *backing;        /* backing file name, or NULL */
+  char *backing_fmt;    /* backing format, or NULL (none recorded) */
+  char *data_file;      /* qcow2 external data file name, or NULL */
+  GPtrArray *extents;   /* vmdk: extent file names (char*), or NULL */
+} vmsnap_hdr_refs;
+
+gboolean vmsnap_header_refs (const char *path, const char *fmt,
+                             vmsnap_hdr_refs *r, GError **err);
+void vmsnap_hdr_refs_clear (vmsnap_hdr_refs *r);
+/* NULL when NAME is a local file name; else why not (json:, nbd:, ...). */
+char *vmsnap_ref_not_local (const char *name);
+/* NAME resolved as QEMU does: relative to IMAGE's directory. */
+char *vmsnap_ref_resolve (const char *image, const char *name);
 const char *vmsnap_storage_class_name (vmsnap_storage_class c);
 /* qemu-img info of one layer, the format given. */
 gboolean vmsnap_image_info (const char *path, const char *fmt, guint64 *vsize,

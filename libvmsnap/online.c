@@ -537,7 +537,7 @@ vmsnap_online_tag_somewhere (vmsnap_domain *dom, const char *tag, const char *co
     JsonNode *root;
     JsonArray *a;
 
-    if (chain == NULL)
+    if (chain == NULL || !vmsnap_image_refs_check (chain->pdata[0], "qcow2", NULL))
       return unknown;
     {
       const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", "qcow2",

@@ -700,6 +700,10 @@ vmsnap_plan_to_text (const vmsnap_plan *plan)
     for (size_t k = 1; k < d->n_chain; k++)
       g_string_append_printf (s, "       backing %zu: %s (%s)\n", k,
                               d->chain[k]->path, d->chain[k]->format);
+    for (size_t k = 0; k < d->n_chain; k++)
+      if (d->chain[k]->data_file)
+        g_string_append_printf (s, "       data file: %s (of %s)\n",
+                                d->chain[k]->data_file, d->chain[k]->path);
   }
   if (plan->problems->len)
     g_string_append_printf (s, "\nNot possible: %u disk(s) cannot be "

@@ -1052,10 +1052,12 @@ view_cmd (int argc, char **argv, int which)
           g_string_append_printf (hs, "%s%s", m ? ", " : "", json_array_get_string_element (h, m));
         printf ("  %-7s %s (%s, %s, %s allocated)%s%s%s%s\n",
                 g_strcmp0 (ostr (f, "role"), "active") == 0 ? "active" : "",
-                ostr (f, "path") ? ostr (f, "path") : ostr (f, "locator"),
+                ostr (f, "path") ? ostr (f, "path") : ostr0 (f, "locator"),
                 ostr (f, "format") ? ostr (f, "format") : "?", sz, a,
                 hs->len ? " holds " : "", hs->str,
                 ostr (f, "backing") ? " <- " : "", ostr (f, "backing") ? ostr (f, "backing") : "");
+        if (*ostr0 (f, "error"))
+          printf ("          cannot read it: %s\n", ostr0 (f, "error"));
         g_string_free (hs, TRUE);
       }
     }

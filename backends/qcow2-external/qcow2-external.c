@@ -60,6 +60,14 @@
 #define TAG_LEN 8
 #define HEX_LEN 8
 
+/* Reasons the probe and the slots share, word for word. */
+#define NOT_FILE_OR_BLOCK "backend " NAME " works on file and block disks " \
+  "only in this version of vmsnap (this is a %s disk)"
+#define DATA_FILE_REFUSED "%s keeps its guest data in the external data " \
+  "file %s; " NAME " refuses such images (a delete would commit into the " \
+  "data file, which another image may use): convert the image to one " \
+  "without a data file (qemu-img convert -O qcow2) to snapshot it"
+
 static const char *const overlay_bases[] = {
   "qcow2", "raw", "vmdk", "vdi", "vpc", "vhdx", NULL,
 };
@@ -75,6 +83,15 @@ qext_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
   switch (d->type) {
   case VMSNAP_DISK_TYPE_FILE:
   case VMSNAP_DISK_TYPE_BLOCK:
+    for (size_t i = 0; i < d->n_chain; i++)
+      if (d->chain[i]->data_file) {
+        /* Refused, not handled: a delete commits into the layer, that is
+         * into its data file, which another image or disk may use; and
+         * every graph decision here is taken on image files alone. */
+        vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0, DATA_FILE_REFUSED,
+                          d->chain[i]->path, d->chain[i]->data_file);
+        return 0;
+      }
     if (fmt == NULL || !g_strv_contains (overlay_bases, fmt)) {
       vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
                         "format '%s' cannot be the backing image of a qcow2 "
@@ -112,22 +129,10 @@ qext_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
     vmsnap_probe_add_detail (res, "chain_length", "%zu", d->n_chain);
     return 0;
   case VMSNAP_DISK_TYPE_NETWORK:
-    if (d->protocol && g_strv_contains ((const char *const[]) {
-          "rbd", "nbd", "iscsi", "gluster", "http", "https", "ftp", "ftps",
-          "ssh", "nfs", NULL }, d->protocol)) {
-      const char *what = d->source ? d->source
-                         : d->n_hosts && d->hosts[0]->socket ? d->hosts[0]->socket
-                         : d->n_hosts && d->hosts[0]->name ? d->hosts[0]->name : "(no name)";
-      vmsnap_probe_set (res, VMSNAP_FIT_CAN, 10,
-                        "%s disk %s becomes the read-only base of a local "
-                        "qcow2 overlay", d->protocol, what);
-      vmsnap_probe_add_limit (res, "the %s storage itself is not snapshotted; "
-                              "the overlay is a local file", d->protocol);
-      return 0;
-    }
-    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
-                      "QEMU cannot use a %s network disk as a backing image",
-                      d->protocol ? d->protocol : "protocol-less");
+    /* What the slots refuse (check_slot), the probe refuses with the same
+     * reason: plan and create must agree (issue 16 item 13). */
+    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0, NOT_FILE_OR_BLOCK,
+                      d->type_name ? d->type_name : "other");
     return 0;
   default:
     vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
@@ -329,6 +334,15 @@ node_info (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img, node *n,
   JsonObject *o;
   const char *b = NULL;
 
+  /* Headers are untrusted: every name in it is checked before qemu-img
+   * opens the image (a data file, a VMDK extent) or vmsnap follows it. */
+  {
+    g_autoptr (GError) e = NULL;
+    if (!vmsnap_image_refs_check (n->path, n->fmt, &e)) {
+      fail (err, VMSNAP_ERR_UNSUPPORTED, "disk %s: %s", d->target, e->message);
+      return FALSE;
+    }
+  }
   if (!run_json (op, argv, p, err))
     return FALSE;
   root = json_parser_get_root (p);
@@ -338,6 +352,18 @@ node_info (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img, node *n,
     return FALSE;
   }
   o = json_node_get_object (root);
+  {
+    JsonObject *fs = json_object_has_member (o, "format-specific")
+      ? json_object_get_object_member (o, "format-specific") : NULL;
+    JsonObject *fd = fs && json_object_has_member (fs, "data")
+      ? json_object_get_object_member (fs, "data") : NULL;
+    if (fd && json_object_has_member (fd, "data-file")) {
+      g_autofree char *df = g_strdup (json_object_get_string_member (fd, "data-file"));
+      fail (err, VMSNAP_ERR_UNSUPPORTED, "disk %s: " DATA_FILE_REFUSED,
+            d->target, n->path, df ? df : "(unnamed)");
+      return FALSE;
+    }
+  }
   n->vsize = json_object_get_int_member_with_default (o, "virtual-size", 0);
   if (json_object_has_member (o, "full-backing-filename"))
     b = json_object_get_string_member (o, "full-backing-filename");
@@ -618,10 +644,8 @@ check_slot (vmsnap_op *op, const vmsnap_disk *d, const char *slot,
                  "is not supported yet in this version of vmsnap; shut the "
                  "domain off and run it again", d->target, slot, NAME);
   if (d->type != VMSNAP_DISK_TYPE_FILE && d->type != VMSNAP_DISK_TYPE_BLOCK)
-    return fail (err, VMSNAP_ERR_UNSUPPORTED,
-                 "disk %s: %s with backend %s works on file and block disks "
-                 "only in this version of vmsnap (this is a %s disk)",
-                 d->target, slot, NAME, d->type_name ? d->type_name : "other");
+    return fail (err, VMSNAP_ERR_UNSUPPORTED, "disk %s: %s: " NOT_FILE_OR_BLOCK,
+                 d->target, slot, d->type_name ? d->type_name : "other");
   if (d->source == NULL || !g_path_is_absolute (d->source))
     return fail (err, VMSNAP_ERR_INVALID_INPUT,
                  "disk %s: the source '%s' is not an absolute path; give "
@@ -632,6 +656,13 @@ check_slot (vmsnap_op *op, const vmsnap_disk *d, const char *slot,
                  "disk %s: format '%s' cannot be the backing image of a qcow2 "
                  "overlay (supported: qcow2, raw, vmdk, vdi, vpc, vhdx)",
                  d->target, d->format ? d->format : "none");
+  {
+    /* The active image's header, before any qemu-img opens it. */
+    g_autoptr (GError) e = NULL;
+    if (!vmsnap_image_refs_check (d->source, d->format, &e))
+      return fail (err, VMSNAP_ERR_UNSUPPORTED, "disk %s: %s", d->target,
+                   e->message);
+  }
   if (strcmp (slot, "list") != 0 && strcmp (slot, "discard") != 0
       && !vmsnap_op_is_online (op) && !active_not_in_use (op, d, err))
     return -1;

@@ -501,6 +501,13 @@ check_slot (vmsnap_op *op, const vmsnap_disk *d, const char *slot,
                  "disk %s: %s with backend %s needs a qcow2 image; %s is "
                  "declared as %s, which has no snapshot table", d->target,
                  slot, NAME, d->source, d->format ? d->format : "no format");
+  {
+    /* The image's header, before any qemu-img opens it. */
+    g_autoptr (GError) e = NULL;
+    if (!vmsnap_image_refs_check (d->source, "qcow2", &e))
+      return fail (err, VMSNAP_ERR_UNSUPPORTED, "disk %s: %s", d->target,
+                   e->message);
+  }
   if (d->n_chain > 0 && d->chain[0]->data_file)
     return fail (err, VMSNAP_ERR_UNSUPPORTED,
                  "disk %s: %s keeps its data in external data file %s; QEMU "

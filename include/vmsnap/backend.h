@@ -275,6 +275,14 @@ char *vmsnap_op_qemu_img (vmsnap_op *op, GError **err);
 gboolean vmsnap_op_guard (vmsnap_op *op, const char *storage, unsigned int what,
                           GError **err);
 
+/* Image headers are untrusted (DESIGN.md §10): call this before any
+ * qemu-img run on an image a header named.  Reads PATH's header itself (as
+ * format FMT) and fails, saying why, when the backing file, a qcow2 data
+ * file or a VMDK extent is not a local file name (json:, nbd:, http:, ...)
+ * or the backing format is not an image format.  Opens nothing else. */
+gboolean vmsnap_image_refs_check (const char *path, const char *fmt,
+                                  GError **err);
+
 /* Block jobs on a running domain (online slots only).  The core runs the
  * job on the op's disk through libvirt, waits for it on libvirt's block job
  * events, shows progress on a terminal, and pivots an active commit.

@@ -23,6 +23,8 @@
 # image OPTIONs (FORMAT is any qemu-img format: qcow2 raw vmdk vdi vpc vhdx ...):
 #   backing=NAME:FMT        create with -b NAME -F FMT (NAME as written ends up in
 #                           the header, so a relative NAME stays relative)
+#   backing-unsafe=NAME:FMT the same with -u: the backing file is not opened
+#                           (for json: and protocol names, which must never be)
 #   backing-nofmt=NAME      qcow2 only: record backing file NAME but no backing
 #                           format (QEMU >= 6.1 refuses to create that, so the
 #                           header is patched; see qcow2_set_backing_nofmt in tests/fixtures/functions.sh)
@@ -163,12 +165,15 @@ do_image() {
     name=$(expand "$1"); check_name "$name"
     shift 3
     local -a create_o=() snaps=()
-    local backing="" backing_fmt="" nofmt="" loop=""
+    local backing="" backing_fmt="" nofmt="" loop="" unsafe=""
     for opt in "$@"; do
         case $opt in
             backing=*:*)
                 bname=${opt#backing=}; bfmt=${bname##*:}; bname=${bname%:*}
                 backing=$(expand "$bname"); backing_fmt=$bfmt ;;
+            backing-unsafe=*:*)
+                bname=${opt#backing-unsafe=}; bfmt=${bname##*:}; bname=${bname%:*}
+                backing=$(expand "$bname"); backing_fmt=$bfmt; unsafe=-u ;;
             backing-nofmt=?*) nofmt=$(expand "${opt#backing-nofmt=}") ;;
             loop-with=?*)     loop=$(expand "${opt#loop-with=}"); check_name "$loop" ;;
             internal-snapshot=?*) snaps+=("${opt#internal-snapshot=}") ;;
@@ -188,7 +193,7 @@ do_image() {
 
     case $name in */*) mkdir -p "$dir/${name%/*}" ;; esac
     if [ -n "$backing" ]; then
-        run_in_dir qemu-img create -q -f "$fmt" "${create_o[@]}" \
+        run_in_dir qemu-img create -q -f "$fmt" "${create_o[@]}" $unsafe \
             -b "$backing" -F "$backing_fmt" "$name" "$size"
     else
         run_in_dir qemu-img create -q -f "$fmt" "${create_o[@]}" "$name" "$size"
