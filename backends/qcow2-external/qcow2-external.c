@@ -1216,10 +1216,16 @@ plan_record (vmsnap_op *op, const char *prefix, const plan *p, GError **err)
   g_autofree char *vc = g_strdup_printf ("%" G_GUINT64_FORMAT, p->commit_bytes);
   g_autofree char *vl = g_strdup_printf ("%" G_GUINT64_FORMAT, p->pull_bytes);
   g_autofree char *vp = plan_to_json (p);
+  g_autofree char *ks = g_strconcat (prefix, "planned", NULL);
 
+  /* Step "<prefix>planned": the point where the plan is recorded and no
+   * data has moved yet, all the journal knows of a run killed inside the
+   * qemu-img that moves it (engine-crash.sh stops there to test
+   * repair_leaks). */
   return op_set_once (op, kc, vc, err) && op_set_once (op, kl, vl, err)
          && op_set_once (op, kp, vp, err)
-         && op_set_once (op, kd, p->direction, err);
+         && op_set_once (op, kd, p->direction, err)
+         && vmsnap_op_mark_done (op, ks, err);
 }
 
 static gboolean chain_has (const node *leaf, const node *x);
@@ -1328,6 +1334,38 @@ backing_is (vmsnap_op *op, const char *qemu_img, const char *fmt,
   return strcmp (rb, rt) == 0;
 }
 
+/* Before a step that writes PATH with qemu-img runs again in recovery: a
+ * qemu-img killed while it wrote PATH (commit into U, rebase into C) can
+ * leave leaked clusters there (allocated, counted, used by nothing:
+ * `qemu-img check` exits 3), which no later step frees.  They hold no data,
+ * so repairing them (`qemu-img check -r leaks`, which only lowers refcounts
+ * nothing references) cannot lose any, and every image recover leaves is
+ * check-clean.  Only qcow2, only in recovery, and only where the step
+ * itself runs qemu-img on PATH: an image the running QEMU holds is written
+ * by QEMU's block job, which a kill of vmsnap does not stop, and is never
+ * touched here.  Anything worse than leaks stops the recovery, naming the
+ * image: writing into a corrupt image would spread the damage. */
+static gboolean
+repair_leaks (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+              const char *fmt, const char *path, GError **err)
+{
+  GError *e = NULL;
+  const char *argv[] = { qemu_img, "check", "-q", "-r", "leaks", "-f", fmt,
+                         "--", path, NULL };
+
+  if (!vmsnap_op_is_recovering (op) || strcmp (fmt, "qcow2") != 0)
+    return TRUE;
+  if (!vmsnap_op_run (op, argv, NULL, &e)) {
+    fail_with (err, e, "the step was not run again: copy the image "
+                      "aside, run `qemu-img check -f qcow2` on it, repair "
+                      "what it reports (`-r all`), then run `vmsnap recover`",
+                      "disk %s: repairing the clusters an interrupted "
+                      "qemu-img leaked in %s", d->target, path);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* Run the plan's storage steps, skipping those marked done.
  *
  * Why each order is safe (a crash or a tool failure at any point):
@@ -1380,6 +1418,9 @@ plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
       if (!vmsnap_op_mark_done (op, s1, err))
         return -1;
     }
+    if (!vmsnap_op_step_done (op, s1)
+        && !repair_leaks (op, d, qemu_img, p->u_fmt, p->u_path, err))
+      return -1;
     if (!vmsnap_op_step_done (op, s1)) {
       const char *argv[] = { qemu_img, "commit", "-p", "-d", "-f", p->c_fmt,
                              "-b", p->c_backing, "--", p->c_path, NULL };
@@ -1454,6 +1495,8 @@ plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
           return -1;
         continue;
       }
+      if (!repair_leaks (op, d, qemu_img, f, path, err))
+        return -1;
       {
         const char *argv_u[] = { qemu_img, "rebase", "-u", "-f", f,
                                  "-F", p->u_fmt, "-b",

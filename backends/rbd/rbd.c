@@ -1828,6 +1828,35 @@ drop_recorded_clone (conn *c, const rspec *t)
     release_parent (c, t);
 }
 
+/* Before a rollback an earlier, killed run may have started (recover):
+ * rebuild IMG's object map from its objects.  librbd's rollback
+ * (SnapshotRollbackRequest, pacific) first overwrites the head's object
+ * map with the snapshot's, then rolls the objects back, skipping every
+ * object that both the head map it loaded and the snapshot's map call
+ * absent.  Killed between the two, the head map calls absent the objects
+ * written since the snapshot although they still hold that data, and a
+ * second rollback trusting it would leave them so: the disk would hold
+ * neither the snapshot nor its old contents.  Rebuilding costs a stat per
+ * object (like the rollback itself), only in recovery.  Images without
+ * the object-map feature need nothing. */
+static int
+rebuild_map_if_stale (conn *c, rbd_image_t img, const char *aname, GError **err)
+{
+  uint64_t features = 0;
+  int r;
+
+  if ((r = rbd_get_features (img, &features)) < 0)
+    return rfail (c, err, r, "cannot read the features of rbd image %s", aname);
+  if ((features & RBD_FEATURE_OBJECT_MAP) == 0)
+    return 0;
+  if ((r = rbd_rebuild_object_map (img, noop_progress, NULL)) < 0)
+    return rfail (c, err, r, "cannot rebuild the object map of rbd image %s "
+                  "before rolling it back again (an interrupted rollback "
+                  "leaves it stale); run `rbd object-map rebuild %s`, then "
+                  "vmsnap recover", aname, aname);
+  return 0;
+}
+
 static int
 revert_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
           GError **err)
@@ -1837,6 +1866,7 @@ revert_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
   g_autofree char *aname = rspec_image (a), *tp = rspec_point (t);
   g_autofree char *why = NULL;
   const char *mode = vmsnap_op_get (op, "mode");
+  gboolean decided_before = mode != NULL;   /* an earlier run chose it */
   int r;
 
   if (mode == NULL) {
@@ -1903,6 +1933,12 @@ revert_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
     }
     if (!record (c, "why", why, err) || !record (c, "mode", mode, err))
       return -1;
+    /* A step of its own: the point where a rollback is chosen but not
+     * started, all the journal knows of a run killed inside librbd's
+     * rollback (rbd-crash.sh stops there). */
+    if (strcmp (mode, "rollback") == 0
+        && !vmsnap_op_mark_done (op, "decided", err))
+      return -1;
   }
   g_free (why);
   why = g_strdup (vmsnap_op_get (op, "why"));
@@ -1921,6 +1957,8 @@ revert_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
     rbd_stat (img, &info, sizeof info);
     if (!vmsnap_op_step_done (op, "rollback")) {
       if (!rspec_guard (op, a, VMSNAP_GUARD_WRITE, err))
+        return -1;
+      if (decided_before && rebuild_map_if_stale (c, img, aname, err) < 0)
         return -1;
       r = rbd_snap_rollback_with_progress (img, t->snap, progress_cb, &pc);
       progress_done (&pc);

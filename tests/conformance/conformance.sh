@@ -33,7 +33,8 @@
 # operation (uniform over the duration of its uninterrupted run); then
 # `vmsnap recover`, and everything is checked: the operation happened
 # entirely or not at all (the model before or after it), every snapshot is
-# intact, no drift (`vmsnap check`), no orphan file.  Prints the points
+# intact, no drift (`vmsnap check`), no orphan file, and `qemu-img check`
+# passes on every qcow2 image (no leaked cluster, no corruption).  Prints the points
 # tried and passed per configuration.
 #
 # Environment: VMSNAP (the CLI), srcdir; VMSNAP_CONFORMANCE_SEEDS and
@@ -404,6 +405,28 @@ no_orphans ()
     done
 }
 
+# images_clean: `qemu-img check -f FMT` passes on every qcow2 image of
+# the domain (the active chain, every snapshot's chain): no leaked
+# cluster, no corruption (issue 16, item 8: a killed commit leaked
+# clusters in its target, and recover must repair them).  File
+# configurations only (RBD images and LVs are raw).
+images_clean ()
+{
+    if is_rbd || is_lvm; then return 0; fi
+    local chains fmt f loc p out rc
+    active
+    chains=$(qemu-img info -U -f "$AFMT" --backing-chain --output=json "$APATH" | jq -r '.[] | "\(.format) \(.filename)"')
+    for loc in "${LOC[@]}"; do
+        p=${loc#*:}; p=${p%#*}
+        chains+=$'\n'$(qemu-img info -U -f "${loc%%:*}" --backing-chain --output=json "$p" | jq -r '.[] | "\(.format) \(.filename)"')
+    done
+    while read -r fmt f; do
+        [ "$fmt" = qcow2 ] || continue
+        rc=0; out=$(qemu-img check -f qcow2 "$f" 2>&1) || rc=$?
+        [ "$rc" = 0 ] || { CHECK_ERR="qemu-img check -f qcow2 $f exited $rc (2: corrupt, 3: leaked clusters): $out"; return 1; }
+    done < <(sort -u <<<"$chains")
+}
+
 rbd_no_orphans ()
 {
     local img info p loc seen="" todo=()
@@ -598,10 +621,10 @@ crash_model_after ()
 crash_verify ()
 {
     local before_err
-    check_all && no_orphans && return 0
+    check_all && no_orphans && images_clean && return 0
     before_err=$CHECK_ERR
     crash_model_after "$1"
-    check_all && no_orphans && return 0
+    check_all && no_orphans && images_clean && return 0
     cfail "after recover neither the state before the operation ($before_err) nor after it ($CHECK_ERR) holds$(printf '\n  the journal recover started from:\n%s\n  recover said: %s' "${KILLED_JOURNAL:-}" "${RECOVERED:-}")"
 }
 

@@ -7,8 +7,11 @@
 # journaled step), check `vmsnap list` shows the pending operation, run
 # `vmsnap recover`, then check everything: the operation was finished or
 # rolled back as a whole, the current contents, every snapshot (through its
-# locator and by reverting to it), list/chain, and no stray file in the
-# image directory.
+# locator and by reverting to it), list/chain, no stray file in the image
+# directory, and `qemu-img check` clean on every qcow2 image.  Where a
+# delete stopped with its plan recorded and no data moved (what a kill
+# inside qemu-img commit/rebase leaves), a leaked cluster is first made in
+# the image it writes: recover must repair it (issue 16, item 8).
 #
 # The state (two disks, vda qcow2 and vdb raw): write A (1 MiB), s1, write
 # B (4 MiB), s2, write C (1 MiB, not snapshotted).  Deleting s2 commits (its
@@ -64,11 +67,54 @@ restore ()
     template_model
 }
 
+# qcow2_leak FILE: leak one cluster in qcow2 image FILE, as a qemu-img
+# killed while it wrote FILE leaves one: a new cluster at the end of the
+# file, counted in the refcount table and referenced by nothing (what
+# `qemu-img check` calls a leaked cluster, exit 3).  16-bit refcounts, the
+# cluster within the first refcount block (images of a few MiB).
+qcow2_be () { od -An -v -t u"$3" --endian=big -j "$2" -N "$3" "$1" | tr -d ' '; }   # FILE OFFSET BYTES
+qcow2_leak ()
+{
+    local f=$1 cs order rt rb size n
+    [ "$(head -c 4 "$f" | od -An -t x1 | tr -d ' ')" = 514649fb ] || fail "qcow2_leak: $f is not qcow2"
+    cs=$(( 1 << $(qcow2_be "$f" 20 4) )) order=$(qcow2_be "$f" 96 4) rt=$(qcow2_be "$f" 48 8)
+    [ "$order" = 4 ] || fail "qcow2_leak: $f has refcount_order $order (want 4)"
+    rb=$(qcow2_be "$f" "$rt" 8)
+    size=$(stat -c %s "$f")
+    n=$(( (size + cs - 1) / cs ))
+    [ "$rb" -gt 0 ] && [ "$n" -lt $(( cs / 2 )) ] || fail "qcow2_leak: $f: cluster $n is outside the first refcount block"
+    printf '\000\001' | dd of="$f" bs=1 seek=$(( rb + 2 * n )) conv=notrunc status=none
+    truncate -s $(( (n + 1) * cs )) "$f"
+}
+
+# planned_not_moved: every disk's delete has recorded its plan (step
+# "planned") and moved no data yet (neither "commit" nor "pull" done): the
+# journal of a run killed inside the qemu-img that moves the data.
+planned_not_moved ()
+{
+    awk '/^\[/ { g = $0 } g ~ /^\[disk\./ && /^done=/ {
+             n++; if ($0 ~ /[=;]planned;/ && $0 !~ /[=;](commit|pull);/) p++ }
+         END { exit !(n > 0 && n == p) }' "$W"/state/*/journal
+}
+
+# images_clean: `qemu-img check -f qcow2` passes on every qcow2 image of
+# the image directory (no leaked cluster, no corruption).
+images_clean ()
+{
+    local f out rc
+    for f in "$W"/img/*; do
+        [ "$(head -c 4 "$f" | od -An -t x1 | tr -d ' ')" = 514649fb ] || continue
+        rc=0; out=$(qemu-img check -f qcow2 "$f" 2>&1) || rc=$?
+        [ "$rc" = 0 ] || fail "$LABEL N=$N: qemu-img check -f qcow2 $f exited $rc after recover (3: leaked clusters, 2: corrupt): $out"
+    done
+}
+
 # Everything the model says, then every snapshot by reverting to it (the
 # current state is thrown away afterwards, so the order does not matter).
 verify ()
 {
     local s
+    images_clean
     eng_check_state "$CUR_HIST"
     eng_check_list "$LIST_JSON"
     eng_check_chain
@@ -101,9 +147,11 @@ which_direction ()
 # crash_loop LABEL WANT_DIRECTION COMMAND ARG: see the top of the file.
 crash_loop ()
 {
-    local label=$1 want=$2 cmd=$3 arg=$4 n rc view d note points=0 t0
+    local label=$1 want=$2 cmd=$3 arg=$4 n rc view d note points=0 t0 loc leaked=0 pending
     t0=$(date +%s%N)
+    LABEL=$label
     for (( n = 1; n <= 60; n++ )); do
+        N=$n
         restore
         rc=0
         VMSNAP_TEST_CRASH_AFTER=$n "$VMSNAP" "$cmd" --json "$ENG_DOM" "$arg" \
@@ -114,10 +162,24 @@ crash_loop ()
             vms_ok list --json "$ENG_DOM"
             jq_check "$VMS_OUT" '.pending.operation == $op' \
                 "$label N=$n: list does not show the pending $cmd" --arg op "$cmd"
+            pending=$VMS_OUT
             if [ "$n" = 1 ]; then
                 vms_ok list "$ENG_DOM"
                 [[ $VMS_OUT == *"PENDING: $cmd $arg"* ]] ||
                     { echo "$VMS_OUT" >&2; fail "$label N=$n: list (text) does not show the pending operation"; }
+            fi
+            # Killed inside the qemu-img that commits or pulls, a delete
+            # leaves leaked clusters in the image it wrote (issue 16, item
+            # 8): the state is made exactly, a leaked cluster in each
+            # disk's target (s2's image: delete s2 commits into it,
+            # delete s1 pulls into it), for recover to repair.
+            if [ "$cmd" = delete ] && planned_not_moved; then
+                for d in "${ENG_DISKS[@]}"; do
+                    loc=$(jq -r --arg t "$d" '.snapshots[] | select(.name == "s2") | .disks[]
+                                              | select(.target == $t) | .locator' <<<"$pending")
+                    qcow2_leak "${loc#*:}"
+                done
+                leaked=$(( leaked + 1 ))
             fi
             vms_ok recover --json "$ENG_DOM"
             jq_check "$VMS_OUT" '.recovered == $op and .result == "finished"' \
@@ -163,7 +225,8 @@ crash_loop ()
     done
     [ "$rc" = 0 ] || fail "$label: still crashing at N=60"
     [ "$points" -ge 3 ] || fail "$label: only $(( points - 1 )) crash point(s): is VMSNAP_TEST_CRASH_AFTER working?"
-    echo "  $label: $(( points - 1 )) crash points, each recovered and verified ($(( ($(date +%s%N) - t0) / 1000000 )) ms)"
+    [ "$cmd" != delete ] || [ "$leaked" -ge 1 ] || fail "$label: no crash point between the recorded plan and the data step (step 'planned')"
+    echo "  $label: $(( points - 1 )) crash points, each recovered and verified, $leaked with leaked clusters made in the target ($(( ($(date +%s%N) - t0) / 1000000 )) ms)"
     echo "$(( points - 1 ))" >"$W.points"
 }
 

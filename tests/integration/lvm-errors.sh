@@ -155,7 +155,7 @@ rc=0
 VMSNAP_TEST_CRASH_AFTER=6 "$VMSNAP" revert "$ENG_DOM" s1 >"$TEST_TMP/crash.out" 2>&1 || rc=$?
 [ "$rc" = 99 ] || { cat "$TEST_TMP/crash.out" >&2; fail "revert with VMSNAP_TEST_CRASH_AFTER=6 exited $rc"; }
 journal=$VMSNAP_STATE_DIR/$LVT_UUID/journal
-grep -A20 '^\[disk.vdb\]' "$journal" | grep -q '^done=planned;extended;$' ||
+grep -q '^done=planned;extended;$' <<<"$(grep -A20 '^\[disk.vdb\]' "$journal")" ||
     { cat "$journal" >&2; fail "the interrupted revert did not stop right after vdb's extension"; }
 exec 3</dev/vg/thick
 out=$(lvm lvconvert -y --merge vg/thick.s1 2>&1) || fail "lvconvert --merge: $out"

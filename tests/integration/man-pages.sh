@@ -121,7 +121,7 @@ while IFS= read -r c; do
     while IFS= read -r o; do
         [ -n "$o" ] || continue
         grep -qx -- "$o" <<<"$hopts" && continue
-        if [ "$have_config" = 0 ] && printf '%s\n' "${SPEC_ONLY[@]}" | grep -qx -- "$o"; then
+        if [ "$have_config" = 0 ] && grep -qx -- "$o" <<<"$(printf '%s\n' "${SPEC_ONLY[@]}")"; then
             continue
         fi
         bad "vmsnap $c: vmsnap.1 documents $o, which --help-all does not list"

@@ -14,8 +14,9 @@
 #   2. The pause window measured from outside: libvirt lifecycle events
 #      (virsh event --loop --timestamp: Suspended -> Resumed) must agree
 #      with the report's pause_ms within 30 ms + 25 % (why: see below).
-#   3. The checker can fail: reading the three live disks one after the
-#      other while the guest runs (no pause) gives an inconsistent cut.
+#   3. The checker can fail: the three live disks read one after the other
+#      while the guest runs (no pause), vdc only once vda has moved on by
+#      two, is an inconsistent cut, and the checker must say so.
 #   4. Revert (VM shut off) to a middle snapshot: the disks hold that
 #      snapshot's counters.
 set -euo pipefail
@@ -150,16 +151,25 @@ for (( i = 1; i <= NSNAP; i++ )); do
 done
 
 # ---- the checker can fail: the live disks read one after the other
-bad=0
-for (( k = 1; k <= 30 && bad == 0; k++ )); do
-    a=$(counter qcow2 "$(virsh -q dumpxml "$DOM" | xmllint --xpath "string(//disk[target/@dev='vda']/source/@file)" -)")
-    b=$(counter qcow2 "$(virsh -q dumpxml "$DOM" | xmllint --xpath "string(//disk[target/@dev='vdb']/source/@file)" -)")
-    c=$(counter raw "$(rbd_qemu rbd/vdc)")
-    echo "unpaused read $k: vda=$a vdb=$b vdc=$c"
-    consistent "$a" "$b" "$c" || bad=$k
+# Not a race won by chance: vda is read, then read again until the guest
+# has written it twice more (a); only then vdc.  The guest writes vdc=n
+# before vda=n+1, so vdc >= a - 1 > the first read of vda, and the cut
+# (first vda, vdb, vdc) breaks vda >= vdc whatever the timing, as long
+# as the guest writes (which the growing snapshots above showed).
+vda_file=$(virsh -q dumpxml "$DOM" | xmllint --xpath "string(//disk[target/@dev='vda']/source/@file)" -)
+vdb_file=$(virsh -q dumpxml "$DOM" | xmllint --xpath "string(//disk[target/@dev='vdb']/source/@file)" -)
+a=$(counter qcow2 "$vda_file")
+b=$(counter qcow2 "$vdb_file")
+t0=$SECONDS
+until a2=$(counter qcow2 "$vda_file"); [ "$a2" -ge $(( a + 2 )) ]; do
+    [ $(( SECONDS - t0 )) -lt 60 ] || fail "the guest's vda counter stayed at $a2 for 60 s (from $a): is it writing?"
+    sleep 0.05
 done
-[ "$bad" -gt 0 ] || fail "30 unpaused one-by-one reads were all consistent: the check above proves nothing on this machine"
-echo "unpaused one-by-one read $bad is inconsistent: the check can fail"
+c=$(counter raw "$(rbd_qemu rbd/vdc)")
+echo "unpaused one-by-one read: vda=$a vdb=$b vdc=$c (vda reached $a2 before vdc was read)"
+[ "$c" -gt "$a" ] || fail "vdc=$c was read after vda reached $a2: the guest does not write vdc before vda's next value"
+! consistent "$a" "$b" "$c" || fail "the checker calls vda=$a vdb=$b vdc=$c consistent: it proves nothing"
+echo "unpaused one-by-one read is inconsistent, and the checker says so"
 
 # ---- revert (shut off) to a middle snapshot
 mid=$(( (NSNAP + 1) / 2 ))

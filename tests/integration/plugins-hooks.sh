@@ -123,7 +123,7 @@ child=$(cat "$TEST_TMP/hang.child")
 sleep 0.2
 st=$(ps -o stat= -p "$child" 2>/dev/null || true)
 [ -z "$st" ] || [[ $st == Z* ]] || { kill "$child"; fail "the hook's child $child survived the timeout (state $st)"; }
-"$VMSNAP" list --names "$DOM" | grep -qx s2 && fail "s2 exists although its before hook was killed"
+grep -qx s2 <<<"$("$VMSNAP" list --names "$DOM")" && fail "s2 exists although its before hook was killed"
 rm "$H/16-hang"
 echo "ok: a hanging hook is killed with its children, the create is aborted"
 
@@ -139,13 +139,13 @@ rc=0; out=$("$VMSNAP" create "$DOM" s3 2>&1) || rc=$?
 [ "$rc" = 0 ] || fail "a failing after hook failed the create (exit $rc): $out"
 [[ $out == *"warning: plugin exec-hooks (after create): hook $H/40-after-fails (after create) exited 1: cannot notify the monitoring"* ]] ||
     fail "no warning for the failing after hook: $out"
-"$VMSNAP" list --names "$DOM" | grep -qx s3 || fail "s3 missing"
+grep -qx s3 <<<"$("$VMSNAP" list --names "$DOM")" || fail "s3 missing"
 echo "ok: a failing after hook is a warning"
 
 # --quiesce on a domain XML file: refused, nothing created.
 rc=0; out=$("$VMSNAP" create --quiesce "$DOM" s4 2>&1) || rc=$?
 [ "$rc" != 0 ] && [[ $out == *"quiescing needs a running libvirt domain"* ]] || fail "--quiesce on a file: exit $rc: $out"
-"$VMSNAP" list --names "$DOM" | grep -qx s4 && fail "s4 exists"
+grep -qx s4 <<<"$("$VMSNAP" list --names "$DOM")" && fail "s4 exists"
 rc=0; out=$("$VMSNAP" create --quiesce=soon "$DOM" s4 2>&1) || rc=$?
 [ "$rc" = 2 ] && [[ $out == *"--quiesce=soon"* ]] || fail "--quiesce=soon: exit $rc: $out"
 echo "plugins-hooks: ok"

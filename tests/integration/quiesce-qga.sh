@@ -65,7 +65,7 @@ for (( k = 1; k <= 30; k++ )); do
     rc=0
     VMSNAP_TEST_CRASH_AFTER=$k "$VMSNAP" create --quiesce "$DOM" "c$k" >"$TEST_TMP/out" 2>&1 || rc=$?
     if [ "$rc" = 0 ]; then
-        "$VMSNAP" list --names "$DOM" | grep -qx "c$k" || fail "c$k missing after a complete create"
+        grep -qx "c$k" <<<"$("$VMSNAP" list --names "$DOM")" || fail "c$k missing after a complete create"
         break
     fi
     grep -q "VMSNAP_TEST_CRASH_AFTER reached" "$TEST_TMP/out" || { cat "$TEST_TMP/out" >&2; fail "crash point $k: exit $rc"; }
@@ -95,10 +95,10 @@ rc=0; out=$("$VMSNAP" create --quiesce=5 noagent n1 2>&1) || rc=$?
 [[ $out == *"cannot quiesce the guest's file systems"*"qemu-guest-agent"*"--quiesce=best-effort"* ]] ||
     fail "no clear error without an agent: $out"
 [ "$(ls "$TEST_TMP")" = "$before" ] || fail "files changed after a refused quiesced create"
-"$VMSNAP" list --names noagent | grep -qx n1 && fail "n1 exists"
+grep -qx n1 <<<"$("$VMSNAP" list --names noagent)" && fail "n1 exists"
 [ "$(virsh -q domstate noagent | head -1)" = running ] || fail "noagent is not running after the refusal"
 out=$("$VMSNAP" create --json --quiesce=best-effort noagent n2) || fail "best-effort create failed: $out"
 jq -e '(.plugin_messages | map(select(test("^warning: .*--quiesce=best-effort"))) | length) == 1' <<<"$out" >/dev/null ||
     fail "best-effort: no warning: $out"
-"$VMSNAP" list --names noagent | grep -qx n2 || fail "n2 missing"
+grep -qx n2 <<<"$("$VMSNAP" list --names noagent)" || fail "n2 missing"
 echo "quiesce-qga: ok"
