@@ -137,12 +137,16 @@ gboolean
 vmsnap_read_state_file (const char *path, size_t max, char **data, size_t *len,
                         GError **err)
 {
-  g_autofree char *base = NULL;
+  g_autofree char *base = NULL, *dir = g_path_get_dirname (path);
   g_autoptr (GString) buf = NULL;
   struct stat st;
-  int dfd = open_parent (path, &base, err), fd, e;
+  int dfd, fd, e;
 
-  if (dfd < 0)
+  if (!g_file_test (dir, G_FILE_TEST_EXISTS)) {
+    errno = ENOENT;   /* no state directory yet: no file either */
+    return FALSE;
+  }
+  if ((dfd = open_parent (path, &base, err)) < 0)
     return FALSE;
   fd = openat (dfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   e = errno;
