@@ -8,6 +8,7 @@
 #   - a qcow2 whose backing file is /etc/passwd with no backing format
 #   - a missing file in the middle of a chain (named in the error)
 #   - a full file system (tmpfs) during the commit of a delete
+#   - a full state directory (tmpfs) when the catalog is written
 #   - trust boundaries (issue 16, items 10 and 12): a state directory not
 #     ours or not private, symlinks another user planted in it, a domain
 #     XML file's owner and mode, planted, garbage and cut-short journals,
@@ -205,7 +206,8 @@ expect_fail 4 "chown root: $dd" "$VMSNAP" list "$ENG_DOM"
 chown root "$dd"
 tmode=$(stat -c %a "$TEST_TMP")
 chmod 0777 "$TEST_TMP"
-expect_fail 4 "inside directory $TEST_TMP is writable by other users" "$VMSNAP" create "$ENG_DOM" s9
+expect_fail 4 "is inside directory $TEST_TMP, which is writable by other users" "$VMSNAP" create "$ENG_DOM" s9
+expect_fail 4 "chmod go-w $TEST_TMP" "$VMSNAP" list "$ENG_DOM"
 chmod "$tmode" "$TEST_TMP"
 unchanged "a state directory that is not private" "$before"
 echo "  state directory not ours/private (or inside a writable one): refused, named with the fix"
@@ -468,6 +470,50 @@ elif [ "${VMSNAP_TEST_STRICT:-0}" = 1 ]; then
     fail "the full file system case needs root (tmpfs mount)"
 else
     echo "  full file system: SKIPPED (needs root to mount a tmpfs)"
+fi
+
+# ------------------------------- a full state directory at the catalog step
+# The state directory on a small tmpfs: the catalog (five snapshots with
+# long descriptions) needs more room than is left, the journal does not.
+# The create fails at its catalog step: the error must say to run vmsnap
+# recover, as for any other interrupted step, and recover finishes it.
+catalog_enospc ()
+{
+    local st=$TEST_TMP/stfs i free out rc=0 desc
+    mkdir "$st" "$TEST_TMP/img3"
+    if ! mount -t tmpfs -o size=1m,mode=0700 vmsnap-test-state "$st"; then
+        [ "${VMSNAP_TEST_STRICT:-0}" != 1 ] || fail "cannot mount a tmpfs on $st"
+        echo "  full state directory: SKIPPED (cannot mount a tmpfs)"
+        return 0
+    fi
+    cleanup_fn umount "$st"
+    qemu-img create -q -f qcow2 "$TEST_TMP/img3/vda.qcow2" 16M
+    eng_mk_file_domain engstfull "$TEST_TMP/stfull.xml" "vda:qcow2:$TEST_TMP/img3/vda.qcow2"
+    desc=$(printf 'd%.0s' {1..3000})
+    for i in 1 2 3 4 5; do
+        VMSNAP_STATE_DIR=$st "$VMSNAP" create --description "$desc" "$TEST_TMP/stfull.xml" "s$i" >/dev/null ||
+            fail "create s$i on the state tmpfs"
+    done
+    free=$(df -B1 --output=avail "$st" | tail -n 1)
+    fallocate -l $(( free - 8192 )) "$st/filler" 2>/dev/null ||
+        dd if=/dev/zero of="$st/filler" bs=4096 count=$(( (free - 8192) / 4096 )) status=none
+    out=$(VMSNAP_STATE_DIR=$st "$VMSNAP" create "$TEST_TMP/stfull.xml" s6 2>&1) || rc=$?
+    [ "$rc" = 1 ] && [[ $out == *"No space left on device"* && $out == *catalog.xml* ]] ||
+        { printf '%s\n' "$out" >&2; fail "create s6 with a full state directory: exit $rc, want 1 and ENOSPC on the catalog"; }
+    [[ $out == *"vmsnap recover"* ]] ||
+        { printf '%s\n' "$out" >&2; fail "ENOSPC while writing the catalog: the error does not say to run vmsnap recover"; }
+    echo "  full state directory at the catalog step: exit 1: $(grep -o 'did not finish[^:]*' <<<"$out" | head -n 1)"
+    rm -f "$st/filler"
+    out=$(VMSNAP_STATE_DIR=$st "$VMSNAP" recover --json "$TEST_TMP/stfull.xml") || fail "recover after the full state directory: $out"
+    jq_check "$out" '.recovered == "create" and .result == "finished"' "recover did not finish the create"
+    out=$(VMSNAP_STATE_DIR=$st "$VMSNAP" list --json "$TEST_TMP/stfull.xml") || fail "list: $out"
+    jq_check "$out" '[.snapshots[].name] == ["s1","s2","s3","s4","s5","s6"] and .current == "s6" and .pending == null' \
+        "after recover, the catalog does not hold s1..s6 with s6 current"
+}
+if [ "$(id -u)" = 0 ]; then
+    catalog_enospc
+elif [ "${VMSNAP_TEST_STRICT:-0}" = 1 ]; then
+    fail "the full state directory case needs root (tmpfs mount)"
 fi
 
 # --------------------------------------------- an image in use by a QEMU
