@@ -137,12 +137,16 @@ gboolean
 vmsnap_read_state_file (const char *path, size_t max, char **data, size_t *len,
                         GError **err)
 {
-  g_autofree char *base = NULL;
+  g_autofree char *base = NULL, *dir = g_path_get_dirname (path);
   g_autoptr (GString) buf = NULL;
   struct stat st;
-  int dfd = open_parent (path, &base, err), fd, e;
+  int dfd, fd, e;
 
-  if (dfd < 0)
+  if (!g_file_test (dir, G_FILE_TEST_EXISTS)) {
+    errno = ENOENT;   /* no state directory yet: no file either */
+    return FALSE;
+  }
+  if ((dfd = open_parent (path, &base, err)) < 0)
     return FALSE;
   fd = openat (dfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   e = errno;
@@ -225,19 +229,29 @@ dir_unsafe (const struct stat *st, gboolean may_be_roots, gboolean may_be_sticky
 }
 
 static void
-refuse_dir (const char *path, const struct stat *st, const char *why, gboolean ours,
+refuse_dir (const char *path, const struct stat *st, const char *why, const char *inside,
             GError **err)
 {
-  g_autofree char *user = g_strdup_printf ("%u", (unsigned) geteuid ());
+  g_autofree char *user = g_strdup_printf ("%u:", (unsigned) geteuid ());
+  const char *owner = geteuid () == 0 ? "root:" : user;
 
-  g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
-               "%s directory %s is %s (owner uid %u, mode %04o): another user "
-               "could plant files vmsnap would trust, or replace it; make it "
-               "yours and private (chown %s %s && chmod %s %s), or use another "
-               "--state-dir; nothing was changed",
-               ours ? "state" : "the state directory is inside", path, why,
-               (unsigned) st->st_uid, (unsigned) (st->st_mode & 07777),
-               geteuid () == 0 ? "root:" : user, path, ours ? "0700" : "go-w", path);
+  if (inside)
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                 "state directory %s is inside directory %s, which is %s (owner "
+                 "uid %u, mode %04o): another user could replace the state "
+                 "directory with their own; make %s root's or yours and not "
+                 "writable by others (chown %s %s && chmod go-w %s), or use "
+                 "another --state-dir; nothing was changed", inside, path, why,
+                 (unsigned) st->st_uid, (unsigned) (st->st_mode & 07777), path,
+                 owner, path, path);
+  else
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                 "state directory %s is %s (owner uid %u, mode %04o): another "
+                 "user could plant files vmsnap would trust, or replace it; "
+                 "make it yours and private (chown %s %s && chmod 0700 %s), or "
+                 "use another --state-dir; nothing was changed", path, why,
+                 (unsigned) st->st_uid, (unsigned) (st->st_mode & 07777), owner,
+                 path, path);
 }
 
 /* Open (making it, mode 0700, if missing) ROOT/UUID, the state directory
@@ -277,7 +291,7 @@ vmsnap_state_dir_open (const char *root, const char *uuid, char **dir, GError **
       return -1;
     }
     if ((why = dir_unsafe (&st, TRUE, TRUE)) != NULL) {
-      refuse_dir (up, &st, why, FALSE, err);
+      refuse_dir (up, &st, why, real, err);
       return -1;
     }
   }
@@ -290,7 +304,7 @@ vmsnap_state_dir_open (const char *root, const char *uuid, char **dir, GError **
     return -1;
   }
   if (dir_unsafe (&st, FALSE, FALSE)) {
-    refuse_dir (real, &st, dir_unsafe (&st, FALSE, FALSE), TRUE, err);
+    refuse_dir (real, &st, dir_unsafe (&st, FALSE, FALSE), NULL, err);
     close (rfd);
     return -1;
   }
@@ -314,7 +328,7 @@ vmsnap_state_dir_open (const char *root, const char *uuid, char **dir, GError **
     return -1;
   }
   if (dir_unsafe (&st, FALSE, FALSE)) {
-    refuse_dir (*dir, &st, dir_unsafe (&st, FALSE, FALSE), TRUE, err);
+    refuse_dir (*dir, &st, dir_unsafe (&st, FALSE, FALSE), NULL, err);
     close (fd);
     return -1;
   }

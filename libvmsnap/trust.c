@@ -9,8 +9,8 @@
  * source in a snapshot's saved definition, or the domain's state directory
  * (overlays of block devices).  vmsnap never records a path anywhere else:
  * overlays are made next to the image they grow on.  (Locators of LVM and
- * RBD name volumes, not files; those backends check the ownership tag or
- * metadata they put on every volume they make.) */
+ * RBD name volumes, not files, and are left to the backends: LVM removes
+ * only LVs tagged for the domain; see doc/security.md for RBD.) */
 #include <config.h>
 
 #include <errno.h>
