@@ -264,10 +264,13 @@ inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
   d->pub.storage_class = strcmp (sniffed, "qcow2") == 0 ? VMSNAP_CLASS_QCOW2_FILE
                                                         : VMSNAP_CLASS_IMAGE_FILE;
   if (fmt == NULL) {
+    /* No advice from the header: a raw disk's first bytes are the guest's,
+     * and declaring what they look like is the probing attack. */
     set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
                "no <driver type> for %s: vmsnap never lets QEMU guess a "
-               "format; add <driver name='qemu' type='%s'/> if the header "
-               "is right", path, sniffed);
+               "format; declare the format the image was created in, e.g. "
+               "<driver name='qemu' type='raw'/> for a raw disk whatever its "
+               "first bytes look like", path);
     return;
   }
   if (!is_known_format (fmt)) {

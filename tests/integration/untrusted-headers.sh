@@ -305,6 +305,16 @@ for hf in qcow2 qcow2-nbd qcow qed vmdk vmdk-text vdi vpc vhdx vpc-footer; do
         fail "the guest's $hf header bytes changed"
     rm -f "$T/g/out.raw"
     vms_ok plan "$T/g/r$n.xml"
+    # Without a declared format: refused, and no advice taken from the bytes.
+    sed "s|<driver name='qemu' type='raw'/>||" "$T/g/r$n.xml" >"$T/g/nodrv$n.xml"
+    grep -q "type='raw'" "$T/g/nodrv$n.xml" && fail "the driver type was not removed"
+    sed -i "s|<uuid>[^<]*</uuid>|<uuid>$(cat /proc/sys/kernel/random/uuid)</uuid>|" "$T/g/nodrv$n.xml"
+    vms_rc plan "$T/g/nodrv$n.xml"
+    [ "$VMS_RC" = 4 ] && [[ $VMS_ERR == *"no <driver type>"* ]] || { echo "$VMS_ERR" >&2; fail "plan without a driver type: exit $VMS_RC"; }
+    case $hf in
+        vpc-footer) sug=vpc ;; vmdk-text) sug=vmdk ;; qcow2-nbd) sug=qcow2 ;; *) sug=$hf ;;
+    esac
+    [[ $VMS_ERR != *"type='$sug'"* ]] || { echo "$VMS_ERR" >&2; fail "plan without a driver type suggests the type a guest's $hf header shows"; }
 done
 no_connection "raw disks holding image headers"
 echo "  10 image headers a guest wrote into its raw disk: plan and create work with a warning, no advice to change the type; create/delete keep the bytes; no connection"
