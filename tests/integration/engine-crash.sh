@@ -67,26 +67,6 @@ restore ()
     template_model
 }
 
-# qcow2_leak FILE: leak one cluster in qcow2 image FILE, as a qemu-img
-# killed while it wrote FILE leaves one: a new cluster at the end of the
-# file, counted in the refcount table and referenced by nothing (what
-# `qemu-img check` calls a leaked cluster, exit 3).  16-bit refcounts, the
-# cluster within the first refcount block (images of a few MiB).
-qcow2_be () { od -An -v -t u"$3" --endian=big -j "$2" -N "$3" "$1" | tr -d ' '; }   # FILE OFFSET BYTES
-qcow2_leak ()
-{
-    local f=$1 cs order rt rb size n
-    [ "$(head -c 4 "$f" | od -An -t x1 | tr -d ' ')" = 514649fb ] || fail "qcow2_leak: $f is not qcow2"
-    cs=$(( 1 << $(qcow2_be "$f" 20 4) )) order=$(qcow2_be "$f" 96 4) rt=$(qcow2_be "$f" 48 8)
-    [ "$order" = 4 ] || fail "qcow2_leak: $f has refcount_order $order (want 4)"
-    rb=$(qcow2_be "$f" "$rt" 8)
-    size=$(stat -c %s "$f")
-    n=$(( (size + cs - 1) / cs ))
-    [ "$rb" -gt 0 ] && [ "$n" -lt $(( cs / 2 )) ] || fail "qcow2_leak: $f: cluster $n is outside the first refcount block"
-    printf '\000\001' | dd of="$f" bs=1 seek=$(( rb + 2 * n )) conv=notrunc status=none
-    truncate -s $(( (n + 1) * cs )) "$f"
-}
-
 # planned_not_moved: every disk's delete has recorded its plan (step
 # "planned") and moved no data yet (neither "commit" nor "pull" done): the
 # journal of a run killed inside the qemu-img that moves the data.
