@@ -1213,19 +1213,26 @@ valid_id (const char *v)
   return g_ascii_strtoull (v, NULL, 10) < G_MAXUINT;
 }
 
-static gboolean G_GNUC_PRINTF (3, 4)
-bad_journal (vmsnap_journal *j, GError **err, const char *fmt, ...)
+static gboolean G_GNUC_PRINTF (5, 6)
+bad_journal (vmsnap_journal *j, const char *group, const char *key, GError **err,
+             const char *fmt, ...)
 {
   va_list ap;
-  g_autofree char *why = NULL;
+  g_autofree char *why = NULL, *shown = NULL, *where = NULL, *where_shown = NULL;
+  guint line = vmsnap_journal_line (j, group, key);
 
   va_start (ap, fmt);
   why = g_strdup_vprintf (fmt, ap);
   va_end (ap);
+  shown = vmsnap_printable (why);
+  /* the key may hold a disk name the journal gave: shown, never echoed */
+  where = line ? g_strdup_printf (", line %u ([%s] %s)", line, group, key)
+               : g_strdup_printf (" ([%s] %s missing)", group, key);
   g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-               "journal %s: %s: vmsnap never writes such a journal, so it was "
+               "journal %s%s: %s: vmsnap never writes such a journal, so it was "
                "damaged or edited; nothing was replayed. Move it away only "
-               "after checking the domain's disks by hand", j->path, why);
+               "after checking the domain's disks by hand", j->path,
+               where_shown = vmsnap_printable (where), shown);
   return FALSE;
 }
 
@@ -1249,32 +1256,35 @@ vmsnap_journal_check (vmsnap_journal *j, GError **err)
   g_autoptr (GHashTable) seen = g_hash_table_new (g_str_hash, g_str_equal);
 
   if (!journal_kind (j, &kind))
-    return bad_journal (j, err, "unknown operation kind '%s'",
+    return bad_journal (j, "op", "kind", err, "unknown operation kind '%s'",
                         jop (j, "kind") ? jop (j, "kind") : "(none)");
   if (disks == NULL)
-    return bad_journal (j, err, "no list of disks");
+    return bad_journal (j, "op", "disks", err, "no list of disks");
   if (!one_of (jop (j, "online"), onlines))
-    return bad_journal (j, err, "unknown online mode '%s'", jop (j, "online"));
+    return bad_journal (j, "op", "online", err, "unknown online mode '%s'", jop (j, "online"));
   if (!one_of (jop (j, "start"), starts) || !one_of (jop (j, "after"), afters))
-    return bad_journal (j, err, "unknown state to start the domain in");
+    return bad_journal (j, "op", one_of (jop (j, "start"), starts) ? "after" : "start", err,
+                        "unknown state to start the domain in");
   for (guint i = 0; i < 2; i++) {
     const char *f = jop (j, i == 0 ? "memory" : "nvram");
     if (f && (*f == '\0' || strchr (f, '/') || !strcmp (f, "..") || !strcmp (f, ".")))
-      return bad_journal (j, err, "a state file name that is not a plain name");
+      return bad_journal (j, "op", i == 0 ? "memory" : "nvram", err,
+                          "a state file name that is not a plain name");
   }
   if (jop (j, "nvram") && (jop (j, "nvram_source") == NULL || *jop (j, "nvram_source") != '/'))
-    return bad_journal (j, err, "an NVRAM copy without the file it belongs to");
+    return bad_journal (j, "op", "nvram_source", err,
+                        "an NVRAM copy without the file it belongs to");
   if (kind != OP_MERGE) {
     if (!vmsnap_valid_snapshot_name (name, NULL))
-      return bad_journal (j, err, "no valid snapshot name");
+      return bad_journal (j, "op", "name", err, "no valid snapshot name");
     if (!valid_id (id))
-      return bad_journal (j, err, "no valid snapshot id");
+      return bad_journal (j, "op", "id", err, "no valid snapshot id");
   }
   if (kind == OP_CREATE) {
     const char *created = jop (j, "created");
     if (created == NULL || *created == '\0'
         || strspn (created, "0123456789") != strlen (created))
-      return bad_journal (j, err, "no creation time");
+      return bad_journal (j, "op", "created", err, "no creation time");
   }
   for (char **t = disks; *t; t++) {
     g_autofree char *bkey = g_strconcat ("backend.", *t, NULL);
@@ -1284,18 +1294,19 @@ vmsnap_journal_check (vmsnap_journal *j, GError **err)
     const char *be = jop (j, bkey);
 
     if (**t == '\0' || g_hash_table_contains (seen, *t))
-      return bad_journal (j, err, "disk '%s' is empty or listed twice", *t);
+      return bad_journal (j, "op", "disks", err, "disk '%s' is empty or listed twice", *t);
     g_hash_table_add (seen, *t);
     if (be == NULL || *be == '\0')
-      return bad_journal (j, err, "disk %s has no backend", *t);
+      return bad_journal (j, "op", bkey, err, "disk %s has no backend", *t);
     if ((kind == OP_REVERT || kind == OP_DELETE) && jop (j, lkey) == NULL)
-      return bad_journal (j, err, "disk %s has no locator", *t);
+      return bad_journal (j, "op", lkey, err, "disk %s has no locator", *t);
     /* The catalog records the locator a finished create step returned
      * (vmsnap_result_load reads it as UTF-8: NULL if it is not). */
     if (kind == OP_CREATE && vmsnap_journal_done (j, "core", step)) {
       g_autofree char *loc = g_key_file_get_string (j->kf, group, "r.locator", NULL);
       if (loc == NULL || *loc == '\0')
-        return bad_journal (j, err, "disk %s is done but has no locator", *t);
+        return bad_journal (j, group, "r.locator", err,
+                            "disk %s is done but has no locator", *t);
     }
   }
   return TRUE;

@@ -254,10 +254,40 @@ refuse_dir (const char *path, const struct stat *st, const char *why, const char
                  path, path);
 }
 
+/* Every directory of REAL (resolved) up to its last component (with it if
+ * INCLUSIVE): root's or ours, not writable by others unless sticky (a
+ * sticky /tmp cannot have our entries renamed by others).  STATE names the
+ * state directory in messages. */
+static gboolean
+check_above (const char *real, gboolean inclusive, const char *state, GError **err)
+{
+  size_t n = strlen (real);
+
+  for (size_t i = 0; i <= n; i++) {
+    g_autofree char *up = NULL;
+    const char *why;
+    struct stat st;
+    if (i < n ? real[i] != '/' : !inclusive)
+      continue;
+    up = i == 0 ? g_strdup ("/") : g_strndup (real, i);
+    if (lstat (up, &st) != 0) {
+      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot check %s: %s", up,
+                   g_strerror (errno));
+      return FALSE;
+    }
+    if ((why = dir_unsafe (&st, TRUE, TRUE)) != NULL) {
+      refuse_dir (up, &st, why, state, err);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
 /* Open (making it, mode 0700, if missing) ROOT/UUID, the state directory
  * of one domain, after checking that it and ROOT are ours and private and
- * that no directory above ROOT can be changed by another user.  *DIR gets
- * its path (ROOT resolved), the result is an O_DIRECTORY descriptor. */
+ * that no directory above ROOT can be changed by another user (checked
+ * before a missing ROOT is made in it).  *DIR gets its path (ROOT
+ * resolved), the result is an O_DIRECTORY descriptor. */
 int
 vmsnap_state_dir_open (const char *root, const char *uuid, char **dir, GError **err)
 {
@@ -265,6 +295,18 @@ vmsnap_state_dir_open (const char *root, const char *uuid, char **dir, GError **
   struct stat st;
   int rfd, fd;
 
+  if (!g_file_test (root, G_FILE_TEST_EXISTS)) {
+    g_autofree char *up = g_canonicalize_filename (root, NULL);
+    g_autofree char *real_up = NULL;
+    do {
+      char *next = g_path_get_dirname (up);
+      g_free (up);
+      up = next;
+    } while (!g_file_test (up, G_FILE_TEST_EXISTS) && strcmp (up, "/") != 0);
+    real_up = realpath (up, NULL);
+    if (real_up && !check_above (real_up, TRUE, root, err))
+      return -1;
+  }
   if (g_mkdir_with_parents (root, 0700) != 0) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
                  "cannot create state directory %s: %s (use --state-dir or "
@@ -277,24 +319,8 @@ vmsnap_state_dir_open (const char *root, const char *uuid, char **dir, GError **
                  "directory %s: %s", root, g_strerror (errno));
     return -1;
   }
-  /* Every directory above: root's or ours, not writable by others unless
-   * sticky (a sticky /tmp cannot have our entries renamed by others). */
-  for (size_t i = 0; real[i]; i++) {
-    g_autofree char *up = NULL;
-    const char *why;
-    if (real[i] != '/')
-      continue;
-    up = i == 0 ? g_strdup ("/") : g_strndup (real, i);
-    if (lstat (up, &st) != 0) {
-      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot check %s: %s", up,
-                   g_strerror (errno));
-      return -1;
-    }
-    if ((why = dir_unsafe (&st, TRUE, TRUE)) != NULL) {
-      refuse_dir (up, &st, why, real, err);
-      return -1;
-    }
-  }
+  if (!check_above (real, FALSE, real, err))
+    return -1;
   rfd = open (real, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (rfd < 0 || fstat (rfd, &st) != 0) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot open state "

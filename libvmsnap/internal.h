@@ -314,6 +314,8 @@ gboolean vmsnap_journal_paths_check (vmsnap_journal *j, vmsnap_domain *dom,
                                      catalog *cat, const char *state_dir,
                                      GError **err);
 gboolean vmsnap_journal_catalog_check (vmsnap_journal *j, catalog *c, GError **err);
+/* The line of KEY in [GROUP] of J's file (for messages), or 0. */
+guint vmsnap_journal_line (vmsnap_journal *j, const char *group, const char *key);
 /* Recovery up to where it would act on storage: check journal J and apply
  * its catalog step to CAT if every disk step is done (engine.c). */
 gboolean vmsnap_journal_replay_catalog (catalog *cat, vmsnap_journal *j,

@@ -242,8 +242,8 @@ values_in (const char *v)
 }
 
 /* The line of KEY in [GROUP] of journal J's file, or 0. */
-static guint
-journal_line (vmsnap_journal *j, const char *group, const char *key)
+guint
+vmsnap_journal_line (vmsnap_journal *j, const char *group, const char *key)
 {
   g_autofree char *data = NULL;
   g_autofree char *head = g_strdup_printf ("[%s]", group);
@@ -270,14 +270,16 @@ bad_journal_path (vmsnap_journal *j, const char *group, const char *key,
                   GError **err)
 {
   g_autofree char *shown = vmsnap_printable (value);
+  g_autofree char *disk = vmsnap_printable (target);
+  g_autofree char *g = vmsnap_printable (group), *k = vmsnap_printable (key);
 
   g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
                "journal %s, line %u ([%s] %s): disk %s: %s %s; vmsnap never "
                "records such a path, so the journal was damaged, edited or "
                "planted: nothing was replayed and nothing was removed. Check "
                "the domain's disks by hand (vmsnap check), then move the "
-               "journal away", j->path, journal_line (j, group, key), group, key,
-               target, shown, why);
+               "journal away", j->path, vmsnap_journal_line (j, group, key), g, k,
+               disk, shown, why);
   return FALSE;
 }
 
@@ -337,17 +339,18 @@ bad_journal_op (vmsnap_journal *j, const char *key, catalog *c, GError **err,
                 const char *fmt, ...)
 {
   va_list ap;
-  g_autofree char *why = NULL;
+  g_autofree char *why = NULL, *raw = NULL;
 
   va_start (ap, fmt);
-  why = g_strdup_vprintf (fmt, ap);
+  raw = g_strdup_vprintf (fmt, ap);
   va_end (ap);
+  why = vmsnap_printable (raw);
   g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
                "journal %s, line %u: %s, which does not fit catalog %s: the "
                "journal is of another domain or was damaged, edited or "
                "planted; nothing was replayed. Check the domain's disks by "
                "hand (vmsnap check), then move the journal away", j->path,
-               journal_line (j, "op", key), why, c->path);
+               vmsnap_journal_line (j, "op", key), why, c->path);
   return FALSE;
 }
 

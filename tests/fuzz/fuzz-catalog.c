@@ -100,8 +100,10 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 
   if (c == NULL) {
     FUZZ_ASSERT (err != NULL);
-    /* named: the file, and where in it */
+    /* named: the file; shown, never echoed: no control character */
     FUZZ_ASSERT (strstr (err->message, path) != NULL);
+    for (const char *p = err->message; *p; p++)
+      FUZZ_ASSERT ((unsigned char) *p >= 0x20 && (unsigned char) *p != 0x7f);
     return 0;
   }
   loader_invariants (c);

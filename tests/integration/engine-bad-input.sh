@@ -252,6 +252,31 @@ cmp -s "$catalog" "$scr/catalog.saved" || fail "the catalog changed"
 unchanged "symlinks planted in the state directory" "$before"
 echo "  planted lock/catalog/journal links and another user's journal: refused, named, not followed"
 
+# --- vmsnap run by an unprivileged user (nobody): its own state directory
+# in a sticky shared directory is fine; one another user made for it, or
+# one in a shared directory without the sticky bit, is refused
+chmod 0711 "$TEST_TMP"
+mkdir -m 1777 "$scr/sticky"
+mkdir -m 0777 "$scr/open"
+cp "$ENG_DOM" "$scr/dom.xml"
+chmod 0644 "$scr/dom.xml"
+out=$(nobody_does env VMSNAP_STATE_DIR="$scr/sticky/nstate" "$VMSNAP" list --json "$scr/dom.xml" 2>&1) ||
+    { printf '%s\n' "$out" >&2; fail "nobody's vmsnap with its own state directory in a sticky directory failed"; }
+[ "$(stat -c %U "$scr/sticky/nstate/$uuid")" = nobody ] || fail "nobody's state directory is not nobody's"
+mkdir -m 0755 "$scr/sticky/rootmade"
+rc=0
+out=$(nobody_does env VMSNAP_STATE_DIR="$scr/sticky/rootmade" "$VMSNAP" list "$scr/dom.xml" 2>&1) || rc=$?
+[ "$rc" = 4 ] && [[ $out == *"state directory $scr/sticky/rootmade is owned by another user"* && $out == *"chown 65534: $scr/sticky/rootmade"* ]] ||
+    { printf '%s\n' "$out" >&2; fail "nobody's vmsnap with a state directory root made: exit $rc, want 4 naming it and the fix"; }
+rc=0
+out=$(nobody_does env VMSNAP_STATE_DIR="$scr/open/nstate" "$VMSNAP" list "$scr/dom.xml" 2>&1) || rc=$?
+[ "$rc" = 4 ] && [[ $out == *"is inside directory $scr/open, which is writable by other users"* ]] ||
+    { printf '%s\n' "$out" >&2; fail "nobody's vmsnap with a state directory in a non-sticky shared directory: exit $rc, want 4"; }
+[ ! -e "$scr/sticky/rootmade/$uuid" ] && [ ! -e "$scr/open/nstate" ] ||
+    fail "a refused state directory was used or made"
+chmod "$tmode" "$TEST_TMP"
+echo "  unprivileged vmsnap: own state directory in a sticky directory fine; another user's, or in an open directory, refused"
+
 # --- a rewritten domain XML file keeps its owner and mode
 chown nobody:nogroup "$ENG_DOM"
 chmod 0640 "$ENG_DOM"
