@@ -423,8 +423,8 @@ check_partial (catalog *c, GPtrArray *drifts)
 
 /* Catalog records of disks the domain no longer has (issue 16 item 13):
  * storage cannot be compared for them, revert refuses such a snapshot and
- * delete drops the record but leaves the storage; that is said here rather
- * than "agree".  Not repairable: only the user knows where the disk went. */
+ * delete leaves the storage as a kept unnamed point; that is said here
+ * rather than "agree".  Not repairable: only the user knows where the disk went. */
 static void
 check_removed_disks (catalog *c, vmsnap_domain *dom, GPtrArray *drifts)
 {

@@ -136,9 +136,11 @@ qcow2_refs (int fd, const char *path, vmsnap_hdr_refs *r, GError **err)
   bsize = be32 (h + 16);
   cluster_bits = be32 (h + 20);
   if (version == 1) {
-    /* qcow (version 1): backing name only; cluster_bits is a byte there. */
-    if (boff != 0 && !(r->backing = read_name (fd, path, "backing file name",
-                                               boff, bsize, err)))
+    /* qcow (version 1): backing name only; cluster_bits is a byte there.
+     * As in QEMU, an offset with a length of 0 is no backing file. */
+    if (boff != 0 && bsize != 0
+        && !(r->backing = read_name (fd, path, "backing file name", boff,
+                                     bsize, err)))
       return FALSE;
     return TRUE;
   }
@@ -166,8 +168,9 @@ qcow2_refs (int fd, const char *path, vmsnap_hdr_refs *r, GError **err)
       return FALSE;
     }
   }
-  if (boff != 0 && !(r->backing = read_name (fd, path, "backing file name",
-                                             boff, bsize, err)))
+  if (boff != 0 && bsize != 0
+      && !(r->backing = read_name (fd, path, "backing file name", boff, bsize,
+                                   err)))
     return FALSE;
 
   /* Header extensions: from the end of the header to the end of the first
