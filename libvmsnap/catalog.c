@@ -51,6 +51,7 @@ cat_snap_free (gpointer p)
   g_free (s->nvram);
   g_free (s->nvram_source);
   g_ptr_array_unref (s->disks);
+  g_ptr_array_unref (s->lost);
   g_free (s);
 }
 
@@ -62,6 +63,7 @@ vmsnap_cat_snap_new (const char *id, const char *name)
   s->id = g_strdup (id);
   s->name = g_strdup (name);
   s->disks = g_ptr_array_new_with_free_func (cat_disk_free);
+  s->lost = g_ptr_array_new_with_free_func (g_free);
   return s;
 }
 
@@ -191,6 +193,10 @@ vmsnap_catalog_load (const char *path, const char *uuid, const char *name,
                         *l = getp (k, "locator");
         if (t && b && l)
           g_ptr_array_add (s->disks, vmsnap_cat_disk_new (t, b, l));
+      } else if (xmlStrEqual (k->name, BAD_CAST "lost-disk")) {
+        g_autofree char *t = getp (k, "target");
+        if (t && *t && !g_ptr_array_find_with_equal_func (s->lost, t, g_str_equal, NULL))
+          g_ptr_array_add (s->lost, g_steal_pointer (&t));
       }
     }
     g_ptr_array_add (c->snaps, s);
@@ -274,6 +280,10 @@ vmsnap_catalog_save (catalog *c, GError **err)
       set_prop (dn, "target", d->target);
       set_prop (dn, "backend", d->backend);
       set_prop (dn, "locator", d->locator);
+    }
+    for (guint k = 0; k < s->lost->len; k++) {
+      xmlNodePtr dn = xmlNewChild (n, NULL, BAD_CAST "lost-disk", NULL);
+      set_prop (dn, "target", s->lost->pdata[k]);
     }
     if (s->domain_xml)
       text_child (n, "domain-xml", s->domain_xml);

@@ -113,7 +113,8 @@ chain_pos (const vmsnap_disk *d, const char *loc)
 }
 
 /* qcow2-external: an image the active chain has directly below one of
- * vmsnap's overlays (NAME.vmsnap-HEX.qcow2) was frozen by vmsnap, though
+ * vmsnap's overlays (NAME.vmsnap-DISK-HEX.qcow2, or NAME.vmsnap-HEX.qcow2
+ * of an earlier vmsnap) was frozen by vmsnap, though
  * its own name carries no mark (the disk's original image). */
 static gboolean
 below_our_overlay (const vmsnap_disk *d, const char *loc)
@@ -184,8 +185,8 @@ add_drift (GPtrArray *out, const char *kind, const char *disk,
 static void
 check_disk (vmsnap_ctx *ctx, vmsnap_domain *dom, vmsnap_disk_priv *dp,
             catalog *c, const char *bname, GPtrArray *all,
-            const char *state_dir, gboolean online, GPtrArray *drifts,
-            GPtrArray *found, GPtrArray *notes)
+            const char *state_dir, gboolean online, const vmsnap_guard *guard,
+            GPtrArray *drifts, GPtrArray *found, GPtrArray *notes)
 {
   const char *t = dp->pub.target;
   const vmsnap_module *m = vmsnap_find_module (ctx, bname);
@@ -267,8 +268,16 @@ check_disk (vmsnap_ctx *ctx, vmsnap_domain *dom, vmsnap_disk_priv *dp,
   for (guint k = 0; k < pts->len; k++) {
     vmsnap_point *p = pts->pdata[k];
     char **f;
+    unsigned int what = 0;
+    g_autofree char *storage = NULL;
+    gboolean active = FALSE;
     if (p->locator == NULL || !ours (bname, &dp->pub, p)
         || g_ptr_array_find_with_equal_func (all, p->locator, g_str_equal, NULL))
+      continue;
+    /* Storage another disk of the domain uses is never this disk's point
+     * (two images that share a stem, a shared base image). */
+    storage = vmsnap_guard_locator_storage (p->locator, &what);
+    if (vmsnap_guard_other_user (guard, t, storage, &active))
       continue;
     if (strcmp (bname, "qcow2-external") == 0 && strcmp (p->locator, actloc) == 0)
       continue;
@@ -301,6 +310,7 @@ compare (vmsnap_ctx *ctx, vmsnap_domain *dom, catalog *c,
   g_autoptr (vmsnap_plan) plan = vmsnap_plan_new (ctx, dom, NULL, err);
   gboolean online = dom->state == VMSNAP_STATE_RUNNING
                     || dom->state == VMSNAP_STATE_PAUSED;
+  g_autoptr (vmsnap_guard) guard = vmsnap_guard_new (dom);
 
   if (plan == NULL)
     return FALSE;
@@ -311,7 +321,7 @@ compare (vmsnap_ctx *ctx, vmsnap_domain *dom, catalog *c,
     add_internal (bes, &dp->pub);
     for (guint bi = 0; bi < bes->len; bi++)
       check_disk (ctx, dom, dp, c, bes->pdata[bi], all, state_dir, online,
-                  drifts, found, notes);
+                  guard, drifts, found, notes);
   }
   return TRUE;
 }
@@ -388,6 +398,29 @@ check_chain (catalog *c, vmsnap_domain *dom, GPtrArray *drifts)
   }
 }
 
+/* Snapshots an earlier repair left partial (a disk's data was gone): they
+ * stay reported until deleted, so that check never calls such a domain
+ * clean. */
+static void
+check_partial (catalog *c, GPtrArray *drifts)
+{
+  for (guint i = 0; i < c->snaps->len; i++) {
+    cat_snap *s = c->snaps->pdata[i];
+    g_autofree char *lost = NULL;
+    if (s->hidden || s->lost->len == 0)
+      continue;
+    g_ptr_array_add (s->lost, NULL);
+    lost = g_strjoinv (", ", (char **) s->lost->pdata);
+    g_ptr_array_remove_index (s->lost, s->lost->len - 1);
+    add_drift (drifts, "partial-snapshot", s->lost->pdata[0], s->name, NULL, NULL,
+               FALSE, g_strdup_printf ("snapshot %s lacks disk(s) %s, whose data "
+                                       "was found gone: a revert to it is "
+                                       "refused (the disks would be at different "
+                                       "points in time); remove it with `vmsnap "
+                                       "delete %s`", s->name, lost, s->name));
+  }
+}
+
 /* A disk whose chain no longer matches the catalog: what its chain holds
  * cannot be told from what the catalog lost, so points found on it are
  * not added until the chain is fixed. */
@@ -459,10 +492,19 @@ repair (catalog *c, GPtrArray *drifts, GPtrArray *found, GPtrArray *changes)
       for (guint k = 0; k < cs->disks->len; k++) {
         cat_disk *cd = cs->disks->pdata[k];
         if (strcmp (cd->target, d->disk) == 0 && strcmp (cd->locator, d->locator) == 0) {
+          /* A named snapshot that keeps other disks becomes partial, and
+           * says so: a revert to it is refused (its disks would be at
+           * different points in time); deleting it is how it goes. */
+          gboolean partial = !cs->hidden && cs->disks->len > 1;
           g_ptr_array_add (changes, g_strdup_printf (
-              "dropped the record of disk %s (%s) from %s%s", d->disk, d->locator,
+              "dropped the record of disk %s (%s) from %s%s%s%s%s", d->disk, d->locator,
               cs->hidden ? "a kept unnamed point" : "snapshot ",
-              cs->hidden ? "" : cs->name));
+              cs->hidden ? "" : cs->name,
+              partial ? ": the snapshot is now partial (it lacks disk " : "",
+              partial ? d->disk : "",
+              partial ? "), a revert to it is refused; remove it with `vmsnap delete`" : ""));
+          if (partial && !g_ptr_array_find_with_equal_func (cs->lost, d->disk, g_str_equal, NULL))
+            g_ptr_array_add (cs->lost, g_strdup (d->disk));
           g_ptr_array_remove_index (cs->disks, k);
           break;
         }
@@ -619,6 +661,7 @@ vmsnap_check_domain (vmsnap_ctx *ctx, const char *spec,
   if (!compare (ctx, dom, c, state_dir, drifts, found, notes, err))
     return NULL;
   check_chain (c, dom, drifts);
+  check_partial (c, drifts);
   hold_back_mismatched (drifts, found);
 
   if (e && drifts->len > 0) {
@@ -630,6 +673,7 @@ vmsnap_check_domain (vmsnap_ctx *ctx, const char *spec,
     if (!compare (ctx, dom, c, state_dir, after, found2, notes, err))
       return NULL;
     check_chain (c, dom, after);
+    check_partial (c, after);
     hold_back_mismatched (after, found2);
   }
 

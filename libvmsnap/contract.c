@@ -311,6 +311,7 @@ vmsnap_op_free (vmsnap_op *op)
 {
   if (op == NULL)
     return;
+  vmsnap_guard_free (op->guard);
   g_free (op->group);
   g_free (op->domain_name);
   g_free (op->domain_uuid);
@@ -432,14 +433,44 @@ vmsnap_op_is_recovering (const vmsnap_op *op)
 }
 
 gboolean
+vmsnap_op_guard (vmsnap_op *op, const char *storage, unsigned int what,
+                 GError **err)
+{
+  if (op == NULL)
+    return TRUE;
+  return vmsnap_guard_check (op->guard, op->group + strlen ("disk."), storage,
+                             what, err);
+}
+
+/* The guard over a tool the core runs for a backend: every image a
+ * qemu-img command line writes. */
+static gboolean
+guard_argv (vmsnap_op *op, const char *const *argv, GError **err)
+{
+  g_autoptr (GPtrArray) targets = NULL;
+
+  if (op == NULL || op->guard == NULL)
+    return TRUE;
+  targets = vmsnap_guard_qemu_img_targets (argv);
+  for (guint i = 0; i < targets->len; i++)
+    if (!vmsnap_op_guard (op, targets->pdata[i], VMSNAP_GUARD_WRITE, err))
+      return FALSE;
+  return TRUE;
+}
+
+gboolean
 vmsnap_op_run (vmsnap_op *op, const char *const *argv, char **out, GError **err)
 {
+  if (!guard_argv (op, argv, err))
+    return FALSE;
   return vmsnap_run (argv, out, err);
 }
 
 gboolean
 vmsnap_op_run_progress (vmsnap_op *op, const char *const *argv, GError **err)
 {
+  if (!guard_argv (op, argv, err))
+    return FALSE;
   return vmsnap_run_progress (argv, isatty (STDERR_FILENO) && !op->quiet, err);
 }
 

@@ -49,6 +49,7 @@ struct vmsnap_engine {
   vmsnap_hook_call *hooks;     /* the plugins' view of the running operation */
   gint64 frozen_at;            /* monotonic µs of a successful FREEZE, or 0 */
   gint64 frozen_us;            /* how long the guest stayed frozen */
+  vmsnap_guard *guard;         /* of dom: built on first use (guard.c) */
 };
 
 typedef enum { OP_CREATE, OP_REVERT, OP_DELETE, OP_MERGE } op_kind;
@@ -342,6 +343,9 @@ make_op (vmsnap_engine *e, vmsnap_journal *j, const char *target)
                                  e->dom->conn, e->state_dir, locs);
 
   op->config = e->ctx->config;
+  if (e->guard == NULL)
+    e->guard = vmsnap_guard_new (e->dom);
+  op->guard = vmsnap_guard_ref (e->guard);
   return op;
 }
 
@@ -356,8 +360,22 @@ discard_list (vmsnap_engine *e, vmsnap_journal *j, const vmsnap_module *m,
   for (guint i = 0; i < locs->len; i++) {
     g_autoptr (GError) err = NULL;
     g_autoptr (vmsnap_op) op = make_op (e, j, target);
+    g_autofree char *storage = NULL;
+    unsigned int what = 0;
     if (m->be.discard == NULL)
       continue;
+    /* The central guard, before the backend is asked (it checks again
+     * before each removal it makes itself). */
+    storage = vmsnap_guard_locator_storage (locs->pdata[i], &what);
+    if (storage && !vmsnap_op_guard (op, storage, what, &err)) {
+      g_autofree char *w = g_strdup_printf ("disk %s: kept %s: %s", target,
+                                            (char *) locs->pdata[i], err->message);
+      if (warn)
+        json_builder_add_string_value (warn, w);
+      else
+        fprintf (stderr, "vmsnap: warning: %s\n", w);
+      continue;
+    }
     if (m->be.discard (op, d ? &d->pub : NULL, locs->pdata[i], 0, &err) < 0) {
       g_autofree char *w = g_strdup_printf ("disk %s: could not remove %s: %s "
                                             "(remove it by hand)", target,
@@ -1285,6 +1303,8 @@ reopen_domain (vmsnap_engine *e, GError **err)
     return FALSE;
   vmsnap_domain_free (e->dom);
   e->dom = dom;
+  /* The guard follows the definition: built again from it when next used. */
+  g_clear_pointer (&e->guard, vmsnap_guard_free);
   return TRUE;
 }
 
@@ -1373,6 +1393,7 @@ vmsnap_engine_free (vmsnap_engine *e)
   if (e->lock_fd >= 0)
     close (e->lock_fd);   /* releases the flock */
   vmsnap_catalog_free (e->cat);
+  vmsnap_guard_free (e->guard);
   vmsnap_domain_free (e->dom);
   g_free (e->spec);
   g_free (e->uri);
@@ -1665,6 +1686,35 @@ vmsnap_engine_create (vmsnap_engine *e, const char *name,
   return finish (e, j, name, err);
 }
 
+/* The central guard before an operation starts: a catalog record of
+ * disk TARGET must not name storage another disk of the domain uses (a
+ * damaged or planted catalog); acting on it would write or remove that
+ * disk's data.  Nothing is journaled yet, so a refusal changes nothing. */
+static gboolean
+guard_record (vmsnap_engine *e, const char *target, const char *locator,
+              const char *snapname, GError **err)
+{
+  unsigned int what = 0;
+  g_autofree char *storage = vmsnap_guard_locator_storage (locator, &what);
+  gboolean active = FALSE;
+  const char *other;
+
+  if (e->guard == NULL)
+    e->guard = vmsnap_guard_new (e->dom);
+  other = vmsnap_guard_other_user (e->guard, target, storage, &active);
+  if (other == NULL)
+    return TRUE;
+  g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+               "%s%s%sthe catalog's record of disk %s names %s, which is %s "
+               "disk %s; acting on it would change that disk's data, so "
+               "nothing was changed: run `vmsnap check` to compare the "
+               "catalog with storage",
+               snapname ? "snapshot " : "", snapname ? snapname : "",
+               snapname ? ": " : "", target, storage,
+               active ? "the active image of" : "in the backing chain of", other);
+  return FALSE;
+}
+
 static cat_snap *
 find_named (vmsnap_engine *e, const char *name, GError **err)
 {
@@ -1700,6 +1750,36 @@ per_snapshot_op (vmsnap_engine *e, op_kind kind, const char *name,
                  e->spec);
     return NULL;
   }
+  if (kind == OP_REVERT && s->lost->len > 0) {
+    g_autofree char *lost = NULL;
+    g_ptr_array_add (s->lost, NULL);
+    lost = g_strjoinv (", ", (char **) s->lost->pdata);
+    g_ptr_array_remove_index (s->lost, s->lost->len - 1);
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
+                 "snapshot %s is partial: the data of disk(s) %s was found gone "
+                 "(`vmsnap check --repair` dropped it), so a revert would put "
+                 "the domain's disks at different points in time; nothing was "
+                 "changed: revert to another snapshot, or remove this one with "
+                 "`vmsnap delete %s %s`", name, lost, e->spec, name);
+    return NULL;
+  }
+  if (kind == OP_REVERT) {
+    /* A disk the snapshot does not hold (added to the domain after it) is
+     * left as it is: say so. */
+    for (guint i = 0; i < e->dom->disks->len; i++) {
+      const vmsnap_disk *d = &((vmsnap_disk_priv *) e->dom->disks->pdata[i])->pub;
+      gboolean held = FALSE;
+      if (d->device != VMSNAP_DEVICE_DISK || d->readonly || d->shareable || d->transient
+          || (d->snapshot_mode && !strcmp (d->snapshot_mode, "no")))
+        continue;
+      for (guint k = 0; k < s->disks->len && !held; k++)
+        held = strcmp (((cat_disk *) s->disks->pdata[k])->target, d->target) == 0;
+      if (!held)
+        fprintf (stderr, "vmsnap: warning: snapshot %s does not hold disk %s "
+                 "(added to the domain after it): disk %s is left as it is\n",
+                 name, d->target, d->target);
+    }
+  }
   j = begin (e, kind, name, s->id);
   for (guint k = 0; k < s->disks->len; k++) {
     cat_disk *d = s->disks->pdata[k];
@@ -1711,7 +1791,8 @@ per_snapshot_op (vmsnap_engine *e, op_kind kind, const char *name,
                    name, d->target, e->dom->name);
       return NULL;
     }
-    if (module_for (e, d->backend, err) == NULL)
+    if (module_for (e, d->backend, err) == NULL
+        || !guard_record (e, d->target, d->locator, name, err))
       return NULL;
     if (kind == OP_DELETE
         && !check_online_cap (e, d->backend, d->target, VMSNAP_CAP_DELETE_ONLINE,
@@ -1824,8 +1905,12 @@ vmsnap_engine_merge (vmsnap_engine *e, const char *disk, unsigned int max_depth,
     for (guint k = 0; k < s->disks->len; k++) {
       cat_disk *d = s->disks->pdata[k];
       g_autofree char *bkey = g_strconcat ("backend.", d->target, NULL);
-      if ((disk && strcmp (disk, d->target) != 0) || g_hash_table_contains (seen, d->target)
-          || find_disk (e->dom, d->target) == NULL)
+      if ((disk && strcmp (disk, d->target) != 0) || find_disk (e->dom, d->target) == NULL)
+        continue;
+      /* A merge may act on any point of the disk. */
+      if (!guard_record (e, d->target, d->locator, s->hidden ? NULL : s->name, err))
+        return NULL;
+      if (g_hash_table_contains (seen, d->target))
         continue;
       g_hash_table_add (seen, d->target);
       if (!check_online_cap (e, d->backend, d->target, VMSNAP_CAP_MERGE_ONLINE,
@@ -1920,6 +2005,14 @@ snap_json (vmsnap_engine *e, JsonBuilder *b, cat_snap *s)
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
+  if (s->lost->len > 0) {
+    /* A partial snapshot (check --repair found these disks' data gone). */
+    json_builder_set_member_name (b, "lost_disks");
+    json_builder_begin_array (b);
+    for (guint k = 0; k < s->lost->len; k++)
+      json_builder_add_string_value (b, s->lost->pdata[k]);
+    json_builder_end_array (b);
+  }
   json_builder_end_object (b);
 }
 

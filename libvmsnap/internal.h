@@ -156,6 +156,23 @@ gboolean vmsnap_journal_done (vmsnap_journal *j, const char *group, const char *
 gboolean vmsnap_journal_mark (vmsnap_journal *j, const char *group,
                               const char *step, GError **err);
 
+/* The central guard (guard.c). */
+typedef struct vmsnap_guard vmsnap_guard;
+vmsnap_guard *vmsnap_guard_new (const vmsnap_domain *dom);
+vmsnap_guard *vmsnap_guard_ref (vmsnap_guard *g);
+void vmsnap_guard_free (vmsnap_guard *g);   /* drops one reference */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_guard, vmsnap_guard_free)
+gboolean vmsnap_guard_check (const vmsnap_guard *g, const char *target,
+                             const char *storage, unsigned int what, GError **err);
+/* The storage a locator names and what discarding it does to that storage
+ * (remove it, or write it: an internal snapshot or an RBD snapshot). */
+char *vmsnap_guard_locator_storage (const char *locator, unsigned int *what);
+char *vmsnap_guard_disk_storage (const vmsnap_disk *d);
+const char *vmsnap_guard_other_user (const vmsnap_guard *g, const char *target,
+                                     const char *storage, gboolean *active);
+/* The images a qemu-img command line (argv) writes. */
+GPtrArray *vmsnap_guard_qemu_img_targets (const char *const *argv);
+
 struct vmsnap_op {
   vmsnap_journal *j;
   char *group;
@@ -167,6 +184,7 @@ struct vmsnap_op {
   GPtrArray *locators;
   gboolean quiet;
   const vmsnap_config *config;
+  vmsnap_guard *guard;   /* a reference to the engine's; NULL: nothing is guarded */
 };
 
 vmsnap_op *vmsnap_op_new (vmsnap_journal *j, const char *target,
@@ -216,6 +234,8 @@ typedef struct {
   char *domain_xml;
   char *libvirt_xml;   /* libvirt's snapshot XML (internal with memory) */
   GPtrArray *disks;      /* cat_disk* */
+  GPtrArray *lost;       /* char*: targets whose data `check --repair` found
+                            gone and dropped (a partial snapshot: revert refuses) */
   char *memory;          /* memory file, a name in the state dir, or NULL */
   char *nvram;           /* copy of the NVRAM, a name in the state dir, or NULL */
   char *nvram_source;    /* the domain's NVRAM file it was copied from */

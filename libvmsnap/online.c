@@ -232,6 +232,10 @@ vmsnap_op_block_job (vmsnap_op *op, vmsnap_block_job kind, const char *top,
                  target, what);
     return FALSE;
   }
+  /* The central guard: a commit writes BASE, a pull the active image. */
+  if (!vmsnap_op_guard (op, kind == VMSNAP_BLOCK_PULL ? top : base,
+                        VMSNAP_GUARD_WRITE, err))
+    return FALSE;
   dom = virDomainLookupByUUIDString (conn, op->domain_uuid);
   if (dom == NULL) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,

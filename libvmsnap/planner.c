@@ -23,6 +23,7 @@ typedef struct {
   char *why;
   const char *how;         /* score | internal-rule | override | xml-attribute */
   char *problem;           /* why no backend could be chosen */
+  char *shared;            /* its image is another disk's too: why that is refused */
 } plan_disk;
 
 struct vmsnap_plan {
@@ -55,6 +56,7 @@ plan_disk_free (gpointer p)
   g_free (pd->excluded);
   g_free (pd->why);
   g_free (pd->problem);
+  g_free (pd->shared);
   g_ptr_array_unref (pd->candidates);
   g_free (pd);
 }
@@ -427,6 +429,32 @@ vmsnap_plan_new (vmsnap_ctx *ctx, vmsnap_domain *dom,
 
   internal_rule (plan, ctx, overrides);
 
+  {
+    /* Two disks on one image: a later delete would commit both disks'
+     * changes into it and one disk would get the other's data.  Only
+     * read-only or shareable disks (which vmsnap leaves alone) may share
+     * a file; a base image shared below two disks' own images is fine
+     * (the guard keeps every operation from writing it). */
+    g_autoptr (vmsnap_guard) g = vmsnap_guard_new (dom);
+    for (guint i = 0; i < plan->disks->len; i++) {
+      plan_disk *pd = plan->disks->pdata[i];
+      g_autofree char *st = NULL;
+      const char *other;
+      gboolean active = FALSE;
+      if (!pd->included || pd->disk->pub.inspect_error)
+        continue;
+      st = vmsnap_guard_disk_storage (&pd->disk->pub);
+      other = vmsnap_guard_other_user (g, pd->disk->pub.target, st, &active);
+      if (other && pd->shared == NULL)
+        pd->shared = g_strdup_printf (
+            "its image %s is also %s disk %s: a snapshot would mix the two "
+            "disks' data; give each disk its own image (only <readonly/> or "
+            "<shareable/> disks, which vmsnap leaves alone, may share one)",
+            pd->disk->pub.source, active ? "the active image of"
+            : "in the backing chain of", other);
+    }
+  }
+
   for (guint i = 0; i < plan->disks->len; i++) {
     plan_disk *pd = plan->disks->pdata[i];
     const char *ov = g_hash_table_lookup (overrides, pd->disk->pub.target);
@@ -436,6 +464,8 @@ vmsnap_plan_new (vmsnap_ctx *ctx, vmsnap_domain *dom,
                                        "(%s)", pd->disk->pub.target, ov, pd->excluded);
     } else if (pd->disk->pub.inspect_error) {
       pd->problem = g_strdup (pd->disk->pub.inspect_error);
+    } else if (pd->shared) {
+      pd->problem = g_strdup (pd->shared);
     } else {
       choose (plan, ctx, pd, ov);
     }

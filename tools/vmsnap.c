@@ -1010,10 +1010,12 @@ view_cmd (int argc, char **argv, int which)
       printf ("%-24s %-21s %-24s %s\n", "NAME", "CREATED", "PARENT", "DESCRIPTION");
       for (guint i = 0; i < json_array_get_length (snaps); i++) {
         JsonObject *s = json_array_get_object_element (snaps, i);
-        printf ("%-24s %-21s %-24s %s%s\n", ostr0 (s, "name"), ostr0 (s, "created"),
+        printf ("%-24s %-21s %-24s %s%s%s\n", ostr0 (s, "name"), ostr0 (s, "created"),
                 ostr (s, "parent") ? ostr (s, "parent") : "-",
                 ostr (s, "description") ? ostr (s, "description") : "",
-                json_object_get_boolean_member (s, "current") ? "  (current)" : "");
+                json_object_get_boolean_member (s, "current") ? "  (current)" : "",
+                json_object_has_member (s, "lost_disks")
+                ? "  (partial: a disk's data is gone, see vmsnap check)" : "");
       }
     }
     if (json_object_get_int_member (o, "kept_unnamed_points") > 0)

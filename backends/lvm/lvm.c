@@ -1032,6 +1032,15 @@ lvm_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
   return 0;
 }
 
+/* The central guard (vmsnap_op_guard) before this op removes VG/LV. */
+static gboolean
+lv_guard (vmsnap_op *op, const char *vg, const char *lv, GError **err)
+{
+  g_autofree char *st = g_strdup_printf ("lvm:%s/%s", vg, lv);
+
+  return vmsnap_op_guard (op, st, VMSNAP_GUARD_REMOVE, err);
+}
+
 /* ============================================================== create */
 
 /* Remove LV NAME of VG if it exists and carries TAG (what an unfinished
@@ -1064,6 +1073,8 @@ heal_half_made_snapshot (vmsnap_op *op, const vmsnap_disk *d, const plan *p,
       || strcmp (p->kind, "thick") != 0)
     return 0;
   if (!is_cow (*s) && (*s)->origin[0] == '\0' && !(*s)->merging) {
+    if (!lv_guard (op, p->vg, p->lv, err))
+      return -1;
     if (!lvm_run (NULL, &e, "lvremove -y %s/%s", p->vg, p->lv))
       return fail_with (err, e, "run `vmsnap recover` again", "disk %s: "
                         "removing %s/%s, the COW store of a snapshot an "
@@ -1362,6 +1373,8 @@ heal_undelivered_thin (vmsnap_op *op, const vmsnap_disk *d, const char *vg,
   }
   if (tid < ktid)
     return 0;
+  if (!lv_guard (op, vg, (*s)->name, err))
+    return -1;
   if (!lvm_run (NULL, &e, "lvremove -y %s/%s", vg, (*s)->name))
     return fail_with (err, e, "run `vmsnap recover` again", "disk %s: removing "
                       "thin LV %s/%s, which an interrupted lvcreate left "
@@ -1751,6 +1764,8 @@ revert_thick (vmsnap_op *op, const vmsnap_disk *d, const plan *p,
        * which is left as a plain LV under the snapshot's name and tags;
        * the second would have removed it.  Its blocks are merged: remove
        * it, as LVM would have. */
+      if (!lv_guard (op, p->vg, p->lv, err))
+        goto out;
       if (!lvm_run (NULL, &e, "lvremove -y %s/%s", p->vg, p->lv)) {
         fail_with (err, e, "run `vmsnap recover` again", "disk %s: removing "
                    "%s/%s, the COW store a finished merge left behind",
@@ -2258,6 +2273,8 @@ lvm_discard (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
     return fail (err, VMSNAP_ERR_FAILED, "disk %s: %s/%s is open (in use by "
                  "another process); remove it with `lvremove %s/%s` once it "
                  "is closed", target, vg, lv, vg, lv);
+  if (!lv_guard (op, vg, lv, err))
+    return -1;
   if (!lvm_run (NULL, &e, "lvremove -y %s/%s", vg, lv))
     return fail_with (err, e, NULL, "disk %s: removing %s/%s", target, vg, lv);
   return 0;

@@ -38,6 +38,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -196,6 +197,7 @@ struct node {
   gboolean active;
   gboolean missing;  /* tolerant walks only: could not be read */
   gboolean block;    /* not a regular file (block device) */
+  gboolean scanned;  /* list: found by its name, not by the graph */
   char *backing;     /* the backing file as the header names it (full path) */
   char *backing_fmt;
   node *parent;      /* the backing file's node */
@@ -251,6 +253,17 @@ graph_find (const graph *g, const char *path)
       return n;
   }
   return NULL;
+}
+
+static guint
+graph_index (const graph *g, const node *n)
+{
+  guint i;
+
+  for (i = 0; i < g->nodes->len; i++)
+    if (g_ptr_array_index (g->nodes, i) == n)
+      break;
+  return i;
 }
 
 static node *
@@ -368,10 +381,10 @@ node_info (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img, node *n,
  * closed.  TOLERANT (list): files that cannot be read are marked missing
  * instead of failing. */
 static gboolean
-graph_walk (graph *g, vmsnap_op *op, const vmsnap_disk *d,
-            const char *qemu_img, gboolean tolerant, GError **err)
+graph_walk_from (graph *g, guint from, vmsnap_op *op, const vmsnap_disk *d,
+                 const char *qemu_img, gboolean tolerant, GError **err)
 {
-  for (guint i = 0; i < g->nodes->len; i++) {
+  for (guint i = from; i < g->nodes->len; i++) {
     node *n = g_ptr_array_index (g->nodes, i);
     struct stat st;
     g_autoptr (GError) e = NULL;
@@ -416,6 +429,13 @@ graph_walk (graph *g, vmsnap_op *op, const vmsnap_disk *d,
       }
   }
   return TRUE;
+}
+
+static gboolean
+graph_walk (graph *g, vmsnap_op *op, const vmsnap_disk *d,
+            const char *qemu_img, gboolean tolerant, GError **err)
+{
+  return graph_walk_from (g, 0, op, d, qemu_img, tolerant, err);
 }
 
 /* The graph of ACTIVE (path, format) and LOCS (catalog strings). */
@@ -629,24 +649,84 @@ op_set_once (vmsnap_op *op, const char *key, const char *value, GError **err)
   return vmsnap_op_set (op, key, value, err);
 }
 
-/* "vda.vmsnap-0123abcd.qcow2" -> "vda"; "disk.raw" -> "disk". */
+/* Overlay names: "<stem>.vmsnap-<disk>-<8 hex>.qcow2".  The disk part (the
+ * target, vda) keeps two disks whose images share a stem (p.qcow2 and
+ * p.raw in one directory; two block devices named alike, whose overlays
+ * both go to the state directory) from ever sharing a name pattern.  Names
+ * only say that vmsnap made a file; which disk a file belongs to comes from
+ * the catalog and the backing graph (qext_list). */
+
+/* TARGET as it appears in a file name: [A-Za-z0-9_], anything else '_'. */
 static char *
-overlay_stem (const char *path)
+name_part (const char *target)
+{
+  char *t = g_strdup (target);
+
+  for (char *c = t; *c; c++)
+    if (!g_ascii_isalnum (*c) && *c != '_')
+      *c = '_';
+  return t;
+}
+
+/* The mark vmsnap gives D's overlays: ".vmsnap-vda-". */
+static char *
+disk_mark (const vmsnap_disk *d)
+{
+  g_autofree char *t = name_part (d->target);
+
+  return g_strconcat (TAG, t, "-", NULL);
+}
+
+/* Is BASE (a file name) one of D's overlay names, or (OLD_TOO) an overlay
+ * name of an earlier vmsnap ("<stem>.vmsnap-<8 hex>.qcow2", no disk part)? */
+static gboolean
+our_name (const vmsnap_disk *d, const char *base, gboolean old_too)
+{
+  g_autofree char *mark = disk_mark (d);
+  const char *m, *tag;
+  size_t len = strlen (base);
+
+  if (!g_str_has_suffix (base, ".qcow2"))
+    return FALSE;
+  len -= strlen (".qcow2");
+  if ((m = g_strrstr (base, mark)) != NULL
+      && (size_t) (m - base) + strlen (mark) + HEX_LEN == len) {
+    for (const char *c = m + strlen (mark); c < base + len; c++)
+      if (!g_ascii_isxdigit (*c))
+        return FALSE;
+    return TRUE;
+  }
+  if (!old_too || (tag = g_strrstr (base, TAG)) == NULL
+      || (size_t) (tag - base) + TAG_LEN + HEX_LEN != len)
+    return FALSE;
+  for (const char *c = tag + TAG_LEN; c < base + len; c++)
+    if (!g_ascii_isxdigit (*c))
+      return FALSE;
+  return TRUE;
+}
+
+/* The stem of an image name: "p.vmsnap-vda-0123abcd.qcow2" -> "p" (also
+ * the older "p.vmsnap-0123abcd.qcow2"), "disk.raw" -> "disk"; cut to at
+ * most MAX bytes (at a character boundary of a UTF-8 name) so that the
+ * overlay name fits the file system's NAME_MAX. */
+static char *
+overlay_stem (const char *path, size_t max)
 {
   char *base = g_path_get_basename (path);
   char *dot = strrchr (base, '.');
-  size_t len;
+  char *tag;
 
   if (dot && dot != base)
     *dot = '\0';
-  len = strlen (base);
-  if (len > TAG_LEN + HEX_LEN
-      && strncmp (base + len - TAG_LEN - HEX_LEN, TAG, TAG_LEN) == 0) {
-    gboolean hex = TRUE;
-    for (size_t i = len - HEX_LEN; i < len; i++)
-      hex = hex && g_ascii_isxdigit (base[i]);
-    if (hex)
-      base[len - TAG_LEN - HEX_LEN] = '\0';
+  if ((tag = g_strrstr (base, TAG)) != NULL && tag != base
+      && strchr (tag + 1, '.') == NULL)
+    *tag = '\0';
+  if (strlen (base) > max) {
+    char *end = base + max;
+    if (g_utf8_validate (base, -1, NULL))
+      while (end > base && (*end & 0xC0) == 0x80)
+        end--;
+    *end = '\0';
   }
   return base;
 }
@@ -695,21 +775,38 @@ make_overlay (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
     }
   } else {
     g_autofree char *dir = overlay_dir (op, d);
-    g_autofree char *stem = overlay_stem (d->source);
+    g_autofree char *mark = disk_mark (d);
+    g_autofree char *stem = NULL;
     struct stat st;
+    int last = 0;
 
     if (dir == NULL)
       return fail (err, VMSNAP_ERR_FAILED, "disk %s: no directory for the "
                    "overlay of %s (no state directory)", d->target, d->source);
+    if (strlen (mark) + HEX_LEN + strlen (".qcow2") + 1 > NAME_MAX)
+      return fail (err, VMSNAP_ERR_INVALID_INPUT, "disk %s: its target name "
+                   "is too long for an overlay file name", d->target);
+    stem = overlay_stem (d->source, NAME_MAX - strlen (mark) - HEX_LEN
+                                    - strlen (".qcow2"));
     for (int tries = 0; tries < 64 && path == NULL; tries++) {
-      g_autofree char *cand = g_strdup_printf ("%s/%s" TAG "%08x.qcow2", dir,
-                                               stem, g_random_int ());
-      if (lstat (cand, &st) < 0 && errno == ENOENT)
+      g_autofree char *cand = g_strdup_printf ("%s/%s%s%08x.qcow2", dir, stem,
+                                               mark, g_random_int ());
+      if (lstat (cand, &st) == 0)
+        continue;
+      last = errno;
+      if (last == ENOENT)
         path = g_steal_pointer (&cand);
+      else
+        break;
     }
+    if (path == NULL && last != 0 && last != ENOENT)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: cannot name an overlay "
+                   "in %s: %s; nothing was changed", d->target, dir,
+                   g_strerror (last));
     if (path == NULL)
       return fail (err, VMSNAP_ERR_FAILED, "disk %s: cannot find a free "
-                   "overlay name in %s", d->target, dir);
+                   "overlay name in %s (64 random names were taken)",
+                   d->target, dir);
     if (!vmsnap_op_set (op, "overlay", path, err))
       return -1;
   }
@@ -1956,8 +2053,9 @@ qext_list (vmsnap_op *op, const vmsnap_disk *d, GPtrArray **points,
   g_autoptr (GPtrArray) locs = NULL;
   g_autoptr (graph) g = NULL;
   g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func ((GDestroyNotify) vmsnap_point_free);
-  g_autofree char *dir = NULL, *stem = NULL;
+  g_autofree char *dir = NULL;
   GDir *dh;
+  guint home;
 
   if (check_slot (op, d, "list", 0, FALSE, err) < 0)
     return -1;
@@ -1979,34 +2077,63 @@ qext_list (vmsnap_op *op, const vmsnap_disk *d, GPtrArray **points,
     if (n->locator == NULL)
       n->locator = g_strdup (g_ptr_array_index (locs, i));
   }
+  if (!graph_walk (g, op, d, qemu_img, TRUE, err))
+    return -1;
+  /* The chain the VM runs on must open: a layer of it gone is the one
+   * thing a check must never call clean. */
+  for (node *n = g->active; n; n = n->parent)
+    if (n->missing)
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: its active chain does "
+                   "not open: %s%s%s%s is missing or unreadable", d->target,
+                   n->path, n == g->active ? "" : " (below ",
+                   n == g->active ? "" : d->source, n == g->active ? "" : ")");
+  /* The disk's graph ends here: the active chain and the catalog's points
+   * with theirs.  Overlays of this disk's name that nothing refers to (an
+   * interrupted create, a lost catalog) join it only if their backing
+   * chain leads into it: a name never makes a file this disk's. */
+  home = g->nodes->len;
   dir = overlay_dir (op, d);
-  stem = overlay_stem (d->source);
   if (dir && (dh = g_dir_open (dir, 0, NULL))) {
-    g_autofree char *pre = g_strconcat (stem, TAG, NULL);
     const char *e;
     while ((e = g_dir_read_name (dh))) {
-      size_t len = strlen (e), pl = strlen (pre);
-      if (len == pl + HEX_LEN + 6 && g_str_has_prefix (e, pre)
-          && g_str_has_suffix (e, ".qcow2")) {
-        g_autofree char *full = g_build_filename (dir, e, NULL);
-        if (graph_find (g, full) == NULL && graph_add (g, d, full, "qcow2", NULL) == NULL)
-          break;
-      }
+      g_autofree char *full = NULL;
+      node *n;
+      if (!our_name (d, e, FALSE))
+        continue;
+      full = g_build_filename (dir, e, NULL);
+      if (graph_find (g, full) == NULL
+          && (n = graph_add (g, d, full, "qcow2", NULL)) != NULL)
+        n->scanned = TRUE;
     }
     g_dir_close (dh);
   }
-  if (!graph_walk (g, op, d, qemu_img, TRUE, err))
+  if (g->nodes->len > home && !graph_walk_from (g, home, op, d, qemu_img, TRUE, err))
     return -1;
   for (guint i = 0; i < g->nodes->len; i++) {
     node *n = g_ptr_array_index (g->nodes, i);
     vmsnap_point *pt;
     g_autofree char *base = NULL;
+    gboolean found = FALSE;
     if (n->missing)
       continue;
+    if (i >= home) {
+      /* Only a scanned overlay whose chain reaches the disk's graph. */
+      guint steps = 0;
+      if (!n->scanned)
+        continue;
+      for (node *m = n->parent; m && !found && steps++ <= g->nodes->len; m = m->parent)
+        found = graph_index (g, m) < home;
+      if (!found)
+        continue;
+    }
     pt = g_new0 (vmsnap_point, 1);
     base = g_path_get_basename (n->path);
     pt->locator = node_loc (n);
-    pt->owner = strstr (base, TAG) ? g_strdup ("vmsnap") : NULL;
+    /* vmsnap's: a catalog point, a scanned overlay proved to be this
+     * disk's, or a layer of the disk's own graph named as vmsnap names
+     * them. */
+    pt->owner = n->locator || found || our_name (d, base, TRUE)
+                ? g_strdup ("vmsnap") : NULL;
     g_ptr_array_add (out, pt);
   }
   *points = g_steal_pointer (&out);

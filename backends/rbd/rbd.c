@@ -173,6 +173,17 @@ rspec_image (const rspec *s)
                : g_strdup_printf ("%s/%s", s->pool, s->image);
 }
 
+/* The central guard (vmsnap_op_guard) over image S: may this op remove
+ * (VMSNAP_GUARD_REMOVE) or write it? */
+static gboolean
+rspec_guard (vmsnap_op *op, const rspec *s, unsigned int what, GError **err)
+{
+  g_autofree char *img = rspec_image (s);
+  g_autofree char *st = g_strconcat ("rbd:", img, NULL);
+
+  return vmsnap_op_guard (op, st, what, err);
+}
+
 /* "POOL[/NS]/IMAGE[@SNAP]" */
 static char *
 rspec_point (const rspec *s)
@@ -1629,6 +1640,8 @@ finish_removal (conn *c, const rspec *t, GError **err)
     }
     return 0;
   }
+  if (c->op && !rspec_guard (c->op, t, VMSNAP_GUARD_REMOVE, err))
+    return -1;
   r = rbd_remove (io, t->image);
   if (r < 0 && r != -ENOENT) {
     g_autofree char *tn = rspec_image (t);
@@ -1943,6 +1956,8 @@ revert_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
       return -1;
     rbd_stat (img, &info, sizeof info);
     if (!vmsnap_op_step_done (op, "rollback")) {
+      if (!rspec_guard (op, a, VMSNAP_GUARD_WRITE, err))
+        return -1;
       if (decided_before && rebuild_map_if_stale (c, img, aname, err) < 0)
         return -1;
       r = rbd_snap_rollback_with_progress (img, t->snap, progress_cb, &pc);
@@ -2064,6 +2079,8 @@ remove_snapshot (conn *c, const rspec *t, GError **err)
       if ((r = rbd_snap_unprotect (img, t->snap)) < 0 && r != -EINVAL)
         return rfail (c, err, r, "cannot unprotect %s", p);
     }
+    if (!rspec_guard (c->op, t, VMSNAP_GUARD_WRITE, err))
+      return -1;
     if ((r = rbd_snap_remove (img, t->snap)) < 0 && r != -ENOENT)
       return rfail (c, err, r, "cannot remove snapshot %s", p);
   }
@@ -2148,6 +2165,10 @@ flatten_child (conn *c, const rspec *kid, const rspec *t, guint64 *copied,
   rspec_clear (&par);
   if (!r)
     return 0;
+  /* A clone child another disk of the domain runs on is that disk's
+   * data: never written by an operation on this one. */
+  if (!rspec_guard (c->op, kid, VMSNAP_GUARD_WRITE, err))
+    return -1;
   *copied += parent_bytes (c, kid, img);
   r = rbd_flatten_with_progress (img, progress_cb, &pc);
   progress_done (&pc);
@@ -2212,6 +2233,11 @@ delete_1 (conn *c, const rspec *a, const rspec *t, vmsnap_result *res,
                      d->target, tp, found->len, list,
                      origin_of (op, "rbd.delete-children"));
     }
+    /* A clone another disk of the domain runs on is that disk's data:
+     * refused before anything is recorded (flatten_child asks again). */
+    for (guint i = 0; i < found->len; i++)
+      if (!rspec_guard (op, g_ptr_array_index (found, i), VMSNAP_GUARD_WRITE, err))
+        return -1;
     for (guint i = 0; i < found->len; i++)
       g_ptr_array_add (names, rspec_image (g_ptr_array_index (found, i)));
     g_ptr_array_add (names, NULL);
@@ -2691,7 +2717,11 @@ vrbd_discard (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
       rspec_clear (&par);
       return -1;
     }
-    r = rbd_remove (io, t.image);
+    r = rspec_guard (op, &t, VMSNAP_GUARD_REMOVE, err) ? rbd_remove (io, t.image) : 1;
+  }
+  if (r == 1) {
+    rspec_clear (&par);
+    return -1;
   }
   if (r < 0 && r != -ENOENT) {
     rspec_clear (&par);

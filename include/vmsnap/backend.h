@@ -260,6 +260,21 @@ gboolean vmsnap_op_run_progress (vmsnap_op *op, const char *const *argv,
 /* The qemu-img to run ($VMSNAP_QEMU_IMG or PATH), or NULL with *err. */
 char *vmsnap_op_qemu_img (vmsnap_op *op, GError **err);
 
+/* The central guard (DESIGN.md §10): may this op remove (VMSNAP_GUARD_REMOVE)
+ * or write (VMSNAP_GUARD_WRITE) STORAGE?  STORAGE is an absolute path (file
+ * or block device), "lvm:VG/LV" or "rbd:POOL[/NAMESPACE]/IMAGE" (a trailing
+ * "@SNAP" is ignored: it names the image).  Removing is refused for any
+ * image a disk of the domain uses as its active image or in its active
+ * backing chain; writing is refused for one another disk uses that way.
+ * The core checks every discard, every qemu-img it runs that writes and
+ * every block job itself; a backend acting in process (a library call)
+ * asks before each removal and each write of an image it did not just
+ * create.  FALSE with *err naming the disk, the image and its user. */
+#define VMSNAP_GUARD_REMOVE 1u
+#define VMSNAP_GUARD_WRITE  2u
+gboolean vmsnap_op_guard (vmsnap_op *op, const char *storage, unsigned int what,
+                          GError **err);
+
 /* Block jobs on a running domain (online slots only).  The core runs the
  * job on the op's disk through libvirt, waits for it on libvirt's block job
  * events, shows progress on a terminal, and pivots an active commit.

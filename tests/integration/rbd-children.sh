@@ -127,4 +127,22 @@ if timeout 30 rbd info rbd/vda >/dev/null 2>&1; then fail "rbd/vda still exists"
     fail "images left: $(rbdc ls rbd)"
 rbd_check_hist "$(active)" 0 "A C"
 rbd_check_hist "$c1@s3" 0 "A C"
+echo "a clone another disk of the domain runs on is never flattened (issue 16 item 2):"
+rbdc create --size 8M rbd/gv
+DOM2=$TEST_TMP/dom2.xml
+rbd_domain_xml guard2 "$DOM2" vda:rbd/gv:conf
+UUID2=$(xmllint --xpath 'string(/domain/uuid)' "$DOM2")
+vms create "$DOM2" g1 >/dev/null
+rbdc snap protect rbd/gv@g1
+rbdc image-meta set rbd/gv vmsnap.protected.g1 "$UUID2"
+rbdc clone --image-feature layering rbd/gv@g1 rbd/gw
+rbd_domain_xml guard2 "$DOM2.new" vda:rbd/gv:conf vdb:rbd/gw:conf
+sed -i "s|<uuid>.*</uuid>|<uuid>$UUID2</uuid>|" "$DOM2.new"
+mv -- "$DOM2.new" "$DOM2"
+if "$VMSNAP" delete "$DOM2" g1 2>"$TEST_TMP/err"; then fail "delete g1 flattened vdb's image"; fi
+grep -q "refusing to write rbd:rbd/gw: disk vdb uses it" "$TEST_TMP/err" ||
+    { cat "$TEST_TMP/err" >&2; fail "delete g1: not the guard's refusal"; }
+[ "$(parent_of rbd/gw)" = rbd/gv@g1 ] || fail "rbd/gw was flattened"
+[ "$(snaps_of rbd/gv)" = g1 ] || fail "g1 is gone: $(snaps_of rbd/gv)"
+[ ! -e "$VMSNAP_STATE_DIR/$UUID2/journal" ] || fail "the refused delete left a journal"
 echo "rbd-children: ok"
