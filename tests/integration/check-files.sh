@@ -121,7 +121,7 @@ jq_check "$CK" '[.changes[] | select(test("added disk vdb.*rogue"))] | length ==
 check_rc 6
 jq_check "$CK" '[.differences[] | select(.kind == "partial-snapshot") | "\(.snapshot):\(.disk):\(.repairable)"] | sort == ["s2:vdb:false", "s3:vda:false"]' "s2 and s3 are reported partial"
 [ "$(names)" = "rogue s1 s2 s3 " ] || fail "snapshots after repair: $(names)"
-"$VMSNAP" list "$dom" | grep -q '^s3 .*partial' || fail "list does not mark s3 partial: $("$VMSNAP" list "$dom")"
+grep -q '^s3 .*partial' <<<"$("$VMSNAP" list "$dom")" || fail "list does not mark s3 partial: $("$VMSNAP" list "$dom")"
 "$VMSNAP" info --json "$dom" s2 | jq -e '.lost_disks == ["vdb"]' >/dev/null || fail "info s2: no lost_disks"
 before=$(storage_state)
 vms_rc revert "$dom" s3

@@ -89,7 +89,8 @@ installed_pkgs () {
     awk '$1 != "un" { print $2 }' | sort
 }
 for p in "${pkgs[@]}"; do
-  if dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -qv '^un'; then
+  st=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null) || true
+  if [ -n "$st" ] && [[ $st != un* ]]; then
     fail "preconditions" "$p is already installed: this test installs and purges it, purge it first"
     write_log
     exit 1
