@@ -200,6 +200,7 @@ struct node {
   char *backing_fmt;
   node *parent;      /* the backing file's node */
   guint64 vsize;
+  char *no_write;    /* why QEMU cannot write this image in place, or NULL */
 };
 
 typedef struct {
@@ -218,6 +219,7 @@ node_free (gpointer p)
   g_free (n->locator);
   g_free (n->backing);
   g_free (n->backing_fmt);
+  g_free (n->no_write);
   g_free (n);
 }
 
@@ -304,6 +306,45 @@ run_json (vmsnap_op *op, const char *const *argv, JsonParser *p, GError **err)
   return json_parser_load_from_data (p, out ? out : "", -1, err);
 }
 
+/* Why QEMU cannot write image PATH (format FMT) in place, from its
+ * `qemu-img info` object O, or NULL when it can.  Of the formats and
+ * subformats qemu-img creates that this backend accepts (raw; qcow2; vmdk
+ * monolithicSparse, monolithicFlat, twoGbMaxExtentSparse,
+ * twoGbMaxExtentFlat, streamOptimized; vdi dynamic and static; vpc dynamic
+ * and fixed; vhdx dynamic and fixed), each tried with `qemu-io -c write`
+ * twice over the same range, only vmdk streamOptimized fails: QEMU appends
+ * compressed grains and "could not write to allocated cluster" (its
+ * extents say "compressed"; other compressed or read-only vmdk variants,
+ * which qemu-img cannot create, are caught by the same test).  A file that
+ * cannot be written (mode, read-only file system) is the other case. */
+static char *
+no_write_reason (JsonObject *o, const char *fmt, const char *path)
+{
+  JsonObject *fs = json_object_has_member (o, "format-specific")
+                   ? json_object_get_object_member (o, "format-specific") : NULL;
+  JsonObject *data = fs && json_object_has_member (fs, "data")
+                     ? json_object_get_object_member (fs, "data") : NULL;
+
+  if (strcmp (fmt, "vmdk") == 0 && data) {
+    const char *ct = json_object_get_string_member_with_default (data, "create-type", "");
+    JsonArray *ext = json_object_has_member (data, "extents")
+                     ? json_object_get_array_member (data, "extents") : NULL;
+    gboolean compressed = FALSE;
+
+    for (guint i = 0; ext && i < json_array_get_length (ext); i++) {
+      JsonObject *x = json_array_get_object_element (ext, i);
+      compressed = compressed || (x && json_object_get_boolean_member_with_default (x, "compressed", FALSE));
+    }
+    if (strcmp (ct, "streamOptimized") == 0 || compressed)
+      return g_strdup_printf ("it is a vmdk %s image, which QEMU writes once "
+                              "and cannot overwrite in place",
+                              *ct ? ct : "compressed");
+  }
+  if (access (path, W_OK) < 0 && errno != ENOENT)
+    return g_strdup_printf ("it cannot be written (%s)", g_strerror (errno));
+  return NULL;
+}
+
 /* Read N's header: virtual size, backing file and its format. */
 static gboolean
 node_info (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img, node *n,
@@ -326,6 +367,8 @@ node_info (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img, node *n,
   }
   o = json_node_get_object (root);
   n->vsize = json_object_get_int_member_with_default (o, "virtual-size", 0);
+  g_free (n->no_write);
+  n->no_write = no_write_reason (o, n->fmt, n->path);
   if (json_object_has_member (o, "full-backing-filename"))
     b = json_object_get_string_member (o, "full-backing-filename");
   else if (json_object_has_member (o, "backing-filename"))
@@ -924,6 +967,7 @@ typedef struct {
                             spread: U's dependents */
   char *b_fmt, *b_path;  /* U's backing file, NULL when U has none */
   guint64 commit_bytes, pull_bytes;
+  char *why;             /* why the direction is not the cheaper one */
 } plan;
 
 static void
@@ -944,6 +988,7 @@ plan_free (plan *p)
     g_ptr_array_unref (p->deps);
   g_free (p->b_fmt);
   g_free (p->b_path);
+  g_free (p->why);
   g_free (p);
 }
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (plan, plan_free)
@@ -1007,6 +1052,7 @@ plan_to_json (const plan *p)
   json_builder_add_int_value (b, (gint64) p->commit_bytes);
   json_builder_set_member_name (b, "pull_bytes");
   json_builder_add_int_value (b, (gint64) p->pull_bytes);
+  json_add_str (b, "why", p->why);
   json_builder_end_object (b);
   root = json_builder_get_root (b);
   json_generator_set_root (gen, root);
@@ -1065,6 +1111,7 @@ plan_load (vmsnap_op *op, const vmsnap_disk *d, const char *prefix,
   p->b_path = json_str (o, "b_path");
   p->commit_bytes = json_object_get_int_member_with_default (o, "commit_bytes", 0);
   p->pull_bytes = json_object_get_int_member_with_default (o, "pull_bytes", 0);
+  p->why = json_str (o, "why");
   if (p->direction == NULL || p->u_fmt == NULL || p->u_path == NULL
       || p->u_loc == NULL
       || ((!strcmp (p->direction, "commit") || !strcmp (p->direction, "pull"))
@@ -1159,7 +1206,8 @@ plan_decide (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
   if (!strcmp (p->direction, "commit") && cb > cfree && pb <= pfree) {
     g_free (p->direction);
     p->direction = g_strdup ("pull");
-  } else if (!strcmp (p->direction, "pull") && pb > pfree && cb <= cfree) {
+  } else if (!strcmp (p->direction, "pull") && pb > pfree && cb <= cfree
+             && u->no_write == NULL) {
     g_free (p->direction);
     p->direction = g_strdup ("commit");
   }
@@ -1172,6 +1220,23 @@ plan_decide (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
       g_free (p->direction);
       p->direction = g_strdup ("commit");
     }
+  }
+  /* A commit writes into U in place: never into an image QEMU cannot
+   * write that way (it would fail part way, U half-written).  Pull
+   * instead; where that is impossible too, refuse before any write. */
+  if (u->no_write && !strcmp (p->direction, "commit")) {
+    if (p->c_held && !c->active)
+      return fail (err, VMSNAP_ERR_UNSUPPORTED,
+                   "disk %s: %s cannot take a commit of %s (%s), and the "
+                   "running VM reads %s, which libvirt cannot pull into: "
+                   "nothing was changed; shut the domain off and run the "
+                   "command again (vmsnap then copies %s into %s instead)",
+                   d->target, u->path, c->path, u->no_write, c->path,
+                   u->path, c->path), NULL;
+    g_free (p->direction);
+    p->direction = g_strdup ("pull");
+    p->why = g_strdup_printf ("pull forced: %s cannot take a commit: %s",
+                              u->path, u->no_write);
   }
   return g_steal_pointer (&p);
 }
@@ -1232,30 +1297,99 @@ backing_is (vmsnap_op *op, const char *qemu_img, const char *fmt,
  *   whether the previous run stopped before, inside or after that window;
  *   then the safe rebase runs from the start.  On a fresh run the header
  *   already names U and the extra call changes nothing. */
-static int
-plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
-          const char *prefix, const plan *p, GError **err)
+/* Does the tool error E say the file system (or device) is full? */
+static gboolean
+is_no_space (const GError *e)
 {
+  return e && (strstr (e->message, "No space left on device") != NULL
+               || strstr (e->message, "ENOSPC") != NULL);
+}
+
+/* Why image PATH (format FMT) cannot be written in place now, or NULL
+ * (also when it cannot be read: then the tool that writes it says why). */
+static char *
+image_no_write (vmsnap_op *op, const char *qemu_img, const char *fmt,
+                const char *path)
+{
+  const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", fmt,
+                         "--", path, NULL };
+  g_autoptr (JsonParser) jp = json_parser_new ();
+  JsonNode *root;
+
+  if (!run_json (op, argv, jp, NULL) || (root = json_parser_get_root (jp)) == NULL
+      || !JSON_NODE_HOLDS_OBJECT (root))
+    return NULL;
+  return no_write_reason (json_node_get_object (root), fmt, path);
+}
+
+/* The commit of plan P cannot be done (WHY): record that the plan pulls
+ * instead.  Safe at any point of the commit: `commit -d` never changes C,
+ * and C reads from U only clusters C does not hold, which the commit did
+ * not write; so C still reads its own point through U, and pulling U's
+ * chain into C gives C that point without U.  U's point (the one being
+ * taken out) is what a half-done commit spoiled, and pull discards U. */
+static gboolean
+fall_back_to_pull (vmsnap_op *op, const char *prefix, plan *p,
+                   const char *why, GError **err)
+{
+  g_autofree char *kp = g_strconcat (prefix, "plan", NULL);
+  g_autofree char *kd = g_strconcat (prefix, "direction", NULL);
+  g_autofree char *vp = NULL;
+
+  g_free (p->direction);
+  p->direction = g_strdup ("pull");
+  g_free (p->why);
+  p->why = g_strdup (why);
+  vp = plan_to_json (p);
+  return vmsnap_op_set (op, kp, vp, err) && vmsnap_op_set (op, kd, "pull", err);
+}
+
+/* The commit direction's steps (see plan_run).  May turn P into a pull
+ * (fall_back_to_pull) instead of failing, when U cannot take the commit. */
+static int
+run_commit (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+            const char *prefix, plan *p, GError **err)
+{
+  g_autofree char *s1 = g_strconcat (prefix, "commit", NULL);
+  g_autofree char *s2 = g_strconcat (prefix, "rebase-children", NULL);
   GError *e = NULL;
 
-  if (!strcmp (p->direction, "commit")) {
-    g_autofree char *s1 = g_strconcat (prefix, "commit", NULL);
-    g_autofree char *s2 = g_strconcat (prefix, "rebase-children", NULL);
+  if (!vmsnap_op_step_done (op, s1)) {
+    /* libvirt pulls only into the active image: an inner layer of the
+     * running chain can only be committed while the VM runs. */
+    gboolean online_job = p->c_held && vmsnap_op_is_online (op);
+    gboolean can_pull = !(online_job && !p->c_active);
+    g_autofree char *nw = image_no_write (op, qemu_img, p->u_fmt, p->u_path);
+    g_autofree char *size = fmt_size (p->commit_bytes);
+    gboolean ok;
 
-    if (!vmsnap_op_step_done (op, s1) && p->c_held && vmsnap_op_is_online (op)) {
+    if (nw) {
+      /* Decided before the image became unwritable, or by an older
+       * vmsnap: never start (or repeat) a commit that cannot work. */
+      g_autofree char *why = g_strdup_printf ("pull forced: %s cannot take a "
+                                              "commit: %s", p->u_path, nw);
+      if (!can_pull)
+        return fail (err, VMSNAP_ERR_FAILED, "disk %s: %s cannot take the "
+                     "commit of %s (%s), and the running VM reads %s, which "
+                     "libvirt cannot pull into; %s and every other snapshot "
+                     "are unchanged: shut the domain off and run `vmsnap "
+                     "recover`, which then copies %s into %s instead",
+                     d->target, p->u_path, p->c_path, nw, p->c_path,
+                     p->c_path, p->u_path, p->c_path);
+      return fall_back_to_pull (op, prefix, p, why, err) ? 0 : -1;
+    }
+    if (online_job)
       /* QEMU commits; an active commit ends with the VM switched (pivot)
        * to U, an inner one with QEMU pointing C's overlay at U. */
-      if (!vmsnap_op_block_job (op, p->c_active ? VMSNAP_BLOCK_ACTIVE_COMMIT
+      ok = vmsnap_op_block_job (op, p->c_active ? VMSNAP_BLOCK_ACTIVE_COMMIT
                                                 : VMSNAP_BLOCK_COMMIT,
-                                p->c_path, p->u_path, err))
-        return -1;
-      if (!vmsnap_op_mark_done (op, s1, err))
-        return -1;
-    }
-    if (!vmsnap_op_step_done (op, s1)) {
+                                p->c_path, p->u_path, &e);
+    else {
       const char *argv[] = { qemu_img, "commit", "-p", "-d", "-f", p->c_fmt,
                              "-b", p->c_backing, "--", p->c_path, NULL };
-      g_autofree char *size = fmt_size (p->commit_bytes);
+      ok = vmsnap_op_run_progress (op, argv, &e);
+    }
+    if (!ok && is_no_space (e)) {
       g_autofree char *hint = g_strdup_printf (
         "%s and every other snapshot are unchanged, but %s was partly "
         "overwritten: the point being removed (%s) is no longer valid and "
@@ -1263,33 +1397,66 @@ plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
         "%s on the file system of %s, then run `vmsnap recover` (or the "
         "same command again)", p->c_path, p->u_path, p->u_loc, size,
         p->u_path);
-      if (!vmsnap_op_run_progress (op, argv, &e))
-        return fail_with (err, e, hint, "disk %s: committing %s into %s",
-                          d->target, p->c_path, p->u_path);
-      if (!vmsnap_op_mark_done (op, s1, err))
-        return -1;
+      return fail_with (err, e, hint, "disk %s: committing %s into %s",
+                        d->target, p->c_path, p->u_path);
     }
-    if (!vmsnap_op_step_done (op, s2)) {
-      for (guint i = 0; i < p->deps->len; i++) {
-        g_autofree char *f = NULL, *path = NULL;
-        if (!loc_split (d, g_ptr_array_index (p->deps, i), &f, &path, err))
-          return -1;
-        /* The overlay in a running chain was pointed at U by QEMU. */
-        if (backing_is (op, qemu_img, f, path, p->u_path))
-          continue;
-        const char *argv[] = { qemu_img, "rebase", "-u", "-f", f, "-F",
-                               p->u_fmt, "-b", p->u_path, "--", path, NULL };
-        if (!vmsnap_op_run (op, argv, NULL, &e))
-          return fail_with (err, e, "no data was lost (the image reads the "
-                            "same through either backing file); fix the "
-                            "cause and run `vmsnap recover`",
-                            "disk %s: pointing %s at %s", d->target, path,
-                            p->u_path);
-      }
-      if (!vmsnap_op_mark_done (op, s2, err))
-        return -1;
+    if (!ok && !can_pull) {
+      g_autofree char *hint = g_strdup_printf (
+        "%s and every other snapshot are unchanged; %s may be partly "
+        "overwritten (it held only the point being removed, %s). Fix the "
+        "cause above and run `vmsnap recover`; or shut the domain off and "
+        "run `vmsnap recover`: it then copies %s into %s instead of "
+        "committing", p->c_path, p->u_path, p->u_loc, p->u_path, p->c_path);
+      return fail_with (err, e, hint, "disk %s: committing %s into %s",
+                        d->target, p->c_path, p->u_path);
     }
-    return 0;
+    if (!ok) {
+      /* Not a lack of space: repeating the commit would fail the same
+       * way, so the operation goes on in the other direction. */
+      g_autofree char *why = g_strdup_printf ("pull after the commit into %s "
+                                              "failed (%s)", p->u_path,
+                                              e->message);
+      g_error_free (e);
+      return fall_back_to_pull (op, prefix, p, why, err) ? 0 : -1;
+    }
+    if (!vmsnap_op_mark_done (op, s1, err))
+      return -1;
+  }
+  if (!vmsnap_op_step_done (op, s2)) {
+    for (guint i = 0; i < p->deps->len; i++) {
+      g_autofree char *f = NULL, *path = NULL;
+      if (!loc_split (d, g_ptr_array_index (p->deps, i), &f, &path, err))
+        return -1;
+      /* The overlay in a running chain was pointed at U by QEMU. */
+      if (backing_is (op, qemu_img, f, path, p->u_path))
+        continue;
+      const char *argv[] = { qemu_img, "rebase", "-u", "-f", f, "-F",
+                             p->u_fmt, "-b", p->u_path, "--", path, NULL };
+      if (!vmsnap_op_run (op, argv, NULL, &e))
+        return fail_with (err, e, "no data was lost (the image reads the "
+                          "same through either backing file); fix the "
+                          "cause and run `vmsnap recover`",
+                          "disk %s: pointing %s at %s", d->target, path,
+                          p->u_path);
+    }
+    if (!vmsnap_op_mark_done (op, s2, err))
+      return -1;
+  }
+  return 0;
+}
+
+static int
+plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+          const char *prefix, plan *p, GError **err)
+{
+  GError *e = NULL;
+
+  if (!strcmp (p->direction, "commit")) {
+    if (run_commit (op, d, qemu_img, prefix, p, err) < 0)
+      return -1;
+    if (!strcmp (p->direction, "commit"))
+      return 0;
+    /* else: it fell back to a pull, done below */
   }
 
   if (!strcmp (p->direction, "pull") || !strcmp (p->direction, "spread")) {
@@ -1315,8 +1482,8 @@ plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
       }
       hint = g_strdup_printf ("nothing was lost: %s still reads through %s, "
                               "which is unchanged; make room for about %s on "
-                              "the file system of %s and run the command "
-                              "again", path, p->u_path, size, path);
+                              "the file system of %s and run `vmsnap "
+                              "recover`", path, p->u_path, size, path);
       if (vmsnap_op_is_online (op)
           && ((!spread && p->c_held)
               || (spread && p->held_active && !strcmp (p->held_active, path)))) {
@@ -1344,9 +1511,17 @@ plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
                                  NULL };
         const char *argv_n[] = { qemu_img, "rebase", "-p", "-f", f, "-b", "",
                                  "--", path, NULL };
-        if (!vmsnap_op_run_progress (op, p->b_path ? argv_b : argv_n, &e))
+        if (!vmsnap_op_run_progress (op, p->b_path ? argv_b : argv_n, &e)) {
+          if (!is_no_space (e)) {
+            g_free (hint);
+            hint = g_strdup_printf ("nothing was lost: %s still reads "
+                                    "through %s, which is unchanged; fix the "
+                                    "cause above and run `vmsnap recover`",
+                                    path, p->u_path);
+          }
           return fail_with (err, e, hint, "disk %s: pulling %s into %s",
                             d->target, p->u_path, path);
+        }
       }
       if (!vmsnap_op_mark_done (op, step, err))
         return -1;
@@ -1365,13 +1540,14 @@ plan_other_bytes_text (const plan *p, char **buf)
   g_autofree char *c = fmt_size (p->commit_bytes);
   g_autofree char *l = fmt_size (p->pull_bytes);
 
-  *buf = g_strdup_printf ("%s: commit would copy %s, pull %s%s",
+  *buf = g_strdup_printf ("%s: commit would copy %s, pull %s%s%s%s",
                           !strcmp (p->direction, "commit") ? "commit chosen"
                           : "pull chosen", c, l,
                           p->c_held && !p->c_active && !strcmp (p->direction, "commit")
                           && p->pull_bytes < p->commit_bytes
                           ? " (commit forced: the running VM reads this layer, "
-                            "and libvirt pulls only into the active image)" : "");
+                            "and libvirt pulls only into the active image)" : "",
+                          p->why ? "; " : "", p->why ? p->why : "");
   return *buf;
 }
 
