@@ -63,6 +63,17 @@ static const char *const overlay_bases[] = {
   "qcow2", "raw", "vmdk", "vdi", "vpc", "vhdx", NULL,
 };
 
+/* Settings ([qcow2-external] in vmsnap.conf, -o qcow2-external.KEY=VALUE). */
+static const vmsnap_option_desc qext_options[] = {
+  { "luks-iter-time", VMSNAP_OPTION_INT, "2000", NULL, 10, 600000,
+    "milliseconds", "VMSNAP_QCOW2_EXTERNAL_LUKS_ITER_TIME",
+    "PBKDF time of the key slot of a new encrypted overlay (QEMU's "
+    "encrypt.iter-time): the time QEMU spends unlocking it at each open" },
+  { NULL },
+};
+
+static gboolean disk_encrypted (const vmsnap_disk *d);
+
 /* ================================================================ probe */
 
 static int
@@ -70,6 +81,35 @@ qext_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
             vmsnap_probe_result *res, GError **err)
 {
   const char *fmt = d->format;
+
+  if (disk_encrypted (d) && (d->type != VMSNAP_DISK_TYPE_FILE
+                             && d->type != VMSNAP_DISK_TYPE_BLOCK)) {
+    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0, "an encrypted %s disk: %s "
+                      "makes encrypted overlays of qcow2 files and block "
+                      "devices only", d->type_name, NAME);
+    return 0;
+  }
+  if (disk_encrypted (d) && fmt && strcmp (fmt, "raw") == 0) {
+    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
+                      "raw disk %s with <encryption format='%s'> is an "
+                      "encrypted volume (QEMU opens it with its %s driver): a "
+                      "qcow2 overlay would have to open it as an encrypted "
+                      "backing file, which %s does not do, and an "
+                      "unencrypted overlay would store guest data in the "
+                      "clear (snapshot the volume itself, e.g. as an LVM or "
+                      "RBD volume)", d->source ? d->source : "(no source)",
+                      d->encryption_format, d->encryption_format, NAME);
+    return 0;
+  }
+  if (disk_encrypted (d) && (fmt == NULL || strcmp (fmt, "qcow2") != 0
+                             || strcmp (d->encryption_format, "luks") != 0)) {
+    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
+                      "%s disk with <encryption format='%s'>: %s makes "
+                      "LUKS-encrypted overlays of LUKS-encrypted qcow2 images "
+                      "only", fmt ? fmt : "format-less", d->encryption_format,
+                      NAME);
+    return 0;
+  }
 
   switch (d->type) {
   case VMSNAP_DISK_TYPE_FILE:
@@ -98,6 +138,16 @@ qext_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
                         "%s image: frozen as the snapshot's read-only base, a "
                         "qcow2 overlay on top (backing format %s, explicit)",
                         fmt, fmt);
+    if (disk_encrypted (d)) {
+      vmsnap_probe_add_limit (res, "encrypted (LUKS): every new overlay is "
+                              "encrypted with the disk's libvirt secret %s, "
+                              "which vmsnap reads from libvirt; a domain XML "
+                              "file without a daemon is refused",
+                              d->encryption_secret_uuid ? d->encryption_secret_uuid
+                              : d->encryption_secret_usage ? d->encryption_secret_usage
+                              : "(none named)");
+      vmsnap_probe_add_detail (res, "encryption", "%s", d->encryption_format);
+    }
     if (d->n_chain > 0 && d->chain[0]->n_internal_snapshots > 0)
       vmsnap_probe_add_limit (res, "%s holds %u internal snapshot(s) made "
                               "outside vmsnap; they stay in the frozen image",
@@ -201,6 +251,7 @@ struct node {
   node *parent;      /* the backing file's node */
   guint64 vsize;
   char *no_write;    /* why QEMU cannot write this image in place, or NULL */
+  gboolean encrypted;
 };
 
 typedef struct {
@@ -369,6 +420,7 @@ node_info (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img, node *n,
   n->vsize = json_object_get_int_member_with_default (o, "virtual-size", 0);
   g_free (n->no_write);
   n->no_write = no_write_reason (o, n->fmt, n->path);
+  n->encrypted = json_object_get_boolean_member_with_default (o, "encrypted", FALSE);
   if (json_object_has_member (o, "full-backing-filename"))
     b = json_object_get_string_member (o, "full-backing-filename");
   else if (json_object_has_member (o, "backing-filename"))
@@ -544,22 +596,256 @@ nodes_text (GPtrArray *a)
   return g_string_free (s, FALSE);
 }
 
+/* ======================================================== encrypted disks */
+
+/* An encrypted disk (<encryption format='luks'> on a qcow2 disk): every new
+ * overlay is a LUKS-encrypted qcow2 image with the disk's secret, and every
+ * qemu-img call that reads or writes data gives each encrypted image of the
+ * chain that secret.  The secret comes from libvirt (the core reads it); it
+ * goes to qemu-img through a 0600 file of the domain's private state
+ * directory, made when first needed by a slot and removed when the slot
+ * returns (a crash leaves it there, 0600 in a 0700 directory, until the next
+ * slot that needs it replaces it); never on a command line. */
+#define KEY_ID "vmsnap-key"
+#define KEY_FILE "qcow2-external.secret"
+
+typedef struct {
+  vmsnap_op *op;
+  const vmsnap_disk *d;
+  char *path;      /* the secret file, once made */
+} keyctx;
+
+static gboolean
+disk_encrypted (const vmsnap_disk *d)
+{
+  return d->struct_size >= G_STRUCT_OFFSET (vmsnap_disk, encryption_secret_usage)
+                           + sizeof (const char *)
+         && d->encryption_format != NULL;
+}
+
+/* *PATH: the secret file for K's disk (NULL when it is not encrypted). */
+static gboolean
+key_get (keyctx *k, const char **path, GError **err)
+{
+  const char *sd;
+  g_autofree char *p = NULL;
+  GBytes *sec;
+  const guint8 *data;
+  gsize len = 0, off = 0;
+  int fd;
+
+  *path = NULL;
+  if (!disk_encrypted (k->d))
+    return TRUE;
+  if (k->path) {
+    *path = k->path;
+    return TRUE;
+  }
+  sd = vmsnap_op_state_dir (k->op);
+  if (sd == NULL) {
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: no state directory to pass the "
+          "disk's secret to qemu-img through", k->d->target);
+    return FALSE;
+  }
+  sec = vmsnap_op_encryption_secret (k->op, k->d, err);
+  if (sec == NULL)
+    return FALSE;
+  p = g_build_filename (sd, KEY_FILE, NULL);
+  if (unlink (p) < 0 && errno != ENOENT) {
+    int errsv = errno;
+    vmsnap_secret_free (sec);
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: cannot remove the old %s: %s",
+          k->d->target, p, g_strerror (errsv));
+    return FALSE;
+  }
+  fd = open (p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  data = g_bytes_get_data (sec, &len);
+  while (fd >= 0 && off < len) {
+    ssize_t w = write (fd, data + off, len - off);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0) {
+      int errsv = errno;
+      close (fd);
+      unlink (p);
+      errno = errsv;
+      fd = -1;
+      break;
+    }
+    off += (gsize) w;
+  }
+  vmsnap_secret_free (sec);
+  if (fd < 0 || close (fd) < 0) {
+    int errsv = errno;
+    unlink (p);
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: cannot write the disk's secret "
+          "for qemu-img to %s: %s", k->d->target, p, g_strerror (errsv));
+    return FALSE;
+  }
+  k->path = g_steal_pointer (&p);
+  *path = k->path;
+  return TRUE;
+}
+
+static void
+key_drop (keyctx *k)
+{
+  if (k->path) {
+    unlink (k->path);
+    g_clear_pointer (&k->path, g_free);
+  }
+}
+
+/* S with every ',' doubled (QEMU option syntax). */
+static void
+append_opt_value (GString *o, const char *s)
+{
+  for (; *s; s++) {
+    if (*s == ',')
+      g_string_append_c (o, ',');
+    g_string_append_c (o, *s);
+  }
+}
+
+/* How qemu-img names an image whose data it reads or writes: "-f FMT" and
+ * the path, or, for an encrypted disk, "--object secret,... --image-opts"
+ * and an options string that gives the secret to the image and to each
+ * encrypted file of its backing chain (from `qemu-img info
+ * --backing-chain`, which reads headers only and needs no secret).  CHAIN
+ * false: the call opens the image without its backing files (rebase -u),
+ * and QEMU refuses options for them. */
+typedef struct {
+  char *fmt;
+  char *object;   /* NULL: plain -f */
+  char *name;
+} imgref;
+
+static void
+imgref_clear (imgref *r)
+{
+  g_free (r->fmt);
+  g_free (r->object);
+  g_free (r->name);
+}
+
+static gboolean
+imgref_make (keyctx *k, const char *qemu_img, const char *fmt,
+             const char *path, gboolean chain, imgref *r, GError **err)
+{
+  const char *key;
+  g_autoptr (JsonParser) jp = NULL;
+  JsonNode *root;
+  JsonArray *a;
+  GString *o;
+  struct stat st;
+
+  memset (r, 0, sizeof *r);
+  r->fmt = g_strdup (fmt);
+  if (!key_get (k, &key, err))
+    return FALSE;
+  if (key == NULL) {
+    r->name = g_strdup (path);
+    return TRUE;
+  }
+  {
+    const char *argv[] = { qemu_img, "info", "--backing-chain",
+                           "--output=json", "-U", "-f", fmt, "--", path, NULL };
+    jp = json_parser_new ();
+    if (!run_json (k->op, argv, jp, err))
+      return FALSE;
+  }
+  root = json_parser_get_root (jp);
+  if (root == NULL || !JSON_NODE_HOLDS_ARRAY (root)) {
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: qemu-img info --backing-chain "
+          "%s: unexpected output", k->d->target, path);
+    return FALSE;
+  }
+  a = json_node_get_array (root);
+  o = g_string_new ("driver=");
+  append_opt_value (o, fmt);
+  g_string_append (o, stat (path, &st) == 0 && S_ISBLK (st.st_mode)
+                      ? ",file.driver=host_device" : ",file.driver=file");
+  g_string_append (o, ",file.filename=");
+  append_opt_value (o, path);
+  for (guint i = 0; i < json_array_get_length (a) && i < (chain ? MAX_NODES : 1); i++) {
+    JsonObject *x = json_array_get_object_element (a, i);
+    if (x == NULL || !json_object_get_boolean_member_with_default (x, "encrypted", FALSE))
+      continue;
+    g_string_append_c (o, ',');
+    for (guint j = 0; j < i; j++)
+      g_string_append (o, "backing.");
+    g_string_append (o, "encrypt.key-secret=" KEY_ID);
+  }
+  r->name = g_string_free (o, FALSE);
+  o = g_string_new ("secret,id=" KEY_ID ",file=");
+  append_opt_value (o, key);
+  r->object = g_string_free (o, FALSE);
+  return TRUE;
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (imgref, imgref_clear)
+
+/* argv: QEMU_IMG, the words of PRE (NULL-terminated), the image words of
+ * R.  The array holds borrowed strings. */
+static GPtrArray *
+img_argv (const char *qemu_img, const char *const *pre, const imgref *r)
+{
+  GPtrArray *a = g_ptr_array_new ();
+
+  g_ptr_array_add (a, (gpointer) qemu_img);
+  for (; *pre; pre++)
+    g_ptr_array_add (a, (gpointer) *pre);
+  if (r->object) {
+    g_ptr_array_add (a, (gpointer) "--object");
+    g_ptr_array_add (a, r->object);
+    g_ptr_array_add (a, (gpointer) "--image-opts");
+  } else {
+    g_ptr_array_add (a, (gpointer) "-f");
+    g_ptr_array_add (a, r->fmt);
+  }
+  g_ptr_array_add (a, (gpointer) "--");
+  g_ptr_array_add (a, r->name);
+  g_ptr_array_add (a, NULL);
+  return a;
+}
+
+/* Is the (header of the) image PATH encrypted? */
+static gboolean
+image_encrypted (vmsnap_op *op, const char *qemu_img, const char *fmt,
+                 const char *path)
+{
+  const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", fmt,
+                         "--", path, NULL };
+  g_autoptr (JsonParser) jp = json_parser_new ();
+  JsonNode *root;
+
+  return run_json (op, argv, jp, NULL) && (root = json_parser_get_root (jp)) != NULL
+         && JSON_NODE_HOLDS_OBJECT (root)
+         && json_object_get_boolean_member_with_default (json_node_get_object (root),
+                                                         "encrypted", FALSE);
+}
+
 /* ====================================================== measuring, space */
 
 /* Bytes allocated in the image itself (not in its backing files): the
  * extents of `qemu-img map` with data and depth 0 (raw: with data). */
 static gboolean
 alloc_bytes (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
-             const char *fmt, const char *path, guint64 *bytes, GError **err)
+             keyctx *k, const char *fmt, const char *path, guint64 *bytes,
+             GError **err)
 {
-  const char *argv[] = { qemu_img, "map", "--output=json", "-U", "-f", fmt,
-                         "--", path, NULL };
+  static const char *const pre[] = { "map", "--output=json", "-U", NULL };
+  g_auto (imgref) r = { 0 };
+  g_autoptr (GPtrArray) argv = NULL;
   g_autoptr (JsonParser) p = json_parser_new ();
   JsonNode *root;
   JsonArray *a;
   guint64 sum = 0;
 
-  if (!run_json (op, argv, p, err))
+  if (!imgref_make (k, qemu_img, fmt, path, TRUE, &r, err))
+    return FALSE;
+  argv = img_argv (qemu_img, pre, &r);
+  if (!run_json (op, (const char *const *) argv->pdata, p, err))
     return FALSE;
   root = json_parser_get_root (p);
   if (root == NULL || !JSON_NODE_HOLDS_ARRAY (root)) {
@@ -722,7 +1008,8 @@ overlay_dir (vmsnap_op *op, const vmsnap_disk *d)
  * failure the file is removed: nothing half-created remains. */
 static int
 make_overlay (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
-              const char *bfmt, const char *bpath, char **out, GError **err)
+              keyctx *k, const char *bfmt, const char *bpath, char **out,
+              GError **err)
 {
   const char *rec = vmsnap_op_get (op, "overlay");
   g_autofree char *path = NULL;
@@ -768,9 +1055,40 @@ make_overlay (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
   }
   close (fd);
   {
-    const char *argv[] = { qemu_img, "create", "-q", "-f", "qcow2",
-                           "-F", bfmt, "-b", bpath, "--", path, NULL };
-    if (!vmsnap_op_run (op, argv, NULL, &e)) {
+    /* An encrypted disk's overlay is encrypted with the disk's secret:
+     * the guest's writes land in it. */
+    const char *key = NULL;
+    g_autoptr (GPtrArray) argv = g_ptr_array_new_with_free_func (g_free);
+
+    if (!key_get (k, &key, err)) {
+      unlink (path);
+      return -1;
+    }
+    g_ptr_array_add (argv, g_strdup (qemu_img));
+    g_ptr_array_add (argv, g_strdup ("create"));
+    g_ptr_array_add (argv, g_strdup ("-q"));
+    g_ptr_array_add (argv, g_strdup ("-f"));
+    g_ptr_array_add (argv, g_strdup ("qcow2"));
+    if (key) {
+      GString *o = g_string_new ("secret,id=" KEY_ID ",file=");
+      append_opt_value (o, key);
+      g_ptr_array_add (argv, g_strdup ("--object"));
+      g_ptr_array_add (argv, g_string_free (o, FALSE));
+      g_ptr_array_add (argv, g_strdup ("-o"));
+      gint64 ms = vmsnap_option_get_int (vmsnap_op_config (op),
+                                         NAME ".luks-iter-time");
+      g_ptr_array_add (argv, g_strdup_printf (
+        "encrypt.format=luks,encrypt.key-secret=" KEY_ID ",encrypt.iter-time=%"
+        G_GINT64_FORMAT, ms > 0 ? ms : 2000));
+    }
+    g_ptr_array_add (argv, g_strdup ("-F"));
+    g_ptr_array_add (argv, g_strdup (bfmt));
+    g_ptr_array_add (argv, g_strdup ("-b"));
+    g_ptr_array_add (argv, g_strdup (bpath));
+    g_ptr_array_add (argv, g_strdup ("--"));
+    g_ptr_array_add (argv, g_strdup (path));
+    g_ptr_array_add (argv, NULL);
+    if (!vmsnap_op_run (op, (const char *const *) argv->pdata, NULL, &e)) {
       unlink (path);
       return fail_with (err, e, "nothing was changed; fix the cause and "
                         "run the command again",
@@ -801,9 +1119,10 @@ make_overlay (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
  * A crash before that leaves an unreferenced overlay that the re-run reuses
  * (or the core's rollback removes). */
 static int
-create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+create_1 (vmsnap_op *op, const vmsnap_disk *d, keyctx *k, const char *name,
           unsigned int flags, vmsnap_result *res, GError **err)
 {
+  const char *key = NULL;
   g_autofree char *qemu_img = NULL;
   g_autofree char *overlay = NULL;
   g_autofree char *loc = NULL, *undo = NULL;
@@ -816,7 +1135,10 @@ create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
   qemu_img = vmsnap_op_qemu_img (op, err);
   if (qemu_img == NULL)
     return -1;
-  if (make_overlay (op, d, qemu_img, d->format, d->source, &overlay, err) < 0)
+  /* The secret first: without it nothing is recorded or made. */
+  if (!key_get (k, &key, err))
+    return -1;
+  if (make_overlay (op, d, qemu_img, k, d->format, d->source, &overlay, err) < 0)
     return -1;
   loc = loc_make (d->format, d->source);
   undo = loc_make ("qcow2", overlay);
@@ -839,9 +1161,10 @@ create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
  * recorded ("discard-old-active") before the overlay is made, and the image
  * is removed by the core only after the domain points to the new overlay. */
 static int
-revert_1 (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+revert_1 (vmsnap_op *op, const vmsnap_disk *d, keyctx *k, const char *locator,
           unsigned int flags, vmsnap_result *res, GError **err)
 {
+  const char *key = NULL;
   g_autofree char *qemu_img = NULL;
   g_autofree char *fmt = NULL, *path = NULL, *overlay = NULL;
   g_autofree char *real_t = NULL, *real_a = NULL;
@@ -864,6 +1187,9 @@ revert_1 (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
   qemu_img = vmsnap_op_qemu_img (op, err);
   if (qemu_img == NULL)
     return -1;
+  /* The secret first: without it nothing is recorded or made. */
+  if (!key_get (k, &key, err))
+    return -1;
 
   rec = vmsnap_op_get (op, "discard-old-active");
   if (rec)
@@ -881,7 +1207,7 @@ revert_1 (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
     if (!vmsnap_op_set (op, "discard-old-active", garbage ? "yes" : "no", err))
       return -1;
   }
-  if (make_overlay (op, d, qemu_img, fmt, path, &overlay, err) < 0)
+  if (make_overlay (op, d, qemu_img, k, fmt, path, &overlay, err) < 0)
     return -1;
   vmsnap_result_set_new_source (res, overlay, "qcow2");
   {
@@ -917,9 +1243,14 @@ static int
 qext_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
              unsigned int flags, vmsnap_result *res, GError **err)
 {
+  keyctx k = { op, d, NULL };
+  int r;
+
   if (!vmsnap_check_flags (NAME, "create", flags, 0, err))
     return -1;
-  if (create_1 (op, d, name, flags, res, err) == 0)
+  r = create_1 (op, d, &k, name, flags, res, err);
+  key_drop (&k);
+  if (r == 0)
     return 0;
   drop_recorded_overlay (op);
   return -1;
@@ -929,9 +1260,14 @@ static int
 qext_revert (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
              unsigned int flags, vmsnap_result *res, GError **err)
 {
+  keyctx k = { op, d, NULL };
+  int r;
+
   if (!vmsnap_check_flags (NAME, "revert", flags, 0, err))
     return -1;
-  if (revert_1 (op, d, locator, flags, res, err) == 0)
+  r = revert_1 (op, d, &k, locator, flags, res, err);
+  key_drop (&k);
+  if (r == 0)
     return 0;
   drop_recorded_overlay (op);
   return -1;
@@ -1147,7 +1483,8 @@ static gboolean chain_has (const node *leaf, const node *x);
  * the direction that copies fewer bytes (ties: commit). */
 static plan *
 plan_decide (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
-             const graph *g, const node *u, const node *c, GError **err)
+             keyctx *k, const graph *g, const node *u, const node *c,
+             GError **err)
 {
   g_autoptr (plan) p = NULL;
   g_autoptr (GPtrArray) gc = children (g, c);
@@ -1173,8 +1510,8 @@ plan_decide (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
                    "qcow2 images only: nothing was changed", d->target,
                    x->path, x->fmt, c->path, NAME), NULL;
   }
-  if (!alloc_bytes (op, d, qemu_img, c->fmt, c->path, &cb, err)
-      || !alloc_bytes (op, d, qemu_img, u->fmt, u->path, &pb, err))
+  if (!alloc_bytes (op, d, qemu_img, k, c->fmt, c->path, &cb, err)
+      || !alloc_bytes (op, d, qemu_img, k, u->fmt, u->path, &pb, err))
     return NULL;
   /* The image a running QEMU writes: its metadata on disk lags behind
    * QEMU's cache (qemu-img map -U can show nothing of what the guest just
@@ -1220,6 +1557,23 @@ plan_decide (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
       g_free (p->direction);
       p->direction = g_strdup ("commit");
     }
+  }
+  /* qemu-img cannot give a new backing file a secret: an offline pull
+   * onto an encrypted backing file cannot be done, so commit. */
+  if (!strcmp (p->direction, "pull") && u->parent && u->parent->encrypted
+      && !(p->c_held && vmsnap_op_is_online (op))) {
+    g_free (p->direction);
+    p->direction = g_strdup ("commit");
+    p->why = g_strdup_printf ("commit forced: %s is encrypted, and qemu-img "
+                              "cannot open a new encrypted backing file for a "
+                              "pull", u->parent->path);
+    if (u->no_write)
+      return fail (err, VMSNAP_ERR_UNSUPPORTED,
+                   "disk %s: %s cannot take a commit of %s (%s), and %s "
+                   "cannot be pulled into it offline (its backing file %s is "
+                   "encrypted, and qemu-img cannot give a new backing file a "
+                   "secret): nothing was changed", d->target, u->path,
+                   c->path, u->no_write, u->path, u->parent->path), NULL;
   }
   /* A commit writes into U in place: never into an image QEMU cannot
    * write that way (it would fail part way, U half-written).  Pull
@@ -1348,7 +1702,7 @@ fall_back_to_pull (vmsnap_op *op, const char *prefix, plan *p,
  * (fall_back_to_pull) instead of failing, when U cannot take the commit. */
 static int
 run_commit (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
-            const char *prefix, plan *p, GError **err)
+            keyctx *k, const char *prefix, plan *p, GError **err)
 {
   g_autofree char *s1 = g_strconcat (prefix, "commit", NULL);
   g_autofree char *s2 = g_strconcat (prefix, "rebase-children", NULL);
@@ -1358,7 +1712,9 @@ run_commit (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
     /* libvirt pulls only into the active image: an inner layer of the
      * running chain can only be committed while the VM runs. */
     gboolean online_job = p->c_held && vmsnap_op_is_online (op);
-    gboolean can_pull = !(online_job && !p->c_active);
+    gboolean can_pull = !(online_job && !p->c_active)
+                        && (online_job || !disk_encrypted (d) || p->b_path == NULL
+                            || !image_encrypted (op, qemu_img, p->b_fmt, p->b_path));
     g_autofree char *nw = image_no_write (op, qemu_img, p->u_fmt, p->u_path);
     g_autofree char *size = fmt_size (p->commit_bytes);
     gboolean ok;
@@ -1385,9 +1741,18 @@ run_commit (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
                                                 : VMSNAP_BLOCK_COMMIT,
                                 p->c_path, p->u_path, &e);
     else {
-      const char *argv[] = { qemu_img, "commit", "-p", "-d", "-f", p->c_fmt,
-                             "-b", p->c_backing, "--", p->c_path, NULL };
-      ok = vmsnap_op_run_progress (op, argv, &e);
+      const char *const pre[] = { "commit", "-p", "-d", "-b", p->c_backing, NULL };
+      /* With --image-opts qemu-img cannot match -b against the chain (it
+       * resolves it against the options string), and without -b it
+       * commits into C's own backing file, which is U (C's header is
+       * unchanged until this step is done). */
+      const char *const pre_o[] = { "commit", "-p", "-d", NULL };
+      g_auto (imgref) r = { 0 };
+      g_autoptr (GPtrArray) argv = NULL;
+      if (!imgref_make (k, qemu_img, p->c_fmt, p->c_path, TRUE, &r, err))
+        return -1;
+      argv = img_argv (qemu_img, r.object ? pre_o : pre, &r);
+      ok = vmsnap_op_run_progress (op, (const char *const *) argv->pdata, &e);
     }
     if (!ok && is_no_space (e)) {
       g_autofree char *hint = g_strdup_printf (
@@ -1430,9 +1795,14 @@ run_commit (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
       /* The overlay in a running chain was pointed at U by QEMU. */
       if (backing_is (op, qemu_img, f, path, p->u_path))
         continue;
-      const char *argv[] = { qemu_img, "rebase", "-u", "-f", f, "-F",
-                             p->u_fmt, "-b", p->u_path, "--", path, NULL };
-      if (!vmsnap_op_run (op, argv, NULL, &e))
+      const char *const pre[] = { "rebase", "-u", "-F", p->u_fmt, "-b",
+                                  p->u_path, NULL };
+      g_auto (imgref) r = { 0 };
+      g_autoptr (GPtrArray) argv = NULL;
+      if (!imgref_make (k, qemu_img, f, path, FALSE, &r, err))
+        return -1;
+      argv = img_argv (qemu_img, pre, &r);
+      if (!vmsnap_op_run (op, (const char *const *) argv->pdata, NULL, &e))
         return fail_with (err, e, "no data was lost (the image reads the "
                           "same through either backing file); fix the "
                           "cause and run `vmsnap recover`",
@@ -1447,12 +1817,12 @@ run_commit (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
 
 static int
 plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
-          const char *prefix, plan *p, GError **err)
+          keyctx *k, const char *prefix, plan *p, GError **err)
 {
   GError *e = NULL;
 
   if (!strcmp (p->direction, "commit")) {
-    if (run_commit (op, d, qemu_img, prefix, p, err) < 0)
+    if (run_commit (op, d, qemu_img, k, prefix, p, err) < 0)
       return -1;
     if (!strcmp (p->direction, "commit"))
       return 0;
@@ -1494,24 +1864,31 @@ plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
         continue;
       }
       {
-        const char *argv_u[] = { qemu_img, "rebase", "-u", "-f", f,
-                                 "-F", p->u_fmt, "-b",
-                                 !spread && p->c_backing ? p->c_backing
-                                                         : p->u_path,
-                                 "--", path, NULL };
-        if (!vmsnap_op_run (op, argv_u, NULL, &e))
+        const char *const pre[] = { "rebase", "-u", "-F", p->u_fmt, "-b",
+                                    !spread && p->c_backing ? p->c_backing
+                                                            : p->u_path,
+                                    NULL };
+        g_auto (imgref) r = { 0 };
+        g_autoptr (GPtrArray) argv_u = NULL;
+        if (!imgref_make (k, qemu_img, f, path, FALSE, &r, err))
+          return -1;
+        argv_u = img_argv (qemu_img, pre, &r);
+        if (!vmsnap_op_run (op, (const char *const *) argv_u->pdata, NULL, &e))
           return fail_with (err, e, "nothing was changed; fix the cause and "
                             "run `vmsnap recover`",
                             "disk %s: pointing %s at %s before pulling",
                             d->target, path, p->u_path);
       }
       {
-        const char *argv_b[] = { qemu_img, "rebase", "-p", "-f", f,
-                                 "-F", p->b_fmt, "-b", p->b_path, "--", path,
-                                 NULL };
-        const char *argv_n[] = { qemu_img, "rebase", "-p", "-f", f, "-b", "",
-                                 "--", path, NULL };
-        if (!vmsnap_op_run_progress (op, p->b_path ? argv_b : argv_n, &e)) {
+        const char *const pre_b[] = { "rebase", "-p", "-F", p->b_fmt, "-b",
+                                      p->b_path, NULL };
+        const char *const pre_n[] = { "rebase", "-p", "-b", "", NULL };
+        g_auto (imgref) r = { 0 };
+        g_autoptr (GPtrArray) argv = NULL;
+        if (!imgref_make (k, qemu_img, f, path, TRUE, &r, err))
+          return -1;
+        argv = img_argv (qemu_img, p->b_path ? pre_b : pre_n, &r);
+        if (!vmsnap_op_run_progress (op, (const char *const *) argv->pdata, &e)) {
           if (!is_no_space (e)) {
             g_free (hint);
             hint = g_strdup_printf ("nothing was lost: %s still reads "
@@ -1554,8 +1931,8 @@ plan_other_bytes_text (const plan *p, char **buf)
 /* ================================================================ delete */
 
 static int
-qext_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
-             unsigned int flags, vmsnap_result *res, GError **err)
+delete_1 (vmsnap_op *op, const vmsnap_disk *d, keyctx *k, const char *locator,
+          unsigned int flags, vmsnap_result *res, GError **err)
 {
   g_autofree char *qemu_img = NULL;
   g_autofree char *fmt = NULL, *path = NULL, *both = NULL;
@@ -1607,7 +1984,7 @@ qext_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
                               ch->len, list);
       return 0;
     }
-    p = plan_decide (op, d, qemu_img, g, u, g_ptr_array_index (ch, 0), err);
+    p = plan_decide (op, d, qemu_img, k, g, u, g_ptr_array_index (ch, 0), err);
     if (p == NULL)
       return -1;
     g_free (p->u_loc);
@@ -1616,7 +1993,7 @@ qext_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
       return -1;
   }
 
-  if (plan_run (op, d, qemu_img, "", p, err) < 0)
+  if (plan_run (op, d, qemu_img, k, "", p, err) < 0)
     return -1;
 
   plan_other_bytes_text (p, &both);
@@ -1643,6 +2020,17 @@ qext_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
                             p->b_path ? p->b_path : "nothing", both);
   }
   return 0;
+}
+
+static int
+qext_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+             unsigned int flags, vmsnap_result *res, GError **err)
+{
+  keyctx k = { op, d, NULL };
+  int r = delete_1 (op, d, &k, locator, flags, res, err);
+
+  key_drop (&k);
+  return r;
 }
 
 /* ================================================================= merge */
@@ -1831,7 +2219,7 @@ merge_skip (const vmsnap_disk *d, mstate *s, const char *cur, GError **e)
  * error) when there is nothing more to do. */
 static plan *
 merge_next (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
-            mstate *s, const vmsnap_merge_spec *spec, GError **err)
+            keyctx *k, mstate *s, const vmsnap_merge_spec *spec, GError **err)
 {
   g_autoptr (GPtrArray) locs = mstate_locs (s);
   g_autoptr (graph) g = graph_build (op, d, qemu_img, s->active_path,
@@ -1857,7 +2245,7 @@ merge_next (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
       return plan_new ("drop", u);
     if (ch->len == 1) {
       GError *e = NULL;
-      plan *p = plan_decide (op, d, qemu_img, g, u, g_ptr_array_index (ch, 0), &e);
+      plan *p = plan_decide (op, d, qemu_img, k, g, u, g_ptr_array_index (ch, 0), &e);
       if (p || !merge_skip (d, s, m->cur, &e)) {
         if (e)
           g_propagate_error (err, e);
@@ -1883,7 +2271,15 @@ merge_next (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
             continue;
           }
         }
-        if (c->vsize != u->vsize || strcmp (c->fmt, "qcow2") != 0) {
+        if (u->parent && u->parent->encrypted && !vmsnap_op_is_online (op)) {
+          GError *e = NULL;
+          fail (&e, VMSNAP_ERR_UNSUPPORTED, "%s cannot be copied into its "
+                "dependents offline: their new backing file %s is encrypted, "
+                "and qemu-img cannot give a new backing file a secret",
+                u->path, u->parent->path);
+          merge_skip (d, s, m->cur, &e);
+          refused = TRUE;
+        } else if (c->vsize != u->vsize || strcmp (c->fmt, "qcow2") != 0) {
           GError *e = NULL;
           fail (&e, VMSNAP_ERR_UNSUPPORTED, "%s cannot be copied into %s "
                 "(a %s image of %" G_GUINT64_FORMAT " bytes; %s has %"
@@ -1898,7 +2294,7 @@ merge_next (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
         plan_free (p);
         continue;
       }
-      if (!alloc_bytes (op, d, qemu_img, u->fmt, u->path, &p->pull_bytes, err)) {
+      if (!alloc_bytes (op, d, qemu_img, k, u->fmt, u->path, &p->pull_bytes, err)) {
         plan_free (p);
         return NULL;
       }
@@ -1982,8 +2378,9 @@ merge_leftover (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
  * which rebuilds the same catalog view, then goes on deciding from the
  * graph on storage, which by then is exactly the view's graph. */
 static int
-qext_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
-            unsigned int flags, vmsnap_result *res, GError **err)
+merge_1 (vmsnap_op *op, const vmsnap_disk *d, keyctx *kc,
+         const vmsnap_merge_spec *spec, unsigned int flags, vmsnap_result *res,
+         GError **err)
 {
   g_autofree char *qemu_img = NULL;
   g_autofree char *left = NULL;
@@ -2031,7 +2428,7 @@ qext_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
       if (p == NULL)
         goto out;
     } else {
-      p = merge_next (op, d, qemu_img, &s, spec, &e);
+      p = merge_next (op, d, qemu_img, kc, &s, spec, &e);
       if (p == NULL && e) {
         g_propagate_error (err, e);
         goto out;
@@ -2041,7 +2438,7 @@ qext_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
       if (!plan_record (op, prefix, p, err))
         goto out;
     }
-    if (plan_run (op, d, qemu_img, prefix, p, err) < 0)
+    if (plan_run (op, d, qemu_img, kc, prefix, p, err) < 0)
       goto out;
     mstate_apply (&s, p);
   }
@@ -2074,6 +2471,17 @@ qext_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
 out:
   mstate_clear (&s);
   return ret;
+}
+
+static int
+qext_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
+            unsigned int flags, vmsnap_result *res, GError **err)
+{
+  keyctx k = { op, d, NULL };
+  int r = merge_1 (op, d, &k, spec, flags, res, err);
+
+  key_drop (&k);
+  return r;
 }
 
 /* ================================================================== list */
@@ -2202,6 +2610,7 @@ static vmsnap_backend qcow2_external = {
         | VMSNAP_CAP_DELETE_OFFLINE | VMSNAP_CAP_DELETE_ONLINE
         | VMSNAP_CAP_REVERT_NEEDS_SHUTOFF | VMSNAP_CAP_ONE_TRANSACTION
         | VMSNAP_CAP_CREATE_ADDS_LAYER,
+  .options = qext_options,
   .probe = qext_probe,
   .create = qext_create,
   .revert = qext_revert,
