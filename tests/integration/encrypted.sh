@@ -101,7 +101,6 @@ mk_domain_xml enc "$TEST_TMP/enc.xml" "vda:qcow2:$base"
 sed -i "s|<source file='$base'/>|<source file='$base'><encryption format='luks'><secret type='passphrase' uuid='$uuid'/></encryption></source>|" "$TEST_TMP/enc.xml"
 grep -q '<encryption' "$TEST_TMP/enc.xml" || fail "no <encryption> in the test domain"
 libvirt_define_test_domain enc "$TEST_TMP/enc.xml"
-start_stop "define"
 
 # ---- plan shows the encryption
 vms_ok plan enc
@@ -121,9 +120,8 @@ virsh -q dumpxml --inactive enc | xmllint --xpath "count(//disk/source/encryptio
 enc_write "$o1" 0xb1 1M 2M
 check_s2 "$o1"
 check_s1 "$base"
-start_stop "create s1"
 
-virsh -q start enc >/dev/null
+virsh -q start enc >/dev/null || fail "the domain does not start after create s1"
 vms_ok create enc s2
 o2=$(virsh -q domblklist enc | awk '$1 == "vda" { print $2 }')
 [ "$o2" != "$o1" ] || fail "create s2 (running) made no overlay"
