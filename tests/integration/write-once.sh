@@ -14,6 +14,9 @@
 # compare, even if the pull discards it).  s2 and the current disk read
 # right through their locators and after a revert.
 #
+# Part 1b, the same choice in merge: an unnamed point (the base, kept by a
+# delete while two images needed it) whose only child is the active overlay.
+#
 # Part 2, a commit that fails (a qemu-img wrapper fails the first commit):
 #   - "No space left on device": the error says make room, a journal stays,
 #     and recover (with room again) finishes;
@@ -109,6 +112,44 @@ for spec in raw: qcow2: vmdk:monolithicSparse vmdk:monolithicFlat \
     n=$(( n + 1 ))
 done
 echo "part 1: $n formats and subformats: writable ones committed, streamOptimized pulled, data right"
+
+# ---- part 1b: merge consolidating an unnamed point into its only child
+# The base becomes an unnamed point (delete s1 while s2's chain and the
+# reverted disk both need it); deleting s2 leaves the active overlay (256
+# KiB over the base's first clusters) its only child, and the merge that
+# follows would commit it into the base: streamOptimized must pull.
+for sub in monolithicSparse streamOptimized; do
+    dir=$TEST_TMP/p1b-$sub
+    setup "$dir" vmdk "-o subformat=$sub"
+    ln "$BASE" "$dir/base.link"
+    before=$(sha256sum <"$BASE")
+    vms_ok revert "$dir/dom.xml" s1
+    img_write "$(active "$dir/dom.xml")" qcow2 0xd1 0 256K
+    vms_ok delete --json "$dir/dom.xml" s1
+    jq_check "$VMS_OUT" '.disks[0].kept == true' "$sub: delete s1 keeps the shared base"
+    # s2's image goes; the base is then down to one dependent, and the
+    # delete consolidates it at once (its report's then_merged).
+    vms_ok delete --json "$dir/dom.xml" s2
+    note=$(jq -r '.then_merged.disks[0].note' <<<"$VMS_OUT")
+    if [ "$sub" = streamOptimized ]; then
+        [[ $note == *"pulled $BASE into "*"pull forced: $BASE cannot take a commit"* ]] ||
+            fail "merge ($sub): did not pull from the write-once base: $note"
+        [ "$(sha256sum <"$dir/base.link")" = "$before" ] ||
+            fail "merge ($sub): the write-once base was written"
+    else
+        [[ $note == *"committed "*" into $BASE"* ]] ||
+            fail "merge ($sub): should commit into the writable base: $note"
+    fi
+    cur=$(active "$dir/dom.xml")
+    img_read "$cur" "$(active_fmt "$dir/dom.xml")" 0xd1 0 256K
+    img_read "$cur" "$(active_fmt "$dir/dom.xml")" 0xa1 256K 1792K
+    img_read "$cur" "$(active_fmt "$dir/dom.xml")" 0 2M 2M
+    vms_ok list --json "$dir/dom.xml"
+    jq_check "$VMS_OUT" '(.snapshots | length) == 0 and .kept_unnamed_points == 0 and .pending == null' \
+        "merge ($sub): nothing left, nothing pending"
+    vms_ok check "$dir/dom.xml"
+done
+echo "part 1b: merge commits into a writable base and pulls from a streamOptimized one"
 
 # ---- part 2: failing commits --------------------------------------------
 
