@@ -669,7 +669,8 @@ vmsnap_plan_to_text (const vmsnap_plan *plan)
                               d->encryption_secret_uuid ? d->encryption_secret_uuid
                               : d->encryption_secret_usage ? d->encryption_secret_usage
                               : "(none named)",
-                              d->encryption_secret_uuid ? "" : " (usage)");
+                              !d->encryption_secret_uuid && d->encryption_secret_usage
+                              ? " (usage)" : "");
     if (pd->chosen)
       g_string_append_printf (s, "       why: %s\n", pd->why);
     else if (pd->excluded)
