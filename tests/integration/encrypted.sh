@@ -17,6 +17,12 @@
 # nothing and says why; a raw disk with <encryption format='luks'> (a LUKS
 # volume) is refused by qcow2-external for what it is, not as a header
 # mismatch; `plan` shows the encryption (text and --json).
+#
+# Item 6 on a running domain (it needs the same daemon, so it lives here): a
+# vmdk streamOptimized base whose only child is an inner layer of the
+# running chain can be neither committed into (write-once) nor pulled from
+# (libvirt pulls only into the active image): delete refuses before any
+# write, nothing pending, the base unchanged; shut off, the delete pulls.
 set -euo pipefail
 : "${srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$srcdir/tests/fixtures/functions.sh"
@@ -199,3 +205,39 @@ jq_check "$VMS_OUT" '.disks[0].candidates[] | select(.backend == "qcow2-external
     "qcow2-external refuses a raw LUKS volume as an encrypted volume"
 [[ $VMS_OUT != *"header says"* ]] || fail "the LUKS volume is refused as a header mismatch: $VMS_OUT"
 echo "refusals: domain XML file, raw LUKS volume"
+
+# ---- item 6, running domain: a write-once base under an inner layer
+wob=$TEST_TMP/wo.vmdk
+qemu-img create -q -f vmdk -o subformat=streamOptimized "$wob" 8M
+img_write "$wob" vmdk 0xa1 0 2M
+ln "$wob" "$TEST_TMP/wo.link"
+mk_domain_xml wo "$TEST_TMP/wo.xml" "vda:vmdk:$wob"
+libvirt_define_test_domain wo "$TEST_TMP/wo.xml"
+virsh -q start wo >/dev/null || fail "cannot start domain wo"
+vms_ok create wo w1
+hmp_qemu_io wo ua-vda "write -P 0xb1 0 512K" >/dev/null
+vms_ok create wo w2
+hmp_qemu_io wo ua-vda "write -P 0xc1 4M 256K" >/dev/null
+before=$(sha256sum <"$wob")
+vms_rc delete wo w1
+[ "$VMS_RC" != 0 ] || fail "delete w1 (running) should be refused"
+[[ $VMS_ERR == *"cannot take a commit"*"streamOptimized"*"nothing was changed"*"shut the domain off"* ]] ||
+    fail "delete w1 (running): unclear refusal: $VMS_ERR"
+[ "$(sha256sum <"$TEST_TMP/wo.link")" = "$before" ] || fail "the refused delete wrote the write-once base"
+vms_ok list --json wo
+jq_check "$VMS_OUT" '.pending == null and ([.snapshots[].name] == ["w1", "w2"])' \
+    "the refused delete left nothing pending and both snapshots"
+hmp_qemu_io wo ua-vda "read -P 0xb1 0 512K" >/dev/null
+hmp_qemu_io wo ua-vda "read -P 0xc1 4M 256K" >/dev/null
+virsh -q destroy wo >/dev/null
+vms_ok delete --json wo w1
+[[ $(jq -r '.disks[0].note' <<<"$VMS_OUT") == "pulled "*"pull forced"* ]] ||
+    fail "delete w1 (shut off) should pull: $VMS_OUT"
+[ "$(sha256sum <"$TEST_TMP/wo.link")" = "$before" ] || fail "the delete wrote the write-once base"
+cur=$(virsh -q domblklist --inactive wo | awk '$1 == "vda" { print $2 }')
+img_read "$cur" qcow2 0xb1 0 512K
+img_read "$cur" qcow2 0xa1 512K 1536K
+img_read "$cur" qcow2 0xc1 4M 256K
+virsh -q start wo >/dev/null || fail "domain wo does not start after the delete"
+virsh -q destroy wo >/dev/null
+echo "running domain: a write-once base under an inner layer is refused before any write, pulled when shut off"
