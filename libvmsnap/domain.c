@@ -208,6 +208,22 @@ parse_auth (vmsnap_domain *dom, vmsnap_disk_priv *d, xmlNodePtr auth)
   d->pub.secret_usage = prop (dom, sec, "usage");
 }
 
+/* <encryption format='luks'><secret type='passphrase' uuid='...'/>. */
+static void
+parse_encryption (vmsnap_domain *dom, vmsnap_disk_priv *d, xmlNodePtr enc)
+{
+  xmlNodePtr sec;
+
+  if (enc == NULL)
+    return;
+  d->pub.encryption_format = prop (dom, enc, "format");
+  if (d->pub.encryption_format == NULL)
+    d->pub.encryption_format = "default";
+  sec = child (enc, "secret");
+  d->pub.encryption_secret_uuid = prop (dom, sec, "uuid");
+  d->pub.encryption_secret_usage = prop (dom, sec, "usage");
+}
+
 static void
 disk_priv_free (gpointer p)
 {
@@ -308,6 +324,9 @@ parse_disk (vmsnap_domain *dom, xmlNodePtr n, const char *where, GError **err)
   }
   if (d->pub.auth_username == NULL)
     parse_auth (dom, d, child (n, "auth"));   /* older placement */
+  parse_encryption (dom, d, child (src, "encryption"));
+  if (d->pub.encryption_format == NULL)
+    parse_encryption (dom, d, child (n, "encryption"));   /* older placement */
 
   d->pub.readonly = child (n, "readonly") != NULL;
   d->pub.shareable = child (n, "shareable") != NULL;

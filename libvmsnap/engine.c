@@ -257,6 +257,22 @@ set_disk_source (xmlDocPtr doc, const char *target, const char *source,
       xmlUnlinkNode (bs);
       xmlFreeNode (bs);
     }
+    /* Except for an encrypted disk: libvirt 9.0 cannot open an encrypted
+     * backing file it found itself, so the chain is written out, each
+     * encrypted layer with the disk's <encryption>. */
+    {
+      xmlNodePtr enc = NULL;
+      for (xmlNodePtr k = src->children; k && !enc; k = k->next)
+        if (k->type == XML_ELEMENT_NODE && xmlStrEqual (k->name, BAD_CAST "encryption"))
+          enc = k;
+      for (xmlNodePtr k = d->children; k && !enc; k = k->next)
+        if (k->type == XML_ELEMENT_NODE && xmlStrEqual (k->name, BAD_CAST "encryption"))
+          enc = k;
+      if (enc && !vmsnap_encrypted_chain_set (d, enc, source, format, err)) {
+        g_prefix_error (err, "disk %s: ", target);
+        return FALSE;
+      }
+    }
     return TRUE;
   }
   g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
@@ -1023,6 +1039,16 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
   if (!thaw_if_frozen (e, j, TRUE, NULL))
     goto failed;
   if (!vmsnap_journal_done (j, "core", "define")) {
+    /* An encrypted disk's definition names its whole chain, which a
+     * delete or merge may change without a new active image. */
+    for (char **t = disks; t && *t; t++) {
+      vmsnap_disk_priv *d = find_disk (e->dom, *t);
+      if (d && d->pub.encryption_format && d->pub.source && d->pub.format
+          && (d->pub.type == VMSNAP_DISK_TYPE_FILE || d->pub.type == VMSNAP_DISK_TYPE_BLOCK)
+          && !g_hash_table_contains (sources, *t))
+        g_hash_table_insert (sources, g_strdup (*t),
+                             g_strdup_printf ("%s\n%s", d->pub.format, d->pub.source));
+    }
     if (!define_sources (e, sources, err) || !vmsnap_journal_mark (j, "core", "define", err))
       goto failed;
   }

@@ -227,7 +227,16 @@ vmsnap_op *vmsnap_op_new (vmsnap_journal *j, const char *target,
                           bool online, void *conn, const char *state_dir,
                           GPtrArray *locators);
 void vmsnap_op_free (vmsnap_op *op);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_op, vmsnap_op_free)
+
+struct _xmlNode;
+/* encryption.c: replace the <backingStore> of domain XML node DISK with the
+ * chain the images under SOURCE (format FORMAT) name, each encrypted layer
+ * carrying a copy of ENC (the disk's <encryption>). */
+gboolean vmsnap_encrypted_chain_set (struct _xmlNode *disk, struct _xmlNode *enc,
+                                     const char *source, const char *format,
+                                     GError **err);
 
 struct vmsnap_result {
   char *locator;

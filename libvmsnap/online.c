@@ -390,8 +390,21 @@ vmsnap_online_switch (vmsnap_domain *dom, const char *snapname,
       g_autofree char *f = g_markup_escape_text (fs[0], -1);
       g_autofree char *p = g_markup_escape_text (fs[1], -1);
       g_string_append_printf (x, "<disk name='%s' snapshot='external' type='file'>"
-                              "<driver type='%s'/><source file='%s'/></disk>",
-                              t, f, p);
+                              "<driver type='%s'/><source file='%s'", t, f, p);
+      if (d->pub.encryption_format) {
+        /* The new overlay is encrypted with the disk's secret (the
+         * backend made it so): libvirt opens it with the same one. */
+        g_autofree char *ef = g_markup_escape_text (d->pub.encryption_format, -1);
+        g_autofree char *su = g_markup_escape_text (d->pub.encryption_secret_uuid
+                                                    ? d->pub.encryption_secret_uuid
+                                                    : d->pub.encryption_secret_usage
+                                                    ? d->pub.encryption_secret_usage : "", -1);
+        g_string_append_printf (x, "><encryption format='%s'><secret "
+                                "type='passphrase' %s='%s'/></encryption>"
+                                "</source></disk>", ef,
+                                d->pub.encryption_secret_uuid ? "uuid" : "usage", su);
+      } else
+        g_string_append (x, "/></disk>");
     }
   }
   g_string_append (x, "</disks></domainsnapshot>");

@@ -562,6 +562,14 @@ disk_json (JsonBuilder *b, const plan_disk *pd)
   add_str (b, "format", d->format);
   add_str (b, "detected_format", d->detected_format);
   add_str (b, "storage_class", vmsnap_storage_class_name (disk_class (pd)));
+  if (d->encryption_format) {
+    json_builder_set_member_name (b, "encryption");
+    json_builder_begin_object (b);
+    add_str (b, "format", d->encryption_format);
+    add_str (b, "secret_uuid", d->encryption_secret_uuid);
+    add_str (b, "secret_usage", d->encryption_secret_usage);
+    json_builder_end_object (b);
+  }
   add_bool (b, "included", pd->included);
   add_str (b, "backend", pd->chosen ? pd->chosen->module->name : NULL);
   add_str (b, "chosen_by", pd->chosen ? pd->how : NULL);
@@ -685,6 +693,14 @@ vmsnap_plan_to_text (const vmsnap_plan *plan)
                             vmsnap_storage_class_name (disk_class (pd)),
                             d->format ? d->format : "-",
                             d->source ? d->source : "-");
+    if (d->encryption_format)
+      g_string_append_printf (s, "       encryption: %s, secret %s%s\n",
+                              d->encryption_format,
+                              d->encryption_secret_uuid ? d->encryption_secret_uuid
+                              : d->encryption_secret_usage ? d->encryption_secret_usage
+                              : "(none named)",
+                              !d->encryption_secret_uuid && d->encryption_secret_usage
+                              ? " (usage)" : "");
     if (pd->chosen)
       g_string_append_printf (s, "       why: %s\n", pd->why);
     else if (pd->excluded)

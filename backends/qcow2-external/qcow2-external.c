@@ -72,6 +72,17 @@ static const char *const overlay_bases[] = {
   "qcow2", "raw", "vmdk", "vdi", "vpc", "vhdx", NULL,
 };
 
+/* Settings ([qcow2-external] in vmsnap.conf, -o qcow2-external.KEY=VALUE). */
+static const vmsnap_option_desc qext_options[] = {
+  { "luks-iter-time", VMSNAP_OPTION_INT, "2000", NULL, 10, 600000,
+    "milliseconds", "VMSNAP_QCOW2_EXTERNAL_LUKS_ITER_TIME",
+    "PBKDF time of the key slot of a new encrypted overlay (QEMU's "
+    "encrypt.iter-time): the time QEMU spends unlocking it at each open" },
+  { NULL },
+};
+
+static gboolean disk_encrypted (const vmsnap_disk *d);
+
 /* ================================================================ probe */
 
 static int
@@ -79,6 +90,35 @@ qext_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
             vmsnap_probe_result *res, GError **err)
 {
   const char *fmt = d->format;
+
+  if (disk_encrypted (d) && (d->type != VMSNAP_DISK_TYPE_FILE
+                             && d->type != VMSNAP_DISK_TYPE_BLOCK)) {
+    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0, "an encrypted %s disk: %s "
+                      "makes encrypted overlays of qcow2 files and block "
+                      "devices only", d->type_name, NAME);
+    return 0;
+  }
+  if (disk_encrypted (d) && fmt && strcmp (fmt, "raw") == 0) {
+    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
+                      "raw disk %s with <encryption format='%s'> is an "
+                      "encrypted volume (QEMU opens it with its %s driver): a "
+                      "qcow2 overlay would have to open it as an encrypted "
+                      "backing file, which %s does not do, and an "
+                      "unencrypted overlay would store guest data in the "
+                      "clear (snapshot the volume itself, e.g. as an LVM or "
+                      "RBD volume)", d->source ? d->source : "(no source)",
+                      d->encryption_format, d->encryption_format, NAME);
+    return 0;
+  }
+  if (disk_encrypted (d) && (fmt == NULL || strcmp (fmt, "qcow2") != 0
+                             || strcmp (d->encryption_format, "luks") != 0)) {
+    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0,
+                      "%s disk with <encryption format='%s'>: %s makes "
+                      "LUKS-encrypted overlays of LUKS-encrypted qcow2 images "
+                      "only", fmt ? fmt : "format-less", d->encryption_format,
+                      NAME);
+    return 0;
+  }
 
   switch (d->type) {
   case VMSNAP_DISK_TYPE_FILE:
@@ -116,6 +156,16 @@ qext_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
                         "%s image: frozen as the snapshot's read-only base, a "
                         "qcow2 overlay on top (backing format %s, explicit)",
                         fmt, fmt);
+    if (disk_encrypted (d)) {
+      vmsnap_probe_add_limit (res, "encrypted (LUKS): every new overlay is "
+                              "encrypted with the disk's libvirt secret %s, "
+                              "which vmsnap reads from libvirt; a domain XML "
+                              "file without a daemon is refused",
+                              d->encryption_secret_uuid ? d->encryption_secret_uuid
+                              : d->encryption_secret_usage ? d->encryption_secret_usage
+                              : "(none named)");
+      vmsnap_probe_add_detail (res, "encryption", "%s", d->encryption_format);
+    }
     if (d->n_chain > 0 && d->chain[0]->n_internal_snapshots > 0)
       vmsnap_probe_add_limit (res, "%s holds %u internal snapshot(s) made "
                               "outside vmsnap; they stay in the frozen image",
@@ -207,6 +257,8 @@ struct node {
   char *backing_fmt;
   node *parent;      /* the backing file's node */
   guint64 vsize;
+  char *no_write;    /* why QEMU cannot write this image in place, or NULL */
+  gboolean encrypted;
 };
 
 typedef struct {
@@ -225,6 +277,7 @@ node_free (gpointer p)
   g_free (n->locator);
   g_free (n->backing);
   g_free (n->backing_fmt);
+  g_free (n->no_write);
   g_free (n);
 }
 
@@ -322,6 +375,45 @@ run_json (vmsnap_op *op, const char *const *argv, JsonParser *p, GError **err)
   return json_parser_load_from_data (p, out ? out : "", -1, err);
 }
 
+/* Why QEMU cannot write image PATH (format FMT) in place, from its
+ * `qemu-img info` object O, or NULL when it can.  Of the formats and
+ * subformats qemu-img creates that this backend accepts (raw; qcow2; vmdk
+ * monolithicSparse, monolithicFlat, twoGbMaxExtentSparse,
+ * twoGbMaxExtentFlat, streamOptimized; vdi dynamic and static; vpc dynamic
+ * and fixed; vhdx dynamic and fixed), each tried with `qemu-io -c write`
+ * twice over the same range, only vmdk streamOptimized fails: QEMU appends
+ * compressed grains and "could not write to allocated cluster" (its
+ * extents say "compressed"; other compressed or read-only vmdk variants,
+ * which qemu-img cannot create, are caught by the same test).  A file that
+ * cannot be written (mode, read-only file system) is the other case. */
+static char *
+no_write_reason (JsonObject *o, const char *fmt, const char *path)
+{
+  JsonObject *fs = json_object_has_member (o, "format-specific")
+                   ? json_object_get_object_member (o, "format-specific") : NULL;
+  JsonObject *data = fs && json_object_has_member (fs, "data")
+                     ? json_object_get_object_member (fs, "data") : NULL;
+
+  if (strcmp (fmt, "vmdk") == 0 && data) {
+    const char *ct = json_object_get_string_member_with_default (data, "create-type", "");
+    JsonArray *ext = json_object_has_member (data, "extents")
+                     ? json_object_get_array_member (data, "extents") : NULL;
+    gboolean compressed = FALSE;
+
+    for (guint i = 0; ext && i < json_array_get_length (ext); i++) {
+      JsonObject *x = json_array_get_object_element (ext, i);
+      compressed = compressed || (x && json_object_get_boolean_member_with_default (x, "compressed", FALSE));
+    }
+    if (strcmp (ct, "streamOptimized") == 0 || compressed)
+      return g_strdup_printf ("it is a vmdk %s image, which QEMU writes once "
+                              "and cannot overwrite in place",
+                              *ct ? ct : "compressed");
+  }
+  if (access (path, W_OK) < 0 && errno != ENOENT)
+    return g_strdup_printf ("it cannot be written (%s)", g_strerror (errno));
+  return NULL;
+}
+
 /* Read N's header: virtual size, backing file and its format. */
 static gboolean
 node_info (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img, node *n,
@@ -365,6 +457,9 @@ node_info (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img, node *n,
     }
   }
   n->vsize = json_object_get_int_member_with_default (o, "virtual-size", 0);
+  g_free (n->no_write);
+  n->no_write = no_write_reason (o, n->fmt, n->path);
+  n->encrypted = json_object_get_boolean_member_with_default (o, "encrypted", FALSE);
   if (json_object_has_member (o, "full-backing-filename"))
     b = json_object_get_string_member (o, "full-backing-filename");
   else if (json_object_has_member (o, "backing-filename"))
@@ -547,22 +642,256 @@ nodes_text (GPtrArray *a)
   return g_string_free (s, FALSE);
 }
 
+/* ======================================================== encrypted disks */
+
+/* An encrypted disk (<encryption format='luks'> on a qcow2 disk): every new
+ * overlay is a LUKS-encrypted qcow2 image with the disk's secret, and every
+ * qemu-img call that reads or writes data gives each encrypted image of the
+ * chain that secret.  The secret comes from libvirt (the core reads it); it
+ * goes to qemu-img through a 0600 file of the domain's private state
+ * directory, made when first needed by a slot and removed when the slot
+ * returns (a crash leaves it there, 0600 in a 0700 directory, until the next
+ * slot that needs it replaces it); never on a command line. */
+#define KEY_ID "vmsnap-key"
+#define KEY_FILE "qcow2-external.secret"
+
+typedef struct {
+  vmsnap_op *op;
+  const vmsnap_disk *d;
+  char *path;      /* the secret file, once made */
+} keyctx;
+
+static gboolean
+disk_encrypted (const vmsnap_disk *d)
+{
+  return d->struct_size >= G_STRUCT_OFFSET (vmsnap_disk, encryption_secret_usage)
+                           + sizeof (const char *)
+         && d->encryption_format != NULL;
+}
+
+/* *PATH: the secret file for K's disk (NULL when it is not encrypted). */
+static gboolean
+key_get (keyctx *k, const char **path, GError **err)
+{
+  const char *sd;
+  g_autofree char *p = NULL;
+  GBytes *sec;
+  const guint8 *data;
+  gsize len = 0, off = 0;
+  int fd;
+
+  *path = NULL;
+  if (!disk_encrypted (k->d))
+    return TRUE;
+  if (k->path) {
+    *path = k->path;
+    return TRUE;
+  }
+  sd = vmsnap_op_state_dir (k->op);
+  if (sd == NULL) {
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: no state directory to pass the "
+          "disk's secret to qemu-img through", k->d->target);
+    return FALSE;
+  }
+  sec = vmsnap_op_encryption_secret (k->op, k->d, err);
+  if (sec == NULL)
+    return FALSE;
+  p = g_build_filename (sd, KEY_FILE, NULL);
+  if (unlink (p) < 0 && errno != ENOENT) {
+    int errsv = errno;
+    vmsnap_secret_free (sec);
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: cannot remove the old %s: %s",
+          k->d->target, p, g_strerror (errsv));
+    return FALSE;
+  }
+  fd = open (p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  data = g_bytes_get_data (sec, &len);
+  while (fd >= 0 && off < len) {
+    ssize_t w = write (fd, data + off, len - off);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0) {
+      int errsv = errno;
+      close (fd);
+      unlink (p);
+      errno = errsv;
+      fd = -1;
+      break;
+    }
+    off += (gsize) w;
+  }
+  vmsnap_secret_free (sec);
+  if (fd < 0 || close (fd) < 0) {
+    int errsv = errno;
+    unlink (p);
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: cannot write the disk's secret "
+          "for qemu-img to %s: %s", k->d->target, p, g_strerror (errsv));
+    return FALSE;
+  }
+  k->path = g_steal_pointer (&p);
+  *path = k->path;
+  return TRUE;
+}
+
+static void
+key_drop (keyctx *k)
+{
+  if (k->path) {
+    unlink (k->path);
+    g_clear_pointer (&k->path, g_free);
+  }
+}
+
+/* S with every ',' doubled (QEMU option syntax). */
+static void
+append_opt_value (GString *o, const char *s)
+{
+  for (; *s; s++) {
+    if (*s == ',')
+      g_string_append_c (o, ',');
+    g_string_append_c (o, *s);
+  }
+}
+
+/* How qemu-img names an image whose data it reads or writes: "-f FMT" and
+ * the path, or, for an encrypted disk, "--object secret,... --image-opts"
+ * and an options string that gives the secret to the image and to each
+ * encrypted file of its backing chain (from `qemu-img info
+ * --backing-chain`, which reads headers only and needs no secret).  CHAIN
+ * false: the call opens the image without its backing files (rebase -u),
+ * and QEMU refuses options for them. */
+typedef struct {
+  char *fmt;
+  char *object;   /* NULL: plain -f */
+  char *name;
+} imgref;
+
+static void
+imgref_clear (imgref *r)
+{
+  g_free (r->fmt);
+  g_free (r->object);
+  g_free (r->name);
+}
+
+static gboolean
+imgref_make (keyctx *k, const char *qemu_img, const char *fmt,
+             const char *path, gboolean chain, imgref *r, GError **err)
+{
+  const char *key;
+  g_autoptr (JsonParser) jp = NULL;
+  JsonNode *root;
+  JsonArray *a;
+  GString *o;
+  struct stat st;
+
+  memset (r, 0, sizeof *r);
+  r->fmt = g_strdup (fmt);
+  if (!key_get (k, &key, err))
+    return FALSE;
+  if (key == NULL) {
+    r->name = g_strdup (path);
+    return TRUE;
+  }
+  {
+    const char *argv[] = { qemu_img, "info", "--backing-chain",
+                           "--output=json", "-U", "-f", fmt, "--", path, NULL };
+    jp = json_parser_new ();
+    if (!run_json (k->op, argv, jp, err))
+      return FALSE;
+  }
+  root = json_parser_get_root (jp);
+  if (root == NULL || !JSON_NODE_HOLDS_ARRAY (root)) {
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: qemu-img info --backing-chain "
+          "%s: unexpected output", k->d->target, path);
+    return FALSE;
+  }
+  a = json_node_get_array (root);
+  o = g_string_new ("driver=");
+  append_opt_value (o, fmt);
+  g_string_append (o, stat (path, &st) == 0 && S_ISBLK (st.st_mode)
+                      ? ",file.driver=host_device" : ",file.driver=file");
+  g_string_append (o, ",file.filename=");
+  append_opt_value (o, path);
+  for (guint i = 0; i < json_array_get_length (a) && i < (chain ? MAX_NODES : 1); i++) {
+    JsonObject *x = json_array_get_object_element (a, i);
+    if (x == NULL || !json_object_get_boolean_member_with_default (x, "encrypted", FALSE))
+      continue;
+    g_string_append_c (o, ',');
+    for (guint j = 0; j < i; j++)
+      g_string_append (o, "backing.");
+    g_string_append (o, "encrypt.key-secret=" KEY_ID);
+  }
+  r->name = g_string_free (o, FALSE);
+  o = g_string_new ("secret,id=" KEY_ID ",file=");
+  append_opt_value (o, key);
+  r->object = g_string_free (o, FALSE);
+  return TRUE;
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (imgref, imgref_clear)
+
+/* argv: QEMU_IMG, the words of PRE (NULL-terminated), the image words of
+ * R.  The array holds borrowed strings. */
+static GPtrArray *
+img_argv (const char *qemu_img, const char *const *pre, const imgref *r)
+{
+  GPtrArray *a = g_ptr_array_new ();
+
+  g_ptr_array_add (a, (gpointer) qemu_img);
+  for (; *pre; pre++)
+    g_ptr_array_add (a, (gpointer) *pre);
+  if (r->object) {
+    g_ptr_array_add (a, (gpointer) "--object");
+    g_ptr_array_add (a, r->object);
+    g_ptr_array_add (a, (gpointer) "--image-opts");
+  } else {
+    g_ptr_array_add (a, (gpointer) "-f");
+    g_ptr_array_add (a, r->fmt);
+  }
+  g_ptr_array_add (a, (gpointer) "--");
+  g_ptr_array_add (a, r->name);
+  g_ptr_array_add (a, NULL);
+  return a;
+}
+
+/* Is the (header of the) image PATH encrypted? */
+static gboolean
+image_encrypted (vmsnap_op *op, const char *qemu_img, const char *fmt,
+                 const char *path)
+{
+  const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", fmt,
+                         "--", path, NULL };
+  g_autoptr (JsonParser) jp = json_parser_new ();
+  JsonNode *root;
+
+  return run_json (op, argv, jp, NULL) && (root = json_parser_get_root (jp)) != NULL
+         && JSON_NODE_HOLDS_OBJECT (root)
+         && json_object_get_boolean_member_with_default (json_node_get_object (root),
+                                                         "encrypted", FALSE);
+}
+
 /* ====================================================== measuring, space */
 
 /* Bytes allocated in the image itself (not in its backing files): the
  * extents of `qemu-img map` with data and depth 0 (raw: with data). */
 static gboolean
 alloc_bytes (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
-             const char *fmt, const char *path, guint64 *bytes, GError **err)
+             keyctx *k, const char *fmt, const char *path, guint64 *bytes,
+             GError **err)
 {
-  const char *argv[] = { qemu_img, "map", "--output=json", "-U", "-f", fmt,
-                         "--", path, NULL };
+  static const char *const pre[] = { "map", "--output=json", "-U", NULL };
+  g_auto (imgref) r = { 0 };
+  g_autoptr (GPtrArray) argv = NULL;
   g_autoptr (JsonParser) p = json_parser_new ();
   JsonNode *root;
   JsonArray *a;
   guint64 sum = 0;
 
-  if (!run_json (op, argv, p, err))
+  if (!imgref_make (k, qemu_img, fmt, path, TRUE, &r, err))
+    return FALSE;
+  argv = img_argv (qemu_img, pre, &r);
+  if (!run_json (op, (const char *const *) argv->pdata, p, err))
     return FALSE;
   root = json_parser_get_root (p);
   if (root == NULL || !JSON_NODE_HOLDS_ARRAY (root)) {
@@ -790,7 +1119,8 @@ overlay_dir (vmsnap_op *op, const vmsnap_disk *d)
  * failure the file is removed: nothing half-created remains. */
 static int
 make_overlay (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
-              const char *bfmt, const char *bpath, char **out, GError **err)
+              keyctx *k, const char *bfmt, const char *bpath, char **out,
+              GError **err)
 {
   const char *rec = vmsnap_op_get (op, "overlay");
   g_autofree char *path = NULL;
@@ -853,9 +1183,40 @@ make_overlay (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
   }
   close (fd);
   {
-    const char *argv[] = { qemu_img, "create", "-q", "-f", "qcow2",
-                           "-F", bfmt, "-b", bpath, "--", path, NULL };
-    if (!vmsnap_op_run (op, argv, NULL, &e)) {
+    /* An encrypted disk's overlay is encrypted with the disk's secret:
+     * the guest's writes land in it. */
+    const char *key = NULL;
+    g_autoptr (GPtrArray) argv = g_ptr_array_new_with_free_func (g_free);
+
+    if (!key_get (k, &key, err)) {
+      unlink (path);
+      return -1;
+    }
+    g_ptr_array_add (argv, g_strdup (qemu_img));
+    g_ptr_array_add (argv, g_strdup ("create"));
+    g_ptr_array_add (argv, g_strdup ("-q"));
+    g_ptr_array_add (argv, g_strdup ("-f"));
+    g_ptr_array_add (argv, g_strdup ("qcow2"));
+    if (key) {
+      GString *o = g_string_new ("secret,id=" KEY_ID ",file=");
+      append_opt_value (o, key);
+      g_ptr_array_add (argv, g_strdup ("--object"));
+      g_ptr_array_add (argv, g_string_free (o, FALSE));
+      g_ptr_array_add (argv, g_strdup ("-o"));
+      gint64 ms = vmsnap_option_get_int (vmsnap_op_config (op),
+                                         NAME ".luks-iter-time");
+      g_ptr_array_add (argv, g_strdup_printf (
+        "encrypt.format=luks,encrypt.key-secret=" KEY_ID ",encrypt.iter-time=%"
+        G_GINT64_FORMAT, ms > 0 ? ms : 2000));
+    }
+    g_ptr_array_add (argv, g_strdup ("-F"));
+    g_ptr_array_add (argv, g_strdup (bfmt));
+    g_ptr_array_add (argv, g_strdup ("-b"));
+    g_ptr_array_add (argv, g_strdup (bpath));
+    g_ptr_array_add (argv, g_strdup ("--"));
+    g_ptr_array_add (argv, g_strdup (path));
+    g_ptr_array_add (argv, NULL);
+    if (!vmsnap_op_run (op, (const char *const *) argv->pdata, NULL, &e)) {
       unlink (path);
       return fail_with (err, e, "nothing was changed; fix the cause and "
                         "run the command again",
@@ -886,9 +1247,10 @@ make_overlay (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
  * A crash before that leaves an unreferenced overlay that the re-run reuses
  * (or the core's rollback removes). */
 static int
-create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+create_1 (vmsnap_op *op, const vmsnap_disk *d, keyctx *k, const char *name,
           unsigned int flags, vmsnap_result *res, GError **err)
 {
+  const char *key = NULL;
   g_autofree char *qemu_img = NULL;
   g_autofree char *overlay = NULL;
   g_autofree char *loc = NULL, *undo = NULL;
@@ -901,7 +1263,10 @@ create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
   qemu_img = vmsnap_op_qemu_img (op, err);
   if (qemu_img == NULL)
     return -1;
-  if (make_overlay (op, d, qemu_img, d->format, d->source, &overlay, err) < 0)
+  /* The secret first: without it nothing is recorded or made. */
+  if (!key_get (k, &key, err))
+    return -1;
+  if (make_overlay (op, d, qemu_img, k, d->format, d->source, &overlay, err) < 0)
     return -1;
   loc = loc_make (d->format, d->source);
   undo = loc_make ("qcow2", overlay);
@@ -924,9 +1289,10 @@ create_1 (vmsnap_op *op, const vmsnap_disk *d, const char *name,
  * recorded ("discard-old-active") before the overlay is made, and the image
  * is removed by the core only after the domain points to the new overlay. */
 static int
-revert_1 (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+revert_1 (vmsnap_op *op, const vmsnap_disk *d, keyctx *k, const char *locator,
           unsigned int flags, vmsnap_result *res, GError **err)
 {
+  const char *key = NULL;
   g_autofree char *qemu_img = NULL;
   g_autofree char *fmt = NULL, *path = NULL, *overlay = NULL;
   g_autofree char *real_t = NULL, *real_a = NULL;
@@ -949,6 +1315,9 @@ revert_1 (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
   qemu_img = vmsnap_op_qemu_img (op, err);
   if (qemu_img == NULL)
     return -1;
+  /* The secret first: without it nothing is recorded or made. */
+  if (!key_get (k, &key, err))
+    return -1;
 
   rec = vmsnap_op_get (op, "discard-old-active");
   if (rec)
@@ -966,7 +1335,7 @@ revert_1 (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
     if (!vmsnap_op_set (op, "discard-old-active", garbage ? "yes" : "no", err))
       return -1;
   }
-  if (make_overlay (op, d, qemu_img, fmt, path, &overlay, err) < 0)
+  if (make_overlay (op, d, qemu_img, k, fmt, path, &overlay, err) < 0)
     return -1;
   vmsnap_result_set_new_source (res, overlay, "qcow2");
   {
@@ -1002,9 +1371,14 @@ static int
 qext_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
              unsigned int flags, vmsnap_result *res, GError **err)
 {
+  keyctx k = { op, d, NULL };
+  int r;
+
   if (!vmsnap_check_flags (NAME, "create", flags, 0, err))
     return -1;
-  if (create_1 (op, d, name, flags, res, err) == 0)
+  r = create_1 (op, d, &k, name, flags, res, err);
+  key_drop (&k);
+  if (r == 0)
     return 0;
   drop_recorded_overlay (op);
   return -1;
@@ -1014,9 +1388,14 @@ static int
 qext_revert (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
              unsigned int flags, vmsnap_result *res, GError **err)
 {
+  keyctx k = { op, d, NULL };
+  int r;
+
   if (!vmsnap_check_flags (NAME, "revert", flags, 0, err))
     return -1;
-  if (revert_1 (op, d, locator, flags, res, err) == 0)
+  r = revert_1 (op, d, &k, locator, flags, res, err);
+  key_drop (&k);
+  if (r == 0)
     return 0;
   drop_recorded_overlay (op);
   return -1;
@@ -1052,6 +1431,7 @@ typedef struct {
                             spread: U's dependents */
   char *b_fmt, *b_path;  /* U's backing file, NULL when U has none */
   guint64 commit_bytes, pull_bytes;
+  char *why;             /* why the direction is not the cheaper one */
 } plan;
 
 static void
@@ -1072,6 +1452,7 @@ plan_free (plan *p)
     g_ptr_array_unref (p->deps);
   g_free (p->b_fmt);
   g_free (p->b_path);
+  g_free (p->why);
   g_free (p);
 }
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (plan, plan_free)
@@ -1135,6 +1516,7 @@ plan_to_json (const plan *p)
   json_builder_add_int_value (b, (gint64) p->commit_bytes);
   json_builder_set_member_name (b, "pull_bytes");
   json_builder_add_int_value (b, (gint64) p->pull_bytes);
+  json_add_str (b, "why", p->why);
   json_builder_end_object (b);
   root = json_builder_get_root (b);
   json_generator_set_root (gen, root);
@@ -1193,6 +1575,7 @@ plan_load (vmsnap_op *op, const vmsnap_disk *d, const char *prefix,
   p->b_path = json_str (o, "b_path");
   p->commit_bytes = json_object_get_int_member_with_default (o, "commit_bytes", 0);
   p->pull_bytes = json_object_get_int_member_with_default (o, "pull_bytes", 0);
+  p->why = json_str (o, "why");
   if (p->direction == NULL || p->u_fmt == NULL || p->u_path == NULL
       || p->u_loc == NULL
       || ((!strcmp (p->direction, "commit") || !strcmp (p->direction, "pull"))
@@ -1234,7 +1617,8 @@ static gboolean chain_has (const node *leaf, const node *x);
  * the direction that copies fewer bytes (ties: commit). */
 static plan *
 plan_decide (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
-             const graph *g, const node *u, const node *c, GError **err)
+             keyctx *k, const graph *g, const node *u, const node *c,
+             GError **err)
 {
   g_autoptr (plan) p = NULL;
   g_autoptr (GPtrArray) gc = children (g, c);
@@ -1260,8 +1644,8 @@ plan_decide (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
                    "qcow2 images only: nothing was changed", d->target,
                    x->path, x->fmt, c->path, NAME), NULL;
   }
-  if (!alloc_bytes (op, d, qemu_img, c->fmt, c->path, &cb, err)
-      || !alloc_bytes (op, d, qemu_img, u->fmt, u->path, &pb, err))
+  if (!alloc_bytes (op, d, qemu_img, k, c->fmt, c->path, &cb, err)
+      || !alloc_bytes (op, d, qemu_img, k, u->fmt, u->path, &pb, err))
     return NULL;
   /* The image a running QEMU writes: its metadata on disk lags behind
    * QEMU's cache (qemu-img map -U can show nothing of what the guest just
@@ -1293,7 +1677,8 @@ plan_decide (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
   if (!strcmp (p->direction, "commit") && cb > cfree && pb <= pfree) {
     g_free (p->direction);
     p->direction = g_strdup ("pull");
-  } else if (!strcmp (p->direction, "pull") && pb > pfree && cb <= cfree) {
+  } else if (!strcmp (p->direction, "pull") && pb > pfree && cb <= cfree
+             && u->no_write == NULL) {
     g_free (p->direction);
     p->direction = g_strdup ("commit");
   }
@@ -1306,6 +1691,40 @@ plan_decide (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
       g_free (p->direction);
       p->direction = g_strdup ("commit");
     }
+  }
+  /* qemu-img cannot give a new backing file a secret: an offline pull
+   * onto an encrypted backing file cannot be done, so commit. */
+  if (!strcmp (p->direction, "pull") && u->parent && u->parent->encrypted
+      && !(p->c_held && vmsnap_op_is_online (op))) {
+    g_free (p->direction);
+    p->direction = g_strdup ("commit");
+    p->why = g_strdup_printf ("commit forced: %s is encrypted, and qemu-img "
+                              "cannot open a new encrypted backing file for a "
+                              "pull", u->parent->path);
+    if (u->no_write)
+      return fail (err, VMSNAP_ERR_UNSUPPORTED,
+                   "disk %s: %s cannot take a commit of %s (%s), and %s "
+                   "cannot be pulled into it offline (its backing file %s is "
+                   "encrypted, and qemu-img cannot give a new backing file a "
+                   "secret): nothing was changed", d->target, u->path,
+                   c->path, u->no_write, u->path, u->parent->path), NULL;
+  }
+  /* A commit writes into U in place: never into an image QEMU cannot
+   * write that way (it would fail part way, U half-written).  Pull
+   * instead; where that is impossible too, refuse before any write. */
+  if (u->no_write && !strcmp (p->direction, "commit")) {
+    if (p->c_held && !c->active)
+      return fail (err, VMSNAP_ERR_UNSUPPORTED,
+                   "disk %s: %s cannot take a commit of %s (%s), and the "
+                   "running VM reads %s, which libvirt cannot pull into: "
+                   "nothing was changed; shut the domain off and run the "
+                   "command again (vmsnap then copies %s into %s instead)",
+                   d->target, u->path, c->path, u->no_write, c->path,
+                   u->path, c->path), NULL;
+    g_free (p->direction);
+    p->direction = g_strdup ("pull");
+    p->why = g_strdup_printf ("pull forced: %s cannot take a commit: %s",
+                              u->path, u->no_write);
   }
   return g_steal_pointer (&p);
 }
@@ -1353,7 +1772,10 @@ repair_leaks (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
   const char *argv[] = { qemu_img, "check", "-q", "-r", "leaks", "-f", fmt,
                          "--", path, NULL };
 
-  if (!vmsnap_op_is_recovering (op) || strcmp (fmt, "qcow2") != 0)
+  /* An encrypted image opens only with its secret; its leaks hold no
+   * data and are left (qemu-img check reports them). */
+  if (!vmsnap_op_is_recovering (op) || strcmp (fmt, "qcow2") != 0
+      || disk_encrypted (d))
     return TRUE;
   if (!vmsnap_op_run (op, argv, NULL, &e)) {
     fail_with (err, e, "the step was not run again: copy the image "
@@ -1398,33 +1820,114 @@ repair_leaks (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
  *   whether the previous run stopped before, inside or after that window;
  *   then the safe rebase runs from the start.  On a fresh run the header
  *   already names U and the extra call changes nothing. */
-static int
-plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
-          const char *prefix, const plan *p, GError **err)
+/* Does the tool error E say the file system (or device) is full? */
+static gboolean
+is_no_space (const GError *e)
 {
+  return e && (strstr (e->message, "No space left on device") != NULL
+               || strstr (e->message, "ENOSPC") != NULL);
+}
+
+/* Why image PATH (format FMT) cannot be written in place now, or NULL
+ * (also when it cannot be read: then the tool that writes it says why). */
+static char *
+image_no_write (vmsnap_op *op, const char *qemu_img, const char *fmt,
+                const char *path)
+{
+  const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", fmt,
+                         "--", path, NULL };
+  g_autoptr (JsonParser) jp = json_parser_new ();
+  JsonNode *root;
+
+  if (!run_json (op, argv, jp, NULL) || (root = json_parser_get_root (jp)) == NULL
+      || !JSON_NODE_HOLDS_OBJECT (root))
+    return NULL;
+  return no_write_reason (json_node_get_object (root), fmt, path);
+}
+
+/* The commit of plan P cannot be done (WHY): record that the plan pulls
+ * instead.  Safe at any point of the commit: `commit -d` never changes C,
+ * and C reads from U only clusters C does not hold, which the commit did
+ * not write; so C still reads its own point through U, and pulling U's
+ * chain into C gives C that point without U.  U's point (the one being
+ * taken out) is what a half-done commit spoiled, and pull discards U. */
+static gboolean
+fall_back_to_pull (vmsnap_op *op, const char *prefix, plan *p,
+                   const char *why, GError **err)
+{
+  g_autofree char *kp = g_strconcat (prefix, "plan", NULL);
+  g_autofree char *kd = g_strconcat (prefix, "direction", NULL);
+  g_autofree char *vp = NULL;
+
+  g_free (p->direction);
+  p->direction = g_strdup ("pull");
+  g_free (p->why);
+  p->why = g_strdup (why);
+  vp = plan_to_json (p);
+  return vmsnap_op_set (op, kp, vp, err) && vmsnap_op_set (op, kd, "pull", err);
+}
+
+/* The commit direction's steps (see plan_run).  May turn P into a pull
+ * (fall_back_to_pull) instead of failing, when U cannot take the commit. */
+static int
+run_commit (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+            keyctx *k, const char *prefix, plan *p, GError **err)
+{
+  g_autofree char *s1 = g_strconcat (prefix, "commit", NULL);
+  g_autofree char *s2 = g_strconcat (prefix, "rebase-children", NULL);
   GError *e = NULL;
 
-  if (!strcmp (p->direction, "commit")) {
-    g_autofree char *s1 = g_strconcat (prefix, "commit", NULL);
-    g_autofree char *s2 = g_strconcat (prefix, "rebase-children", NULL);
+  if (!vmsnap_op_step_done (op, s1)) {
+    /* libvirt pulls only into the active image: an inner layer of the
+     * running chain can only be committed while the VM runs. */
+    gboolean online_job = p->c_held && vmsnap_op_is_online (op);
+    gboolean can_pull = !(online_job && !p->c_active)
+                        && (online_job || !disk_encrypted (d) || p->b_path == NULL
+                            || !image_encrypted (op, qemu_img, p->b_fmt, p->b_path));
+    g_autofree char *nw = image_no_write (op, qemu_img, p->u_fmt, p->u_path);
+    g_autofree char *size = fmt_size (p->commit_bytes);
+    gboolean ok;
 
-    if (!vmsnap_op_step_done (op, s1) && p->c_held && vmsnap_op_is_online (op)) {
+    if (nw) {
+      /* Decided before the image became unwritable, or by an older
+       * vmsnap: never start (or repeat) a commit that cannot work. */
+      g_autofree char *why = g_strdup_printf ("pull forced: %s cannot take a "
+                                              "commit: %s", p->u_path, nw);
+      if (!can_pull)
+        return fail (err, VMSNAP_ERR_FAILED, "disk %s: %s cannot take the "
+                     "commit of %s (%s), and the running VM reads %s, which "
+                     "libvirt cannot pull into; %s and every other snapshot "
+                     "are unchanged: shut the domain off and run `vmsnap "
+                     "recover`, which then copies %s into %s instead",
+                     d->target, p->u_path, p->c_path, nw, p->c_path,
+                     p->c_path, p->u_path, p->c_path);
+      return fall_back_to_pull (op, prefix, p, why, err) ? 0 : -1;
+    }
+    if (online_job)
       /* QEMU commits; an active commit ends with the VM switched (pivot)
        * to U, an inner one with QEMU pointing C's overlay at U. */
-      if (!vmsnap_op_block_job (op, p->c_active ? VMSNAP_BLOCK_ACTIVE_COMMIT
+      ok = vmsnap_op_block_job (op, p->c_active ? VMSNAP_BLOCK_ACTIVE_COMMIT
                                                 : VMSNAP_BLOCK_COMMIT,
-                                p->c_path, p->u_path, err))
+                                p->c_path, p->u_path, &e);
+    else {
+      const char *const pre[] = { "commit", "-p", "-d", "-b", p->c_backing, NULL };
+      /* With --image-opts qemu-img cannot match -b against the chain (it
+       * resolves it against the options string), and without -b it
+       * commits into C's own backing file, which is U (C's header is
+       * unchanged until this step is done). */
+      const char *const pre_o[] = { "commit", "-p", "-d", NULL };
+      g_auto (imgref) r = { 0 };
+      g_autoptr (GPtrArray) argv = NULL;
+      /* A commit killed midway may have leaked clusters in U: repaired
+       * before it runs again (recovery only; see repair_leaks). */
+      if (!repair_leaks (op, d, qemu_img, p->u_fmt, p->u_path, err))
         return -1;
-      if (!vmsnap_op_mark_done (op, s1, err))
+      if (!imgref_make (k, qemu_img, p->c_fmt, p->c_path, TRUE, &r, err))
         return -1;
+      argv = img_argv (qemu_img, r.object ? pre_o : pre, &r);
+      ok = vmsnap_op_run_progress (op, (const char *const *) argv->pdata, &e);
     }
-    if (!vmsnap_op_step_done (op, s1)
-        && !repair_leaks (op, d, qemu_img, p->u_fmt, p->u_path, err))
-      return -1;
-    if (!vmsnap_op_step_done (op, s1)) {
-      const char *argv[] = { qemu_img, "commit", "-p", "-d", "-f", p->c_fmt,
-                             "-b", p->c_backing, "--", p->c_path, NULL };
-      g_autofree char *size = fmt_size (p->commit_bytes);
+    if (!ok && is_no_space (e)) {
       g_autofree char *hint = g_strdup_printf (
         "%s and every other snapshot are unchanged, but %s was partly "
         "overwritten: the point being removed (%s) is no longer valid and "
@@ -1432,33 +1935,71 @@ plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
         "%s on the file system of %s, then run `vmsnap recover` (or the "
         "same command again)", p->c_path, p->u_path, p->u_loc, size,
         p->u_path);
-      if (!vmsnap_op_run_progress (op, argv, &e))
-        return fail_with (err, e, hint, "disk %s: committing %s into %s",
-                          d->target, p->c_path, p->u_path);
-      if (!vmsnap_op_mark_done (op, s1, err))
-        return -1;
+      return fail_with (err, e, hint, "disk %s: committing %s into %s",
+                        d->target, p->c_path, p->u_path);
     }
-    if (!vmsnap_op_step_done (op, s2)) {
-      for (guint i = 0; i < p->deps->len; i++) {
-        g_autofree char *f = NULL, *path = NULL;
-        if (!loc_split (d, g_ptr_array_index (p->deps, i), &f, &path, err))
-          return -1;
-        /* The overlay in a running chain was pointed at U by QEMU. */
-        if (backing_is (op, qemu_img, f, path, p->u_path))
-          continue;
-        const char *argv[] = { qemu_img, "rebase", "-u", "-f", f, "-F",
-                               p->u_fmt, "-b", p->u_path, "--", path, NULL };
-        if (!vmsnap_op_run (op, argv, NULL, &e))
-          return fail_with (err, e, "no data was lost (the image reads the "
-                            "same through either backing file); fix the "
-                            "cause and run `vmsnap recover`",
-                            "disk %s: pointing %s at %s", d->target, path,
-                            p->u_path);
-      }
-      if (!vmsnap_op_mark_done (op, s2, err))
-        return -1;
+    if (!ok && !can_pull) {
+      g_autofree char *hint = g_strdup_printf (
+        "%s and every other snapshot are unchanged; %s may be partly "
+        "overwritten (it held only the point being removed, %s). Fix the "
+        "cause above and run `vmsnap recover`; or shut the domain off and "
+        "run `vmsnap recover`: it then copies %s into %s instead of "
+        "committing", p->c_path, p->u_path, p->u_loc, p->u_path, p->c_path);
+      return fail_with (err, e, hint, "disk %s: committing %s into %s",
+                        d->target, p->c_path, p->u_path);
     }
-    return 0;
+    if (!ok) {
+      /* Not a lack of space: repeating the commit would fail the same
+       * way, so the operation goes on in the other direction. */
+      g_autofree char *why = g_strdup_printf ("pull after the commit into %s "
+                                              "failed (%s)", p->u_path,
+                                              e->message);
+      g_error_free (e);
+      return fall_back_to_pull (op, prefix, p, why, err) ? 0 : -1;
+    }
+    if (!vmsnap_op_mark_done (op, s1, err))
+      return -1;
+  }
+  if (!vmsnap_op_step_done (op, s2)) {
+    for (guint i = 0; i < p->deps->len; i++) {
+      g_autofree char *f = NULL, *path = NULL;
+      if (!loc_split (d, g_ptr_array_index (p->deps, i), &f, &path, err))
+        return -1;
+      /* The overlay in a running chain was pointed at U by QEMU. */
+      if (backing_is (op, qemu_img, f, path, p->u_path))
+        continue;
+      const char *const pre[] = { "rebase", "-u", "-F", p->u_fmt, "-b",
+                                  p->u_path, NULL };
+      g_auto (imgref) r = { 0 };
+      g_autoptr (GPtrArray) argv = NULL;
+      if (!imgref_make (k, qemu_img, f, path, FALSE, &r, err))
+        return -1;
+      argv = img_argv (qemu_img, pre, &r);
+      if (!vmsnap_op_run (op, (const char *const *) argv->pdata, NULL, &e))
+        return fail_with (err, e, "no data was lost (the image reads the "
+                          "same through either backing file); fix the "
+                          "cause and run `vmsnap recover`",
+                          "disk %s: pointing %s at %s", d->target, path,
+                          p->u_path);
+    }
+    if (!vmsnap_op_mark_done (op, s2, err))
+      return -1;
+  }
+  return 0;
+}
+
+static int
+plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+          keyctx *k, const char *prefix, plan *p, GError **err)
+{
+  GError *e = NULL;
+
+  if (!strcmp (p->direction, "commit")) {
+    if (run_commit (op, d, qemu_img, k, prefix, p, err) < 0)
+      return -1;
+    if (!strcmp (p->direction, "commit"))
+      return 0;
+    /* else: it fell back to a pull, done below */
   }
 
   if (!strcmp (p->direction, "pull") || !strcmp (p->direction, "spread")) {
@@ -1484,8 +2025,8 @@ plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
       }
       hint = g_strdup_printf ("nothing was lost: %s still reads through %s, "
                               "which is unchanged; make room for about %s on "
-                              "the file system of %s and run the command "
-                              "again", path, p->u_path, size, path);
+                              "the file system of %s and run `vmsnap "
+                              "recover`", path, p->u_path, size, path);
       if (vmsnap_op_is_online (op)
           && ((!spread && p->c_held)
               || (spread && p->held_active && !strcmp (p->held_active, path)))) {
@@ -1498,26 +2039,41 @@ plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
       if (!repair_leaks (op, d, qemu_img, f, path, err))
         return -1;
       {
-        const char *argv_u[] = { qemu_img, "rebase", "-u", "-f", f,
-                                 "-F", p->u_fmt, "-b",
-                                 !spread && p->c_backing ? p->c_backing
-                                                         : p->u_path,
-                                 "--", path, NULL };
-        if (!vmsnap_op_run (op, argv_u, NULL, &e))
+        const char *const pre[] = { "rebase", "-u", "-F", p->u_fmt, "-b",
+                                    !spread && p->c_backing ? p->c_backing
+                                                            : p->u_path,
+                                    NULL };
+        g_auto (imgref) r = { 0 };
+        g_autoptr (GPtrArray) argv_u = NULL;
+        if (!imgref_make (k, qemu_img, f, path, FALSE, &r, err))
+          return -1;
+        argv_u = img_argv (qemu_img, pre, &r);
+        if (!vmsnap_op_run (op, (const char *const *) argv_u->pdata, NULL, &e))
           return fail_with (err, e, "nothing was changed; fix the cause and "
                             "run `vmsnap recover`",
                             "disk %s: pointing %s at %s before pulling",
                             d->target, path, p->u_path);
       }
       {
-        const char *argv_b[] = { qemu_img, "rebase", "-p", "-f", f,
-                                 "-F", p->b_fmt, "-b", p->b_path, "--", path,
-                                 NULL };
-        const char *argv_n[] = { qemu_img, "rebase", "-p", "-f", f, "-b", "",
-                                 "--", path, NULL };
-        if (!vmsnap_op_run_progress (op, p->b_path ? argv_b : argv_n, &e))
+        const char *const pre_b[] = { "rebase", "-p", "-F", p->b_fmt, "-b",
+                                      p->b_path, NULL };
+        const char *const pre_n[] = { "rebase", "-p", "-b", "", NULL };
+        g_auto (imgref) r = { 0 };
+        g_autoptr (GPtrArray) argv = NULL;
+        if (!imgref_make (k, qemu_img, f, path, TRUE, &r, err))
+          return -1;
+        argv = img_argv (qemu_img, p->b_path ? pre_b : pre_n, &r);
+        if (!vmsnap_op_run_progress (op, (const char *const *) argv->pdata, &e)) {
+          if (!is_no_space (e)) {
+            g_free (hint);
+            hint = g_strdup_printf ("nothing was lost: %s still reads "
+                                    "through %s, which is unchanged; fix the "
+                                    "cause above and run `vmsnap recover`",
+                                    path, p->u_path);
+          }
           return fail_with (err, e, hint, "disk %s: pulling %s into %s",
                             d->target, p->u_path, path);
+        }
       }
       if (!vmsnap_op_mark_done (op, step, err))
         return -1;
@@ -1536,21 +2092,22 @@ plan_other_bytes_text (const plan *p, char **buf)
   g_autofree char *c = fmt_size (p->commit_bytes);
   g_autofree char *l = fmt_size (p->pull_bytes);
 
-  *buf = g_strdup_printf ("%s: commit would copy %s, pull %s%s",
+  *buf = g_strdup_printf ("%s: commit would copy %s, pull %s%s%s%s",
                           !strcmp (p->direction, "commit") ? "commit chosen"
                           : "pull chosen", c, l,
                           p->c_held && !p->c_active && !strcmp (p->direction, "commit")
                           && p->pull_bytes < p->commit_bytes
                           ? " (commit forced: the running VM reads this layer, "
-                            "and libvirt pulls only into the active image)" : "");
+                            "and libvirt pulls only into the active image)" : "",
+                          p->why ? "; " : "", p->why ? p->why : "");
   return *buf;
 }
 
 /* ================================================================ delete */
 
 static int
-qext_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
-             unsigned int flags, vmsnap_result *res, GError **err)
+delete_1 (vmsnap_op *op, const vmsnap_disk *d, keyctx *k, const char *locator,
+          unsigned int flags, vmsnap_result *res, GError **err)
 {
   g_autofree char *qemu_img = NULL;
   g_autofree char *fmt = NULL, *path = NULL, *both = NULL;
@@ -1602,7 +2159,7 @@ qext_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
                               ch->len, list);
       return 0;
     }
-    p = plan_decide (op, d, qemu_img, g, u, g_ptr_array_index (ch, 0), err);
+    p = plan_decide (op, d, qemu_img, k, g, u, g_ptr_array_index (ch, 0), err);
     if (p == NULL)
       return -1;
     g_free (p->u_loc);
@@ -1611,7 +2168,7 @@ qext_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
       return -1;
   }
 
-  if (plan_run (op, d, qemu_img, "", p, err) < 0)
+  if (plan_run (op, d, qemu_img, k, "", p, err) < 0)
     return -1;
 
   plan_other_bytes_text (p, &both);
@@ -1638,6 +2195,17 @@ qext_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
                             p->b_path ? p->b_path : "nothing", both);
   }
   return 0;
+}
+
+static int
+qext_delete (vmsnap_op *op, const vmsnap_disk *d, const char *locator,
+             unsigned int flags, vmsnap_result *res, GError **err)
+{
+  keyctx k = { op, d, NULL };
+  int r = delete_1 (op, d, &k, locator, flags, res, err);
+
+  key_drop (&k);
+  return r;
 }
 
 /* ================================================================= merge */
@@ -1826,7 +2394,7 @@ merge_skip (const vmsnap_disk *d, mstate *s, const char *cur, GError **e)
  * error) when there is nothing more to do. */
 static plan *
 merge_next (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
-            mstate *s, const vmsnap_merge_spec *spec, GError **err)
+            keyctx *k, mstate *s, const vmsnap_merge_spec *spec, GError **err)
 {
   g_autoptr (GPtrArray) locs = mstate_locs (s);
   g_autoptr (graph) g = graph_build (op, d, qemu_img, s->active_path,
@@ -1852,7 +2420,7 @@ merge_next (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
       return plan_new ("drop", u);
     if (ch->len == 1) {
       GError *e = NULL;
-      plan *p = plan_decide (op, d, qemu_img, g, u, g_ptr_array_index (ch, 0), &e);
+      plan *p = plan_decide (op, d, qemu_img, k, g, u, g_ptr_array_index (ch, 0), &e);
       if (p || !merge_skip (d, s, m->cur, &e)) {
         if (e)
           g_propagate_error (err, e);
@@ -1878,7 +2446,15 @@ merge_next (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
             continue;
           }
         }
-        if (c->vsize != u->vsize || strcmp (c->fmt, "qcow2") != 0) {
+        if (u->parent && u->parent->encrypted && !vmsnap_op_is_online (op)) {
+          GError *e = NULL;
+          fail (&e, VMSNAP_ERR_UNSUPPORTED, "%s cannot be copied into its "
+                "dependents offline: their new backing file %s is encrypted, "
+                "and qemu-img cannot give a new backing file a secret",
+                u->path, u->parent->path);
+          merge_skip (d, s, m->cur, &e);
+          refused = TRUE;
+        } else if (c->vsize != u->vsize || strcmp (c->fmt, "qcow2") != 0) {
           GError *e = NULL;
           fail (&e, VMSNAP_ERR_UNSUPPORTED, "%s cannot be copied into %s "
                 "(a %s image of %" G_GUINT64_FORMAT " bytes; %s has %"
@@ -1893,7 +2469,7 @@ merge_next (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
         plan_free (p);
         continue;
       }
-      if (!alloc_bytes (op, d, qemu_img, u->fmt, u->path, &p->pull_bytes, err)) {
+      if (!alloc_bytes (op, d, qemu_img, k, u->fmt, u->path, &p->pull_bytes, err)) {
         plan_free (p);
         return NULL;
       }
@@ -1977,8 +2553,9 @@ merge_leftover (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
  * which rebuilds the same catalog view, then goes on deciding from the
  * graph on storage, which by then is exactly the view's graph. */
 static int
-qext_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
-            unsigned int flags, vmsnap_result *res, GError **err)
+merge_1 (vmsnap_op *op, const vmsnap_disk *d, keyctx *kc,
+         const vmsnap_merge_spec *spec, unsigned int flags, vmsnap_result *res,
+         GError **err)
 {
   g_autofree char *qemu_img = NULL;
   g_autofree char *left = NULL;
@@ -2026,7 +2603,7 @@ qext_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
       if (p == NULL)
         goto out;
     } else {
-      p = merge_next (op, d, qemu_img, &s, spec, &e);
+      p = merge_next (op, d, qemu_img, kc, &s, spec, &e);
       if (p == NULL && e) {
         g_propagate_error (err, e);
         goto out;
@@ -2036,7 +2613,7 @@ qext_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
       if (!plan_record (op, prefix, p, err))
         goto out;
     }
-    if (plan_run (op, d, qemu_img, prefix, p, err) < 0)
+    if (plan_run (op, d, qemu_img, kc, prefix, p, err) < 0)
       goto out;
     mstate_apply (&s, p);
   }
@@ -2069,6 +2646,17 @@ qext_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
 out:
   mstate_clear (&s);
   return ret;
+}
+
+static int
+qext_merge (vmsnap_op *op, const vmsnap_disk *d, const vmsnap_merge_spec *spec,
+            unsigned int flags, vmsnap_result *res, GError **err)
+{
+  keyctx k = { op, d, NULL };
+  int r = merge_1 (op, d, &k, spec, flags, res, err);
+
+  key_drop (&k);
+  return r;
 }
 
 /* ================================================================== list */
@@ -2227,6 +2815,7 @@ static vmsnap_backend qcow2_external = {
         | VMSNAP_CAP_DELETE_OFFLINE | VMSNAP_CAP_DELETE_ONLINE
         | VMSNAP_CAP_REVERT_NEEDS_SHUTOFF | VMSNAP_CAP_ONE_TRANSACTION
         | VMSNAP_CAP_CREATE_ADDS_LAYER,
+  .options = qext_options,
   .probe = qext_probe,
   .create = qext_create,
   .revert = qext_revert,

@@ -144,6 +144,15 @@ typedef struct vmsnap_disk {
   size_t n_chain;
   /* The class inferred from inspection; a backend's probe may refine it. */
   vmsnap_storage_class storage_class;
+
+  /* <encryption format='...'> of the source (or, older placement, of the
+   * disk): "luks" on a qcow2 disk is QEMU's qcow2 LUKS encryption, on a raw
+   * disk a LUKS volume.  NULL when the disk is not encrypted.  The secret
+   * (<secret type='passphrase' uuid= or usage=>) is libvirt's; a backend
+   * reads it with vmsnap_op_encryption_secret(). */
+  const char *encryption_format;
+  const char *encryption_secret_uuid;
+  const char *encryption_secret_usage;
 } vmsnap_disk;
 
 /* What the planner asks a backend about one disk. */
@@ -282,6 +291,16 @@ gboolean vmsnap_op_guard (vmsnap_op *op, const char *storage, unsigned int what,
  * or the backing format is not an image format.  Opens nothing else. */
 gboolean vmsnap_image_refs_check (const char *path, const char *fmt,
                                   GError **err);
+
+/* The passphrase of DISK's <encryption> secret, read from libvirt
+ * (virSecretGetValue), or NULL with *err saying why vmsnap cannot have it:
+ * the disk is not encrypted, the domain is a domain XML file (no libvirt
+ * daemon to ask), the secret is unknown, private or has no value.  Keep it
+ * off command lines; wipe it before freeing (vmsnap_secret_free). */
+GBytes *vmsnap_op_encryption_secret (vmsnap_op *op, const vmsnap_disk *disk,
+                                     GError **err);
+/* Overwrite the bytes of SECRET with zeros, then unref it (NULL: nothing). */
+void vmsnap_secret_free (GBytes *secret);
 
 /* Block jobs on a running domain (online slots only).  The core runs the
  * job on the op's disk through libvirt, waits for it on libvirt's block job

@@ -160,7 +160,10 @@ if [ $have_rbd = 1 ]; then
     bad_file $'[rbd]\ndelete-children = keep' "[rbd] delete-children='keep': use flatten or refuse"
 fi
 bad_file $'[qcow2-external]\nsize = 1' "unknown key 'size' in section [qcow2-external]" \
-    "backend qcow2-external has no settings"
+    "(known keys: luks-iter-time)"
+bad_file $'[qcow2-internal]\nsize = 1' "unknown key 'size' in section [qcow2-internal]" \
+    "backend qcow2-internal has no settings"
+bad_file $'[qcow2-external]\nluks-iter-time = 5' "[qcow2-external] luks-iter-time='5' is not a number of milliseconds from 10 to 600000"
 
 expect_fail 2 "configuration file $T/nope.conf does not exist (named by --config)" \
     "$VMSNAP" config --config "$T/nope.conf"

@@ -146,7 +146,7 @@ code_env=$( { cat "$srcdir"/libvmsnap/*.c "$srcdir"/backends/*/*.c "$srcdir"/too
 while IFS= read -r v; do
     grep -qw -- "$v" <<<"$env_doc" || bad "environment variable $v (read by the code) is not in an ENVIRONMENT section"
 done <<<"$code_env"
-for v in $(grep -o 'VMSNAP_[A-Z_]*' <<<"$env_doc" | sort -u); do
+for v in $(grep -o 'VMSNAP_[A-Z0-9_]*' <<<"$env_doc" | sort -u); do
     grep -qx "$v" <<<"$code_env" && continue
     [ "$v" = VMSNAP_CONFIG ] && [ "$have_config" = 0 ] && continue
     bad "ENVIRONMENT documents $v, which no code reads"
