@@ -316,6 +316,9 @@ vmsnap_guard_qemu_img_targets (const char *const *argv)
     return out;
   }
   last = argv[n - 1];
+  /* create FILE [SIZE] */
+  if (!strcmp (sub, "create") && last[0] != '/' && n > 3 && argv[n - 2][0] == '/')
+    last = argv[n - 2];
   if (!strcmp (sub, "dd")) {
     for (size_t i = 2; i < n; i++)
       if (g_str_has_prefix (argv[i], "of="))

@@ -141,6 +141,8 @@ test_qemu_img (void)
   const char *create[] = { "/usr/bin/qemu-img", "create", "-q", "-f", "qcow2", "-F",
                            "raw", "-b", "/i/base", "--", "/i/new", NULL };
   const char *create_w[] = { "/i/new", NULL };
+  const char *create_sz[] = { "/usr/bin/qemu-img", "create", "-f", "raw", "--", "/i/new",
+                              "16M", NULL };
   const char *snap[] = { "/usr/bin/qemu-img", "snapshot", "-q", "--image-opts", "-d",
                          "s1", "--", "driver=qcow2,file.driver=file,file.filename=/i/a", NULL };
   const char *snap_w[] = { "/i/a", NULL };
@@ -155,6 +157,7 @@ test_qemu_img (void)
   expect_targets (commit, commit_w);
   expect_targets (info, none);
   expect_targets (create, create_w);
+  expect_targets (create_sz, create_w);
   expect_targets (snap, snap_w);
   expect_targets (check_r, snap_w);
   expect_targets (check, none);
