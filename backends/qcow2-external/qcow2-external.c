@@ -81,6 +81,8 @@ static const vmsnap_option_desc qext_options[] = {
   { NULL },
 };
 
+#define KEY_FILE "qcow2-external.secret"
+
 static gboolean disk_encrypted (const vmsnap_disk *d);
 
 /* ================================================================ probe */
@@ -650,10 +652,10 @@ nodes_text (GPtrArray *a)
  * chain that secret.  The secret comes from libvirt (the core reads it); it
  * goes to qemu-img through a 0600 file of the domain's private state
  * directory, made when first needed by a slot and removed when the slot
- * returns (a crash leaves it there, 0600 in a 0700 directory, until the next
- * slot that needs it replaces it); never on a command line. */
+ * returns (a crash leaves it there, 0600 in a 0700 directory, until the
+ * next call of any slot on the domain: check_slot removes it); never on a
+ * command line. */
 #define KEY_ID "vmsnap-key"
-#define KEY_FILE "qcow2-external.secret"
 
 typedef struct {
   vmsnap_op *op;
@@ -967,6 +969,12 @@ check_slot (vmsnap_op *op, const vmsnap_disk *d, const char *slot,
   if (op == NULL || d == NULL)
     return fail (err, VMSNAP_ERR_FAILED, "backend %s: %s called without an "
                  "operation context or disk (internal error)", NAME, slot);
+  /* A secret file a killed slot left behind (see key_get) goes now. */
+  if (vmsnap_op_state_dir (op)) {
+    g_autofree char *stale = g_build_filename (vmsnap_op_state_dir (op),
+                                               KEY_FILE, NULL);
+    unlink (stale);
+  }
   if (offline_only && vmsnap_op_is_online (op))
     return fail (err, VMSNAP_ERR_UNSUPPORTED,
                  "disk %s: %s with backend %s on a running or paused domain "

@@ -173,6 +173,13 @@ enc_read "$o4" 0 8M 64k
 start_stop "revert s3"
 vms_ok check enc
 
+# ---- a secret file a killed call left behind goes with the next call
+sd=$VMSNAP_STATE_DIR/$(virsh -q domuuid enc)
+[ -d "$sd" ] || fail "no state directory $sd"
+( umask 077; printf '%s' "$SECRET" >"$sd/qcow2-external.secret" )
+vms_ok check enc
+[ ! -e "$sd/qcow2-external.secret" ] || fail "a stale secret file survived the next call"
+
 # ---- nothing in the clear, no secret left behind
 for f in "$TEST_TMP"/*.qcow2; do
     ! grep -q -a -F "$(printf '\xb1\xb1\xb1\xb1\xb1\xb1\xb1\xb1')" "$f" ||
