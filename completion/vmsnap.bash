@@ -141,7 +141,7 @@ _vmsnap_backends ()
 # The keys of vmsnap.conf(5), and the values of those that have a few.
 _vmsnap_conf_keys="vmsnap.state-dir vmsnap.max-chain-depth vmsnap.quiesce vmsnap.quiesce-timeout
 vmsnap.hooks-dir vmsnap.hook-timeout
-lvm.snapshot-size lvm.thin-max-percent
+lvm.snapshot-size lvm.thin-max-percent qcow2-external.luks-iter-time
 rbd.revert-mode rbd.rollback-max-objects rbd.timeout rbd.delete-children
 rbd.keep-old-head"
 

@@ -121,7 +121,7 @@ vms_ok create enc s1
 o1=$(active)
 [ "$o1" != "$base" ] || fail "create s1 made no overlay"
 must_be_encrypted "$o1"
-virsh -q dumpxml --inactive enc | xmllint --xpath "count(//disk/source/encryption/secret[@uuid='$uuid'])" - | grep -qx 1 ||
+[ "$(virsh -q dumpxml --inactive enc | xmllint --xpath "count(//disk/source/encryption/secret[@uuid='$uuid'])" -)" = 1 ] ||
     fail "the new source has no <encryption>"
 enc_write "$o1" 0xb1 1M 2M
 check_s2 "$o1"
@@ -132,7 +132,7 @@ vms_ok create enc s2
 o2=$(virsh -q domblklist enc | awk '$1 == "vda" { print $2 }')
 [ "$o2" != "$o1" ] || fail "create s2 (running) made no overlay"
 must_be_encrypted "$o2"
-virsh -q dumpxml enc | xmllint --xpath "count(//disk/source[@file='$o2']/encryption)" - | grep -qx 1 ||
+[ "$(virsh -q dumpxml enc | xmllint --xpath "count(//disk/source[@file='$o2']/encryption)" -)" = 1 ] ||
     fail "the running domain's new source has no <encryption>"
 hmp_qemu_io enc ua-vda "write -P 0xc1 4M 256K" >/dev/null
 hmp_qemu_io enc ua-vda "read -P 0xb1 1M 2M" >/dev/null
