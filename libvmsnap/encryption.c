@@ -125,16 +125,6 @@ chain_layer_free (gpointer p)
   g_free (l);
 }
 
-/* A backing name that is not a local file: a protocol prefix or json:. */
-static gboolean
-not_local (const char *name)
-{
-  const char *colon = strchr (name, ':');
-  const char *slash = strchr (name, '/');
-
-  return colon != NULL && (slash == NULL || colon < slash);
-}
-
 gboolean
 vmsnap_encrypted_chain_set (xmlNodePtr disk, xmlNodePtr enc,
                             const char *source, const char *format,
@@ -144,6 +134,7 @@ vmsnap_encrypted_chain_set (xmlNodePtr disk, xmlNodePtr enc,
   g_autoptr (GPtrArray) chain = g_ptr_array_new_with_free_func (chain_layer_free);
   g_autofree char *path = g_strdup (source);
   g_autofree char *fmt = g_strdup (format);
+  g_autofree char *why_not_local = NULL;
   xmlNodePtr at = disk;
 
   if (qemu_img == NULL)
@@ -187,7 +178,9 @@ vmsnap_encrypted_chain_set (xmlNodePtr disk, xmlNodePtr enc,
     bf = json_object_get_string_member_with_default (o, "backing-filename-format", NULL);
     if (b == NULL || *b == '\0')
       break;
-    if (not_local (b) || !g_path_is_absolute (b) || bf == NULL) {
+    g_free (why_not_local);
+    why_not_local = vmsnap_ref_not_local (b);   /* imagehdr.c's one rule */
+    if (why_not_local || !g_path_is_absolute (b) || bf == NULL) {
       g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
                    "%s is backed by '%s'%s: the definition of an encrypted "
                    "disk must name every backing file with its format, and "
