@@ -232,6 +232,7 @@ disk_priv_free (gpointer p)
   g_ptr_array_unref (d->hosts);
   g_ptr_array_unref (d->xml_backing);
   g_ptr_array_unref (d->chain);
+  g_ptr_array_unref (d->images);
   g_ptr_array_unref (d->warnings);
   g_free (d);
 }
@@ -258,6 +259,7 @@ parse_disk (vmsnap_domain *dom, xmlNodePtr n, const char *where, GError **err)
   d->hosts = g_ptr_array_new_with_free_func (g_free);
   d->xml_backing = g_ptr_array_new_with_free_func (g_free);
   d->chain = g_ptr_array_new_with_free_func (g_free);
+  d->images = g_ptr_array_new_with_free_func ((GDestroyNotify) vmsnap_image_free);
   d->warnings = g_ptr_array_new_with_free_func (g_free);
   g_ptr_array_add (dom->disks, d);
   d->pub.struct_size = sizeof d->pub;

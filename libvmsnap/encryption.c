@@ -130,21 +130,14 @@ vmsnap_encrypted_chain_set (xmlNodePtr disk, xmlNodePtr enc,
                             const char *source, const char *format,
                             GError **err)
 {
-  g_autofree char *qemu_img = vmsnap_find_qemu_img (err);
   g_autoptr (GPtrArray) chain = g_ptr_array_new_with_free_func (chain_layer_free);
   g_autofree char *path = g_strdup (source);
   g_autofree char *fmt = g_strdup (format);
   g_autofree char *why_not_local = NULL;
   xmlNodePtr at = disk;
 
-  if (qemu_img == NULL)
-    return FALSE;
   for (guint depth = 0;; depth++) {
-    const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", fmt,
-                           "--", path, NULL };
-    g_autofree char *out = NULL;
-    g_autoptr (JsonParser) p = json_parser_new ();
-    JsonObject *o;
+    g_autoptr (vmsnap_image) img = NULL;
     const char *b, *bf;
     chain_layer *l;
 
@@ -154,28 +147,20 @@ vmsnap_encrypted_chain_set (xmlNodePtr disk, xmlNodePtr enc,
                    source, VMSNAP_MAX_CHAIN);
       return FALSE;
     }
-    if (!vmsnap_run (argv, &out, err)
-        || !json_parser_load_from_data (p, out, -1, err))
+    /* Each header read in process (issue 17): no process per layer. */
+    if ((img = vmsnap_image_read (path, fmt, err)) == NULL)
       return FALSE;
-    if (!JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p))) {
-      g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-                   "qemu-img info %s: unexpected output", path);
-      return FALSE;
-    }
-    o = json_node_get_object (json_parser_get_root (p));
     if (depth > 0) {
       GStatBuf st;
       l = g_new0 (chain_layer, 1);
       l->path = g_strdup (path);
       l->fmt = g_strdup (fmt);
-      l->encrypted = json_object_get_boolean_member_with_default (o, "encrypted", FALSE);
+      l->encrypted = img->encrypted;
       l->block = g_stat (path, &st) == 0 && S_ISBLK (st.st_mode);
       g_ptr_array_add (chain, l);
     }
-    b = json_object_get_string_member_with_default (o, "full-backing-filename", NULL);
-    if (b == NULL)
-      b = json_object_get_string_member_with_default (o, "backing-filename", NULL);
-    bf = json_object_get_string_member_with_default (o, "backing-filename-format", NULL);
+    b = img->backing;
+    bf = img->backing_fmt;
     if (b == NULL || *b == '\0')
       break;
     g_free (why_not_local);

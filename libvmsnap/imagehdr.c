@@ -25,8 +25,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <stdarg.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <linux/fs.h>
+
+#include <json-glib/json-glib.h>
 
 #include "internal.h"
 
@@ -414,6 +419,17 @@ vmsnap_ref_resolve (const char *image, const char *name)
   return g_canonicalize_filename (name, dir);
 }
 
+char *
+vmsnap_ref_resolve_qemu (const char *image, const char *name)
+{
+  g_autofree char *dir = NULL;
+
+  if (g_path_is_absolute (name))
+    return g_strdup (name);
+  dir = g_path_get_dirname (image);
+  return g_build_filename (dir, name, NULL);
+}
+
 static const char *const image_formats[] = {
   "raw", "qcow2", "vmdk", "vdi", "vpc", "vhdx", "qed", "qcow", "cloop",
   "dmg", "parallels", "bochs", "luks", NULL,
@@ -472,4 +488,396 @@ vmsnap_image_refs_check (const char *path, const char *fmt, GError **err)
   }
   vmsnap_hdr_refs_clear (&r);
   return TRUE;
+}
+
+/* ============================================== the image, read once
+ * (DESIGN.md §9, issue 17).  What the chain walk, the backends and the
+ * reports need of one image: its size, its backing file and format, its
+ * data file, encryption, the qcow2 incompatible bits and snapshot table,
+ * and whether QEMU can overwrite it in place.  qcow2, qcow, raw, vdi and
+ * vmdk are read here with plain bounded reads; the other formats (vpc,
+ * vhdx, qed, luks, ...) with one `qemu-img info -U -f FMT`.  The names a
+ * header gives were checked by vmsnap_image_refs_check first (the same
+ * parser), and are resolved as QEMU resolves them. */
+
+#define QCOW2_MAX_SNAPSHOTS 65536             /* QEMU's QCOW_MAX_SNAPSHOTS */
+#define QCOW2_MAX_SNAPSHOT_EXTRA 1024         /* QEMU: QCOW_MAX_SNAPSHOT_EXTRA_DATA */
+/* The incompatible feature bits QEMU 7.2 knows: dirty, corrupt, external
+ * data file, compression type, extended L2 entries. */
+#define QCOW2_INCOMPAT_KNOWN 0x1fULL
+
+static void
+image_snapshot_free (gpointer p)
+{
+  vmsnap_image_snapshot *s = p;
+
+  g_free (s->id);
+  g_free (s->name);
+  g_free (s);
+}
+
+void
+vmsnap_image_free (vmsnap_image *img)
+{
+  if (img == NULL)
+    return;
+  g_free (img->format);
+  g_free (img->backing);
+  g_free (img->backing_fmt);
+  g_free (img->data_file);
+  g_free (img->write_once);
+  if (img->snapshots)
+    g_ptr_array_unref (img->snapshots);
+  g_free (img);
+}
+
+static gboolean G_GNUC_PRINTF (3, 4)
+img_fail (GError **err, int code, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  g_propagate_error (err, g_error_new_valist (VMSNAP_ERROR, code, fmt, ap));
+  va_end (ap);
+  return FALSE;
+}
+
+/* The qcow2 snapshot table: NB entries at OFF (spec: docs/interop/qcow2.txt,
+ * "Snapshots").  Every length is bounded before it is used. */
+static gboolean
+qcow2_snapshots (int fd, const char *path, guint64 off, guint32 nb,
+                 guint64 file_size, GPtrArray *out, GError **err)
+{
+  if (nb == 0)
+    return TRUE;
+  if (nb > QCOW2_MAX_SNAPSHOTS)
+    return img_fail (err, VMSNAP_ERR_INVALID_INPUT, "%s: its qcow2 header "
+                     "says it has %u internal snapshots (QEMU allows at most %d)",
+                     path, nb, QCOW2_MAX_SNAPSHOTS);
+  if (off == 0 || (off & 7) != 0 || off >= file_size)
+    return img_fail (err, VMSNAP_ERR_INVALID_INPUT, "%s: its qcow2 snapshot "
+                     "table offset %" G_GUINT64_FORMAT " is not valid", path, off);
+  for (guint32 i = 0; i < nb; i++) {
+    unsigned char h[40], ex[16];
+    guint32 id_len, name_len, extra_len, vm_state;
+    vmsnap_image_snapshot *s;
+    g_autofree char *id = NULL, *name = NULL;
+
+    if (!read_at (fd, path, h, sizeof h, off, err))
+      return FALSE;
+    id_len = (guint32) h[12] << 8 | h[13];
+    name_len = (guint32) h[14] << 8 | h[15];
+    vm_state = be32 (h + 32);
+    extra_len = be32 (h + 36);
+    if (extra_len > QCOW2_MAX_SNAPSHOT_EXTRA)
+      return img_fail (err, VMSNAP_ERR_INVALID_INPUT, "%s: qcow2 snapshot "
+                       "entry %u has %u bytes of extra data (at most %d)",
+                       path, i, extra_len, QCOW2_MAX_SNAPSHOT_EXTRA);
+    memset (ex, 0, sizeof ex);
+    if (extra_len >= 8
+        && !read_at (fd, path, ex, MIN (extra_len, (guint32) sizeof ex), off + 40, err))
+      return FALSE;
+    id = g_malloc0 (id_len + 1);
+    name = g_malloc0 (name_len + 1);
+    if ((id_len && !read_at (fd, path, id, id_len, off + 40 + extra_len, err))
+        || (name_len && !read_at (fd, path, name, name_len,
+                                  off + 40 + extra_len + id_len, err)))
+      return FALSE;
+    s = g_new0 (vmsnap_image_snapshot, 1);
+    s->id = g_strdup (id);        /* like QEMU, a NUL ends a name */
+    s->name = g_strdup (name);
+    s->vm_state_size = extra_len >= 8 ? be64 (ex) : vm_state;
+    s->date_sec = be32 (h + 16);
+    g_ptr_array_add (out, s);
+    off += 40 + (guint64) extra_len + id_len + name_len;
+    off = (off + 7) & ~(guint64) 7;
+  }
+  return TRUE;
+}
+
+static gboolean
+qcow2_read (int fd, const char *path, guint64 file_size, vmsnap_image *img,
+            GError **err)
+{
+  unsigned char h[104];
+  guint32 version;
+
+  memset (h, 0, sizeof h);
+  if (!read_at (fd, path, h, 72, 0, err))
+    return FALSE;
+  if (memcmp (h, "QFI\xfb", 4) != 0)
+    return img_fail (err, VMSNAP_ERR_INVALID_INPUT, "%s has no %s header",
+                     path, img->format);
+  version = be32 (h + 4);
+  if (version == 1) {              /* qcow: size at 24, no format, no table */
+    if (strcmp (img->format, "qcow") != 0)
+      return img_fail (err, VMSNAP_ERR_INVALID_INPUT, "%s is a qcow (version "
+                       "1) image, not qcow2", path);
+    img->virtual_size = be64 (h + 24);
+    img->encrypted = be32 (h + 36) != 0;
+    return TRUE;
+  }
+  if (strcmp (img->format, "qcow2") != 0)
+    return img_fail (err, VMSNAP_ERR_INVALID_INPUT, "%s is a qcow2 image, "
+                     "not %s", path, img->format);
+  /* version, cluster bits and header length were checked by the names'
+   * reader (vmsnap_header_refs) already. */
+  img->virtual_size = be64 (h + 24);
+  img->encrypted = be32 (h + 32) != 0;
+  if (version == 3) {
+    if (!read_at (fd, path, h + 72, 8, 72, err))
+      return FALSE;
+    img->incompatible = be64 (h + 72);
+    img->dirty = (img->incompatible & 1) != 0;
+    img->corrupt = (img->incompatible & 2) != 0;
+    if (img->incompatible & ~QCOW2_INCOMPAT_KNOWN)
+      return img_fail (err, VMSNAP_ERR_UNSUPPORTED, "%s uses qcow2 "
+                       "incompatible features 0x%" G_GINT64_MODIFIER "x that "
+                       "QEMU does not know; it cannot be opened", path,
+                       (guint64) (img->incompatible & ~QCOW2_INCOMPAT_KNOWN));
+  }
+  return qcow2_snapshots (fd, path, be64 (h + 64), be32 (h + 60), file_size,
+                          img->snapshots, err);
+}
+
+static gboolean
+vdi_read (int fd, const char *path, vmsnap_image *img, GError **err)
+{
+  unsigned char h[0x178];
+
+  if (!read_at (fd, path, h, sizeof h, 0, err))
+    return FALSE;
+  if (!(h[0x40] == 0x7f && h[0x41] == 0x10 && h[0x42] == 0xda && h[0x43] == 0xbe))
+    return img_fail (err, VMSNAP_ERR_INVALID_INPUT, "%s has no vdi header", path);
+  img->virtual_size = le64 (h + 0x170);
+  return TRUE;
+}
+
+/* KDMV header flags bit 16: the grains are compressed (QEMU appends them
+ * and cannot overwrite them in place). */
+static gboolean
+vmdk_sparse_compressed (int fd)
+{
+  unsigned char h[12];
+
+  return pread (fd, h, sizeof h, 0) == (ssize_t) sizeof h
+         && memcmp (h, "KDMV", 4) == 0 && (le32 (h + 8) & (1u << 16)) != 0;
+}
+
+static gboolean
+vmdk_read (int fd, const char *path, vmsnap_image *img, GError **err)
+{
+  unsigned char h[64];
+  g_autofree char *desc = NULL;
+  g_auto (GStrv) lines = NULL;
+  guint64 off = 0, len = 0, sectors = 0;
+  gboolean compressed = FALSE, stream = FALSE, sparse_file = FALSE;
+  ssize_t n;
+
+  memset (h, 0, sizeof h);
+  if ((n = pread (fd, h, sizeof h, 0)) < 0)
+    return img_fail (err, VMSNAP_ERR_FAILED, "cannot read %s: %s", path,
+                     g_strerror (errno));
+  if (memcmp (h, "KDMV", 4) == 0) {
+    sparse_file = TRUE;
+    compressed = vmdk_sparse_compressed (fd);
+    off = le64 (h + 28) * 512;
+    len = le64 (h + 36) * 512;
+    if (off == 0 || len == 0) {   /* no embedded descriptor: one extent */
+      img->virtual_size = le64 (h + 12) * 512;
+      goto done;
+    }
+  } else {
+    struct stat st;
+    if (fstat (fd, &st) < 0)
+      return img_fail (err, VMSNAP_ERR_FAILED, "cannot stat %s: %s", path,
+                       g_strerror (errno));
+    len = (guint64) st.st_size;
+  }
+  if (len > MAX_DESCRIPTOR)
+    len = MAX_DESCRIPTOR;
+  desc = g_malloc0 (len + 1);
+  if ((n = pread (fd, desc, len, (off_t) off)) < 0)
+    return img_fail (err, VMSNAP_ERR_FAILED, "cannot read %s: %s", path,
+                     g_strerror (errno));
+  desc[n] = '\0';
+  lines = g_strsplit_set (desc, "\r\n", -1);
+  for (char **l = lines; *l; l++) {
+    const char *p = *l;
+    g_autofree char *ct = NULL;
+    while (*p == ' ' || *p == '\t')
+      p++;
+    if ((ct = vmdk_value (p, "createType"))) {
+      stream = strcmp (ct, "streamOptimized") == 0;
+      continue;
+    }
+    if (g_str_has_prefix (p, "RW ") || g_str_has_prefix (p, "RDONLY ")
+        || g_str_has_prefix (p, "NOACCESS ")) {
+      const char *q = strchr (p, ' ');
+      char *end = NULL;
+      guint64 s = g_ascii_strtoull (q + 1, &end, 10);
+      const char *q1 = strchr (p, '"'), *q2 = q1 ? strchr (q1 + 1, '"') : NULL;
+      if (end == q + 1 || s > (G_MAXUINT64 >> 9) - sectors)
+        return img_fail (err, VMSNAP_ERR_INVALID_INPUT, "%s: vmdk extent line "
+                         "'%.80s' has no valid size", path, p);
+      sectors += s;
+      /* ACCESS SECTORS TYPE "NAME": a separate sparse extent file says
+       * itself whether it is compressed (its name was checked local). */
+      {
+        const char *t = end;
+        while (*t == ' ' || *t == '\t')
+          t++;
+        if (!sparse_file && q1 && q2 && g_str_has_prefix (t, "SPARSE")) {
+          g_autofree char *name = g_strndup (q1 + 1, q2 - q1 - 1);
+          g_autofree char *ep = vmsnap_ref_resolve_qemu (path, name);
+          int efd = open (ep, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+          if (efd >= 0) {
+            compressed = compressed || vmdk_sparse_compressed (efd);
+            close (efd);
+          }
+        }
+      }
+    }
+  }
+  img->virtual_size = sectors * 512;
+done:
+  if (stream || compressed)
+    img->write_once = g_strdup_printf ("it is a vmdk %s image, which QEMU "
+                                       "writes once and cannot overwrite in "
+                                       "place", stream ? "streamOptimized"
+                                                       : "compressed");
+  return TRUE;
+}
+
+/* Formats not read here: one `qemu-img info`. */
+static gboolean
+info_by_qemu_img (const char *path, vmsnap_image *img, GError **err)
+{
+  g_autofree char *qemu_img = vmsnap_find_qemu_img (err);
+  g_autofree char *out = NULL;
+  g_autoptr (JsonParser) p = json_parser_new ();
+  JsonNode *root;
+  JsonObject *o;
+
+  if (qemu_img == NULL)
+    return FALSE;
+  {
+    const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f",
+                           img->format, "--", path, NULL };
+    if (!vmsnap_run (argv, &out, err))
+      return FALSE;
+  }
+  if (!json_parser_load_from_data (p, out ? out : "", -1, err))
+    return FALSE;
+  root = json_parser_get_root (p);
+  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root))
+    return img_fail (err, VMSNAP_ERR_FAILED, "qemu-img info %s: unexpected "
+                     "output", path);
+  o = json_node_get_object (root);
+  img->virtual_size = json_object_get_int_member_with_default (o, "virtual-size", 0);
+  img->encrypted = json_object_get_boolean_member_with_default (o, "encrypted", FALSE);
+  img->in_process = FALSE;
+  return TRUE;
+}
+
+vmsnap_image *
+vmsnap_image_read (const char *path, const char *fmt, GError **err)
+{
+  g_autoptr (vmsnap_image) img = NULL;
+  vmsnap_hdr_refs r;
+  struct stat st;
+  int fd;
+  gboolean ok;
+
+  if (path == NULL || fmt == NULL) {
+    img_fail (err, VMSNAP_ERR_USAGE, "vmsnap_image_read: no %s given",
+              path ? "format" : "path");
+    return NULL;
+  }
+  /* The names first, with the same reader: a name that is not a local
+   * file is refused before anything follows it. */
+  if (!vmsnap_image_refs_check (path, fmt, err)
+      || !vmsnap_header_refs (path, fmt, &r, err))
+    return NULL;
+  img = g_new0 (vmsnap_image, 1);
+  img->struct_size = sizeof *img;
+  img->format = g_strdup (fmt);
+  img->snapshots = g_ptr_array_new_with_free_func (image_snapshot_free);
+  img->in_process = TRUE;
+  if (r.backing && *r.backing)
+    img->backing = vmsnap_ref_resolve_qemu (path, r.backing);
+  img->backing_fmt = g_steal_pointer (&r.backing_fmt);
+  if (r.data_file && *r.data_file)
+    img->data_file = vmsnap_ref_resolve (path, r.data_file);
+  vmsnap_hdr_refs_clear (&r);
+
+  fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    img_fail (err, VMSNAP_ERR_FAILED, "cannot open %s: %s", path,
+              g_strerror (errno));
+    return NULL;
+  }
+  if (fstat (fd, &st) < 0) {
+    img_fail (err, VMSNAP_ERR_FAILED, "cannot stat %s: %s", path,
+              g_strerror (errno));
+    close (fd);
+    return NULL;
+  }
+  {
+    guint64 size = (guint64) st.st_size;
+    if (S_ISBLK (st.st_mode) && ioctl (fd, BLKGETSIZE64, &size) < 0)
+      size = 0;
+    if (strcmp (fmt, "qcow2") == 0 || strcmp (fmt, "qcow") == 0)
+      ok = qcow2_read (fd, path, size, img, err);
+    else if (strcmp (fmt, "raw") == 0) {
+      /* QEMU counts whole sectors. */
+      img->virtual_size = (size + 511) & ~(guint64) 511;
+      ok = TRUE;
+    } else if (strcmp (fmt, "vdi") == 0)
+      ok = vdi_read (fd, path, img, err);
+    else if (strcmp (fmt, "vmdk") == 0)
+      ok = vmdk_read (fd, path, img, err);
+    else {
+      close (fd);
+      fd = -1;
+      ok = info_by_qemu_img (path, img, err);
+    }
+  }
+  if (fd >= 0)
+    close (fd);
+  if (!ok)
+    return NULL;
+  return g_steal_pointer (&img);
+}
+
+/* QEMU's image locks (block/file-posix.c): OFD read locks on byte 100 + n
+ * for each permission it holds and 200 + n for each it does not share. */
+#define QEMU_LOCK_FIRST 100
+#define QEMU_LOCK_END   264
+
+int
+vmsnap_image_in_use (const char *path, GError **err)
+{
+  struct flock fl;
+  int fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+  if (fd < 0) {
+    img_fail (err, VMSNAP_ERR_FAILED, "cannot open %s: %s", path,
+              g_strerror (errno));
+    return -1;
+  }
+  memset (&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;            /* conflicts with any lock there */
+  fl.l_whence = SEEK_SET;
+  fl.l_start = QEMU_LOCK_FIRST;
+  fl.l_len = QEMU_LOCK_END - QEMU_LOCK_FIRST;
+  if (fcntl (fd, F_OFD_GETLK, &fl) < 0) {
+    int errsv = errno;
+    close (fd);
+    img_fail (err, VMSNAP_ERR_FAILED, "cannot test the image locks of %s: %s",
+              path, g_strerror (errsv));
+    return -1;
+  }
+  close (fd);
+  return fl.l_type != F_UNLCK;
 }

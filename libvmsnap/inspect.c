@@ -96,66 +96,6 @@ is_known_format (const char *f)
   return f && g_strv_contains (known_formats, f);
 }
 
-typedef struct {
-  guint64 virtual_size;
-  char *backing;          /* full-backing-filename */
-  char *backing_format;
-  guint n_snapshots;
-  char *data_file;        /* qcow2 external data file */
-} layer_info;
-
-static void
-layer_info_clear (layer_info *li)
-{
-  g_free (li->backing);
-  g_free (li->backing_format);
-  g_free (li->data_file);
-}
-
-static gboolean
-qemu_img_info (const char *qemu_img, const char *path, const char *fmt,
-               layer_info *li, GError **err)
-{
-  const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", fmt,
-                         "--", path, NULL };
-  g_autofree char *out = NULL;
-  g_autoptr (JsonParser) p = json_parser_new ();
-  JsonObject *o;
-
-  if (!vmsnap_run (argv, &out, err))
-    return FALSE;
-  if (!json_parser_load_from_data (p, out, -1, err))
-    return FALSE;
-  if (!JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p))) {
-    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-                 "qemu-img info %s: unexpected output", path);
-    return FALSE;
-  }
-  o = json_node_get_object (json_parser_get_root (p));
-  li->virtual_size = json_object_get_int_member_with_default (o, "virtual-size", 0);
-  if (json_object_has_member (o, "full-backing-filename"))
-    li->backing = g_strdup (json_object_get_string_member (o, "full-backing-filename"));
-  else if (json_object_has_member (o, "backing-filename"))
-    li->backing = g_strdup (json_object_get_string_member (o, "backing-filename"));
-  if (json_object_has_member (o, "backing-filename-format"))
-    li->backing_format = g_strdup (json_object_get_string_member (o, "backing-filename-format"));
-  if (json_object_has_member (o, "format-specific")) {
-    JsonNode *fs = json_object_get_member (o, "format-specific");
-    JsonObject *fo = JSON_NODE_HOLDS_OBJECT (fs) ? json_node_get_object (fs) : NULL;
-    JsonNode *dn = fo && json_object_has_member (fo, "data")
-                   ? json_object_get_member (fo, "data") : NULL;
-    JsonObject *data = dn && JSON_NODE_HOLDS_OBJECT (dn) ? json_node_get_object (dn) : NULL;
-    if (data && json_object_has_member (data, "data-file"))
-      li->data_file = g_strdup (json_object_get_string_member (data, "data-file"));
-  }
-  if (json_object_has_member (o, "snapshots")) {
-    JsonNode *s = json_object_get_member (o, "snapshots");
-    if (JSON_NODE_HOLDS_ARRAY (s))
-      li->n_snapshots = json_array_get_length (json_node_get_array (s));
-  }
-  return TRUE;
-}
-
 /* A backing name that is not a local file: protocol prefix or json:. */
 static gboolean
 is_network_name (const char *name)
@@ -166,20 +106,24 @@ is_network_name (const char *name)
   return colon != NULL && (slash == NULL || colon < slash);
 }
 
+/* Append layer PATH (format FMT) to D's chain; IMG (owned by the
+ * domain from here on) is its header, or NULL. */
 static void
 add_layer (vmsnap_domain *dom, vmsnap_disk_priv *d, const char *path,
-           const char *fmt, const layer_info *li, gboolean network)
+           const char *fmt, vmsnap_image *img, guint64 vsize)
 {
   vmsnap_layer *l = g_new0 (vmsnap_layer, 1);
 
   l->struct_size = sizeof *l;
   l->path = vmsnap_intern (dom, path);
   l->format = vmsnap_intern (dom, fmt);
-  l->is_network = network;
-  if (li) {
-    l->virtual_size = li->virtual_size;
-    l->n_internal_snapshots = li->n_snapshots;
-    l->data_file = vmsnap_intern (dom, li->data_file);
+  l->virtual_size = vsize;
+  if (img) {
+    l->virtual_size = img->virtual_size;
+    l->n_internal_snapshots = img->snapshots->len;
+    l->data_file = vmsnap_intern (dom, img->data_file);
+    l->image = img;
+    g_ptr_array_add (d->images, img);
   }
   g_ptr_array_add (d->chain, l);
 }
@@ -233,7 +177,6 @@ inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
 {
   const char *path = d->pub.source, *fmt = d->pub.format, *sniffed;
   g_autofree char *why = NULL;
-  g_autofree char *qemu_img = NULL;
   g_autoptr (GHashTable) seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   g_autoptr (GError) err = NULL;
   GStatBuf st;
@@ -303,18 +246,13 @@ inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
   }
   d->pub.storage_class = strcmp (fmt, "qcow2") == 0 ? VMSNAP_CLASS_QCOW2_FILE
                                                     : VMSNAP_CLASS_IMAGE_FILE;
-  qemu_img = vmsnap_find_qemu_img (&err);
-  if (qemu_img == NULL) {
-    set_error (dom, d, VMSNAP_CLASS_UNKNOWN, "%s", err->message);
-    return;
-  }
-
-  /* Walk the chain one layer at a time. */
+  /* Walk the chain one layer at a time, each header read once, in
+   * process (vmsnap_image_read: no process per layer). */
   {
     g_autofree char *cur = g_strdup (path);
     g_autofree char *cur_fmt = g_strdup (fmt);
     for (int depth = 0;; depth++) {
-      layer_info li = { 0 };
+      vmsnap_image *img;
       char *real = realpath (cur, NULL);
 
       if (real == NULL) {
@@ -333,8 +271,8 @@ inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
       free (real);
       if (depth >= VMSNAP_MAX_CHAIN) {
         set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
-                   "backing chain of %s is deeper than %d layers",
-                   path, VMSNAP_MAX_CHAIN);
+                   "backing chain of %s is deeper than %d layers", path,
+                   VMSNAP_MAX_CHAIN);
         return;
       }
       if (depth > 0) {
@@ -352,8 +290,9 @@ inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
           return;
         }
       }
-      /* Every name in the header is checked before qemu-img opens it. */
-      if (!vmsnap_image_refs_check (cur, cur_fmt, &err)) {
+      /* Every name in the header is checked before anything follows it. */
+      img = vmsnap_image_read (cur, cur_fmt, &err);
+      if (img == NULL) {
         if (depth == 0)
           set_error (dom, d, VMSNAP_CLASS_UNKNOWN, "%s", err->message);
         else
@@ -361,53 +300,37 @@ inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
                      depth, path, err->message);
         return;
       }
-      if (!qemu_img_info (qemu_img, cur, cur_fmt, &li, &err)) {
-        set_error (dom, d, VMSNAP_CLASS_UNKNOWN, "layer %d of %s (%s): %s",
-                   depth, path, cur, err->message);
-        return;
-      }
-      if (li.data_file) {
-        /* Shown in the plan as the file QEMU opens. */
-        g_autofree char *name = li.data_file;
-        li.data_file = vmsnap_ref_resolve (cur, name);
-      }
-      add_layer (dom, d, cur, cur_fmt, &li, FALSE);
+      add_layer (dom, d, cur, cur_fmt, img, 0);
       if (depth == 0)
-        d->pub.virtual_size = li.virtual_size;
-      if (li.backing == NULL) {
-        layer_info_clear (&li);
+        d->pub.virtual_size = img->virtual_size;
+      if (img->backing == NULL)
         break;
-      }
-      if (li.backing_format == NULL) {
+      if (img->backing_fmt == NULL) {
         set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
                    "%s names backing file %s without a backing format; "
                    "vmsnap never lets QEMU probe one: record it with "
                    "'qemu-img rebase -u -F FORMAT -b %s %s' after checking "
-                   "what the backing file is", cur, li.backing, li.backing, cur);
-        layer_info_clear (&li);
+                   "what the backing file is", cur, img->backing, img->backing, cur);
         return;
       }
-      if (is_network_name (li.backing)) {
+      if (is_network_name (img->backing)) {
         /* vmsnap_image_refs_check read another name: refuse either way. */
         set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
                    "%s is backed by %s, which is not a local file; vmsnap "
-                   "follows only local files", cur, li.backing);
-        layer_info_clear (&li);
+                   "follows only local files", cur, img->backing);
         return;
       }
-      if (!is_known_format (li.backing_format)) {
+      if (!is_known_format (img->backing_fmt)) {
         set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
                    "%s names the format of its backing file %s as '%s', "
-                   "which is not an image format", cur, li.backing,
-                   li.backing_format);
-        layer_info_clear (&li);
+                   "which is not an image format", cur, img->backing,
+                   img->backing_fmt);
         return;
       }
       g_free (cur);
       g_free (cur_fmt);
-      cur = g_steal_pointer (&li.backing);
-      cur_fmt = g_steal_pointer (&li.backing_format);
-      layer_info_clear (&li);
+      cur = g_strdup (img->backing);
+      cur_fmt = g_strdup (img->backing_fmt);
     }
   }
   d->pub.inspected = TRUE;
@@ -447,10 +370,7 @@ inspect_block (vmsnap_domain *dom, vmsnap_disk_priv *d)
       d->pub.virtual_size = size;
     close (fd);
   }
-  {
-    layer_info li = { .virtual_size = size };
-    add_layer (dom, d, path, d->pub.format ? d->pub.format : "raw", &li, FALSE);
-  }
+  add_layer (dom, d, path, d->pub.format ? d->pub.format : "raw", NULL, size);
   d->pub.inspected = TRUE;
 }
 
@@ -510,18 +430,15 @@ gboolean
 vmsnap_image_info (const char *path, const char *fmt, guint64 *vsize,
                    char **backing, char **backing_fmt, GError **err)
 {
-  g_autofree char *qemu_img = vmsnap_find_qemu_img (err);
-  layer_info li = { 0 };
+  g_autoptr (vmsnap_image) img = vmsnap_image_read (path, fmt, err);
 
-  if (qemu_img == NULL || !vmsnap_image_refs_check (path, fmt, err)
-      || !qemu_img_info (qemu_img, path, fmt, &li, err))
+  if (img == NULL)
     return FALSE;
   if (vsize)
-    *vsize = li.virtual_size;
+    *vsize = img->virtual_size;
   if (backing)
-    *backing = g_steal_pointer (&li.backing);
+    *backing = g_steal_pointer (&img->backing);
   if (backing_fmt)
-    *backing_fmt = g_steal_pointer (&li.backing_format);
-  layer_info_clear (&li);
+    *backing_fmt = g_steal_pointer (&img->backing_fmt);
   return TRUE;
 }

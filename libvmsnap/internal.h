@@ -13,7 +13,10 @@
 /* Limits on hostile input. */
 #define VMSNAP_MAX_XML_BYTES (16u * 1024 * 1024)
 #define VMSNAP_MAX_DISKS 1024
-#define VMSNAP_MAX_CHAIN 64
+/* A sanity bound against hostile chains, not a policy: QEMU opens far
+ * deeper chains, and the depth a create may reach is the user's
+ * vmsnap.max-chain-depth (issue 17 item 8). */
+#define VMSNAP_MAX_CHAIN 1024
 
 /* ------------------------------------------------------------- loader */
 
@@ -68,6 +71,7 @@ typedef struct {
   GPtrArray *hosts;        /* vmsnap_host*, owned */
   GPtrArray *xml_backing;  /* vmsnap_layer*, owned */
   GPtrArray *chain;        /* vmsnap_layer*, owned */
+  GPtrArray *images;       /* vmsnap_image*, owned: the chain's headers */
   GPtrArray *warnings;     /* char*: found by inspection, not fatal */
   gboolean xml_backing_given; /* the XML has <backingStore> (maybe empty) */
 } vmsnap_disk_priv;
@@ -117,8 +121,12 @@ void vmsnap_hdr_refs_clear (vmsnap_hdr_refs *r);
 char *vmsnap_ref_not_local (const char *name);
 /* NAME resolved as QEMU does: relative to IMAGE's directory. */
 char *vmsnap_ref_resolve (const char *image, const char *name);
+/* The same without canonicalising (QEMU's path_combine: what qemu-img
+ * shows as full-backing-filename, and what the chain walk follows). */
+char *vmsnap_ref_resolve_qemu (const char *image, const char *name);
 const char *vmsnap_storage_class_name (vmsnap_storage_class c);
-/* qemu-img info of one layer, the format given. */
+/* One layer's header (vmsnap_image_read: in process for the formats it
+ * reads, else one qemu-img info), the format given. */
 gboolean vmsnap_image_info (const char *path, const char *fmt, guint64 *vsize,
                             char **backing, char **backing_fmt, GError **err);
 

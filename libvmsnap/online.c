@@ -539,33 +539,17 @@ gboolean
 vmsnap_online_tag_somewhere (vmsnap_domain *dom, const char *tag, const char *const *disks,
                              gboolean unknown)
 {
-  g_autofree char *qemu_img = vmsnap_find_qemu_img (NULL);
-
-  if (qemu_img == NULL)
-    return unknown;
   for (const char *const *d = disks; d && *d; d++) {
     g_autoptr (GPtrArray) chain = vmsnap_live_chain (dom->dom, *d, NULL);
-    g_autofree char *out = NULL;
-    g_autoptr (JsonParser) jp = json_parser_new ();
-    JsonNode *root;
-    JsonArray *a;
+    g_autoptr (vmsnap_image) img = NULL;
 
-    if (chain == NULL || !vmsnap_image_refs_check (chain->pdata[0], "qcow2", NULL))
+    /* The table read in process (issue 17), as -U would: QEMU holds it. */
+    if (chain == NULL
+        || (img = vmsnap_image_read (chain->pdata[0], "qcow2", NULL)) == NULL)
       return unknown;
-    {
-      const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", "qcow2",
-                             "--", chain->pdata[0], NULL };
-      if (!vmsnap_run (argv, &out, NULL)
-          || !json_parser_load_from_data (jp, out, -1, NULL)
-          || (root = json_parser_get_root (jp)) == NULL || !JSON_NODE_HOLDS_OBJECT (root))
-        return unknown;
-    }
-    if (!json_object_has_member (json_node_get_object (root), "snapshots"))
-      continue;
-    a = json_object_get_array_member (json_node_get_object (root), "snapshots");
-    for (guint i = 0; a && i < json_array_get_length (a); i++) {
-      JsonObject *o = json_array_get_object_element (a, i);
-      if (o && g_strcmp0 (json_object_get_string_member_with_default (o, "name", ""), tag) == 0)
+    for (guint i = 0; i < img->snapshots->len; i++) {
+      const vmsnap_image_snapshot *s = img->snapshots->pdata[i];
+      if (g_strcmp0 (s->name, tag) == 0)
         return TRUE;
     }
   }

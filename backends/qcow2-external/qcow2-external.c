@@ -385,104 +385,57 @@ run_json (vmsnap_op *op, const char *const *argv, JsonParser *p, GError **err)
  * and fixed; vhdx dynamic and fixed), each tried with `qemu-io -c write`
  * twice over the same range, only vmdk streamOptimized fails: QEMU appends
  * compressed grains and "could not write to allocated cluster" (its
- * extents say "compressed"; other compressed or read-only vmdk variants,
- * which qemu-img cannot create, are caught by the same test).  A file that
- * cannot be written (mode, read-only file system) is the other case. */
+ * extents' headers say "compressed"; other compressed vmdk variants, which
+ * qemu-img cannot create, are caught by the same test: vmsnap_image_read's
+ * write_once).  A file that cannot be written (mode, read-only file
+ * system) is the other case. */
 static char *
-no_write_reason (JsonObject *o, const char *fmt, const char *path)
+no_write_reason (const vmsnap_image *img, const char *path)
 {
-  JsonObject *fs = json_object_has_member (o, "format-specific")
-                   ? json_object_get_object_member (o, "format-specific") : NULL;
-  JsonObject *data = fs && json_object_has_member (fs, "data")
-                     ? json_object_get_object_member (fs, "data") : NULL;
-
-  if (strcmp (fmt, "vmdk") == 0 && data) {
-    const char *ct = json_object_get_string_member_with_default (data, "create-type", "");
-    JsonArray *ext = json_object_has_member (data, "extents")
-                     ? json_object_get_array_member (data, "extents") : NULL;
-    gboolean compressed = FALSE;
-
-    for (guint i = 0; ext && i < json_array_get_length (ext); i++) {
-      JsonObject *x = json_array_get_object_element (ext, i);
-      compressed = compressed || (x && json_object_get_boolean_member_with_default (x, "compressed", FALSE));
-    }
-    if (strcmp (ct, "streamOptimized") == 0 || compressed)
-      return g_strdup_printf ("it is a vmdk %s image, which QEMU writes once "
-                              "and cannot overwrite in place",
-                              *ct ? ct : "compressed");
-  }
+  if (img->write_once)
+    return g_strdup (img->write_once);
   if (access (path, W_OK) < 0 && errno != ENOENT)
     return g_strdup_printf ("it cannot be written (%s)", g_strerror (errno));
   return NULL;
 }
 
-/* Read N's header: virtual size, backing file and its format. */
+/* Read N's header: virtual size, backing file and its format.  In process
+ * (vmsnap_image_read, issue 17): no process per image.  Headers are
+ * untrusted: every name in it was checked before anything follows it. */
 static gboolean
 node_info (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img, node *n,
            GError **err)
 {
-  const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", n->fmt,
-                         "--", n->path, NULL };
-  g_autoptr (JsonParser) p = json_parser_new ();
-  JsonNode *root;
-  JsonObject *o;
-  const char *b = NULL;
+  g_autoptr (vmsnap_image) img = NULL;
+  g_autoptr (GError) e = NULL;
 
-  /* Headers are untrusted: every name in it is checked before qemu-img
-   * opens the image (a data file, a VMDK extent) or vmsnap follows it. */
-  {
-    g_autoptr (GError) e = NULL;
-    if (!vmsnap_image_refs_check (n->path, n->fmt, &e)) {
-      fail (err, VMSNAP_ERR_UNSUPPORTED, "disk %s: %s", d->target, e->message);
-      return FALSE;
-    }
-  }
-  if (!run_json (op, argv, p, err))
-    return FALSE;
-  root = json_parser_get_root (p);
-  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root)) {
-    fail (err, VMSNAP_ERR_FAILED, "disk %s: qemu-img info %s: unexpected "
-          "output", d->target, n->path);
+  (void) op;
+  (void) qemu_img;
+  img = vmsnap_image_read (n->path, n->fmt, &e);
+  if (img == NULL) {
+    fail (err, VMSNAP_ERR_UNSUPPORTED, "disk %s: %s", d->target, e->message);
     return FALSE;
   }
-  o = json_node_get_object (root);
-  {
-    JsonObject *fs = json_object_has_member (o, "format-specific")
-      ? json_object_get_object_member (o, "format-specific") : NULL;
-    JsonObject *fd = fs && json_object_has_member (fs, "data")
-      ? json_object_get_object_member (fs, "data") : NULL;
-    if (fd && json_object_has_member (fd, "data-file")) {
-      g_autofree char *df = g_strdup (json_object_get_string_member (fd, "data-file"));
-      fail (err, VMSNAP_ERR_UNSUPPORTED, "disk %s: " DATA_FILE_REFUSED,
-            d->target, n->path, df ? df : "(unnamed)");
-      return FALSE;
-    }
+  if (img->data_file) {
+    fail (err, VMSNAP_ERR_UNSUPPORTED, "disk %s: " DATA_FILE_REFUSED,
+          d->target, n->path, img->data_file);
+    return FALSE;
   }
-  n->vsize = json_object_get_int_member_with_default (o, "virtual-size", 0);
+  n->vsize = img->virtual_size;
   g_free (n->no_write);
-  n->no_write = no_write_reason (o, n->fmt, n->path);
-  n->encrypted = json_object_get_boolean_member_with_default (o, "encrypted", FALSE);
-  if (json_object_has_member (o, "full-backing-filename"))
-    b = json_object_get_string_member (o, "full-backing-filename");
-  else if (json_object_has_member (o, "backing-filename"))
-    b = json_object_get_string_member (o, "backing-filename");
-  if (b == NULL || *b == '\0')
+  n->no_write = no_write_reason (img, n->path);
+  n->encrypted = img->encrypted;
+  if (img->backing == NULL)
     return TRUE;
-  if (is_network_name (b)) {
+  if (is_network_name (img->backing)) {
     fail (err, VMSNAP_ERR_UNSUPPORTED,
           "disk %s: image %s is backed by %s, which is not a local file; %s "
-          "handles local files and block devices only", d->target, n->path, b,
-          NAME);
+          "handles local files and block devices only", d->target, n->path,
+          img->backing, NAME);
     return FALSE;
   }
-  if (g_path_is_absolute (b))
-    n->backing = g_strdup (b);
-  else {
-    g_autofree char *dir = g_path_get_dirname (n->path);
-    n->backing = g_build_filename (dir, b, NULL);
-  }
-  if (json_object_has_member (o, "backing-filename-format"))
-    n->backing_fmt = g_strdup (json_object_get_string_member (o, "backing-filename-format"));
+  n->backing = g_strdup (img->backing);
+  n->backing_fmt = g_strdup (img->backing_fmt);
   if (n->backing_fmt == NULL) {
     fail (err, VMSNAP_ERR_UNSUPPORTED,
           "disk %s: image %s names its backing file %s without a format; "
@@ -781,12 +734,10 @@ imgref_make (keyctx *k, const char *qemu_img, const char *fmt,
              const char *path, gboolean chain, imgref *r, GError **err)
 {
   const char *key;
-  g_autoptr (JsonParser) jp = NULL;
-  JsonNode *root;
-  JsonArray *a;
   GString *o;
   struct stat st;
 
+  (void) qemu_img;
   memset (r, 0, sizeof *r);
   r->fmt = g_strdup (fmt);
   if (!key_get (k, &key, err))
@@ -795,34 +746,35 @@ imgref_make (keyctx *k, const char *qemu_img, const char *fmt,
     r->name = g_strdup (path);
     return TRUE;
   }
-  {
-    const char *argv[] = { qemu_img, "info", "--backing-chain",
-                           "--output=json", "-U", "-f", fmt, "--", path, NULL };
-    jp = json_parser_new ();
-    if (!run_json (k->op, argv, jp, err))
-      return FALSE;
-  }
-  root = json_parser_get_root (jp);
-  if (root == NULL || !JSON_NODE_HOLDS_ARRAY (root)) {
-    fail (err, VMSNAP_ERR_FAILED, "disk %s: qemu-img info --backing-chain "
-          "%s: unexpected output", k->d->target, path);
-    return FALSE;
-  }
-  a = json_node_get_array (root);
   o = g_string_new ("driver=");
   append_opt_value (o, fmt);
   g_string_append (o, stat (path, &st) == 0 && S_ISBLK (st.st_mode)
                       ? ",file.driver=host_device" : ",file.driver=file");
   g_string_append (o, ",file.filename=");
   append_opt_value (o, path);
-  for (guint i = 0; i < json_array_get_length (a) && i < (chain ? MAX_NODES : 1); i++) {
-    JsonObject *x = json_array_get_object_element (a, i);
-    if (x == NULL || !json_object_get_boolean_member_with_default (x, "encrypted", FALSE))
-      continue;
-    g_string_append_c (o, ',');
-    for (guint j = 0; j < i; j++)
-      g_string_append (o, "backing.");
-    g_string_append (o, "encrypt.key-secret=" KEY_ID);
+  {
+    /* Which layers are encrypted: their headers, read in process (one
+     * walk, no process per layer). */
+    g_autofree char *cur = g_strdup (path), *cur_fmt = g_strdup (fmt);
+    for (guint i = 0; cur && i < (chain ? MAX_NODES : 1); i++) {
+      g_autoptr (vmsnap_image) img = vmsnap_image_read (cur, cur_fmt, err);
+      if (img == NULL) {
+        g_string_free (o, TRUE);
+        return FALSE;
+      }
+      if (img->encrypted) {
+        g_string_append_c (o, ',');
+        for (guint j = 0; j < i; j++)
+          g_string_append (o, "backing.");
+        g_string_append (o, "encrypt.key-secret=" KEY_ID);
+      }
+      g_free (cur);
+      g_free (cur_fmt);
+      cur = g_steal_pointer (&img->backing);
+      cur_fmt = g_steal_pointer (&img->backing_fmt);
+      if (cur_fmt == NULL)
+        g_clear_pointer (&cur, g_free);
+    }
   }
   r->name = g_string_free (o, FALSE);
   o = g_string_new ("secret,id=" KEY_ID ",file=");
@@ -862,15 +814,11 @@ static gboolean
 image_encrypted (vmsnap_op *op, const char *qemu_img, const char *fmt,
                  const char *path)
 {
-  const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", fmt,
-                         "--", path, NULL };
-  g_autoptr (JsonParser) jp = json_parser_new ();
-  JsonNode *root;
+  g_autoptr (vmsnap_image) img = vmsnap_image_read (path, fmt, NULL);
 
-  return run_json (op, argv, jp, NULL) && (root = json_parser_get_root (jp)) != NULL
-         && JSON_NODE_HOLDS_OBJECT (root)
-         && json_object_get_boolean_member_with_default (json_node_get_object (root),
-                                                         "encrypted", FALSE);
+  (void) op;
+  (void) qemu_img;
+  return img != NULL && img->encrypted;
 }
 
 /* ====================================================== measuring, space */
@@ -931,32 +879,27 @@ free_bytes (const char *path, gboolean block)
 
 /* Offline operations freeze, discard or rewrite the active image: refuse
  * when another process (a QEMU the domain's state does not show, a qemu-io,
- * a qemu-nbd) holds it.  Opening it without -U takes QEMU's image locks,
- * which is exactly the check; the format is given, nothing is probed. */
+ * a qemu-nbd) holds it: QEMU's image locks, tested in process
+ * (vmsnap_image_in_use), are exactly the check. */
 static gboolean
 active_not_in_use (vmsnap_op *op, const vmsnap_disk *d, GError **err)
 {
-  g_autofree char *qemu_img = vmsnap_op_qemu_img (op, err);
   g_autoptr (GError) local = NULL;
+  int used = vmsnap_image_in_use (d->source, &local);
 
-  if (qemu_img == NULL)
-    return FALSE;
-  {
-    const char *argv[] = { qemu_img, "info", "--output=json", "-f", d->format,
-                           "--", d->source, NULL };
-    if (vmsnap_op_run (op, argv, NULL, &local))
-      return TRUE;
-  }
-  if (strstr (local->message, "lock") != NULL) {
+  (void) op;
+  if (used == 0)
+    return TRUE;
+  if (used > 0) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-                 "disk %s: image %s is in use by another process (%s); is a "
-                 "QEMU still running it? Stop it first: vmsnap changes images "
-                 "of a shut-off domain only", d->target, d->source,
-                 local->message);
+                 "disk %s: image %s is in use by another process (it holds "
+                 "QEMU's image locks); is a QEMU still running it? Stop it "
+                 "first: vmsnap changes images of a shut-off domain only",
+                 d->target, d->source);
     return FALSE;
   }
-  g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "disk %s: cannot open %s: %s",
-               d->target, d->source, local->message);
+  g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "disk %s: %s",
+               d->target, local->message);
   return FALSE;
 }
 
@@ -1195,6 +1138,7 @@ make_overlay (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
      * the guest's writes land in it. */
     const char *key = NULL;
     g_autoptr (GPtrArray) argv = g_ptr_array_new_with_free_func (g_free);
+    g_autofree char *size = NULL;
 
     if (!key_get (k, &key, err)) {
       unlink (path);
@@ -1221,8 +1165,27 @@ make_overlay (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
     g_ptr_array_add (argv, g_strdup (bfmt));
     g_ptr_array_add (argv, g_strdup ("-b"));
     g_ptr_array_add (argv, g_strdup (bpath));
+    /* -u with the size read in process (issue 17 item 7): qemu-img does
+     * not open the backing chain again, which the inventory has read and
+     * checked (every name local, every format given).  An image whose
+     * size vmsnap cannot tell (0) lets qemu-img open it, format given. */
+    {
+      g_autoptr (vmsnap_image) bimg = vmsnap_image_read (bpath, bfmt, &e);
+      if (bimg == NULL) {
+        unlink (path);
+        return fail_with (err, e, "nothing was changed",
+                          "disk %s: reading %s (%s) before creating its "
+                          "overlay", d->target, bpath, bfmt);
+      }
+      if (bimg->virtual_size > 0)
+        size = g_strdup_printf ("%" G_GUINT64_FORMAT, bimg->virtual_size);
+    }
+    if (size)
+      g_ptr_array_add (argv, g_strdup ("-u"));
     g_ptr_array_add (argv, g_strdup ("--"));
     g_ptr_array_add (argv, g_strdup (path));
+    if (size)
+      g_ptr_array_add (argv, g_strdup (size));
     g_ptr_array_add (argv, NULL);
     if (!vmsnap_op_run (op, (const char *const *) argv->pdata, NULL, &e)) {
       unlink (path);
@@ -1742,21 +1705,14 @@ static gboolean
 backing_is (vmsnap_op *op, const char *qemu_img, const char *fmt,
             const char *path, const char *target)
 {
-  const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", fmt,
-                         "--", path, NULL };
-  g_autoptr (JsonParser) jp = json_parser_new ();
-  JsonNode *root;
-  const char *b;
+  g_autoptr (vmsnap_image) img = vmsnap_image_read (path, fmt, NULL);
   g_autofree char *rb = NULL, *rt = NULL;
 
-  if (!run_json (op, argv, jp, NULL) || (root = json_parser_get_root (jp)) == NULL
-      || !JSON_NODE_HOLDS_OBJECT (root))
+  (void) op;
+  (void) qemu_img;
+  if (img == NULL || img->backing == NULL)
     return FALSE;
-  b = json_object_get_string_member_with_default (json_node_get_object (root),
-                                                  "full-backing-filename", NULL);
-  if (b == NULL)
-    return FALSE;
-  rb = real_or_self (b);
+  rb = real_or_self (img->backing);
   rt = real_or_self (target);
   return strcmp (rb, rt) == 0;
 }
@@ -1842,15 +1798,11 @@ static char *
 image_no_write (vmsnap_op *op, const char *qemu_img, const char *fmt,
                 const char *path)
 {
-  const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", fmt,
-                         "--", path, NULL };
-  g_autoptr (JsonParser) jp = json_parser_new ();
-  JsonNode *root;
+  g_autoptr (vmsnap_image) img = vmsnap_image_read (path, fmt, NULL);
 
-  if (!run_json (op, argv, jp, NULL) || (root = json_parser_get_root (jp)) == NULL
-      || !JSON_NODE_HOLDS_OBJECT (root))
-    return NULL;
-  return no_write_reason (json_node_get_object (root), fmt, path);
+  (void) op;
+  (void) qemu_img;
+  return img ? no_write_reason (img, path) : NULL;
 }
 
 /* The commit of plan P cannot be done (WHY): record that the plan pulls

@@ -196,65 +196,32 @@ entry_free (gpointer p)
   g_free (e);
 }
 
-/* The snapshot table of the qcow2 image PATH: GPtrArray of entry*.  -U:
- * reading also works while a QEMU holds the image (online). */
+/* The snapshot table of the qcow2 image PATH: GPtrArray of entry*.  Read
+ * in process (vmsnap_image_read, issue 17: no process, whatever the table's
+ * size); like -U, it also works while a QEMU holds the image (online). */
 static GPtrArray *
 read_table (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
             const char *path, GError **err)
 {
-  const char *argv[] = { qemu_img, "info", "--output=json", "-f", "qcow2",
-                         "-U", "--", path, NULL };
-  g_autofree char *out = NULL;
-  g_autoptr (JsonParser) p = json_parser_new ();
   g_autoptr (GPtrArray) tab = g_ptr_array_new_with_free_func (entry_free);
+  g_autoptr (vmsnap_image) img = NULL;
   GError *e = NULL;
-  JsonNode *root, *sn;
-  JsonArray *a;
 
-  if (!vmsnap_op_run (op, argv, &out, &e)) {
+  (void) op;
+  (void) qemu_img;
+  img = vmsnap_image_read (path, "qcow2", &e);
+  if (img == NULL) {
     fail_with (err, e, "check that the image exists and is a qcow2 image",
                "disk %s: reading the snapshot table of %s", d->target, path);
     return NULL;
   }
-  if (!json_parser_load_from_data (p, out ? out : "", -1, &e)) {
-    fail_with (err, e, NULL, "disk %s: qemu-img info %s: unexpected output",
-               d->target, path);
-    return NULL;
-  }
-  root = json_parser_get_root (p);
-  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root)) {
-    fail (err, VMSNAP_ERR_FAILED, "disk %s: qemu-img info %s: unexpected "
-          "output", d->target, path);
-    return NULL;
-  }
-  sn = json_object_get_member (json_node_get_object (root), "snapshots");
-  if (sn == NULL || JSON_NODE_HOLDS_NULL (sn))
-    return g_steal_pointer (&tab);      /* no snapshot: no member at all */
-  if (!JSON_NODE_HOLDS_ARRAY (sn)) {
-    fail (err, VMSNAP_ERR_FAILED, "disk %s: qemu-img info %s: \"snapshots\" "
-          "is not an array", d->target, path);
-    return NULL;
-  }
-  a = json_node_get_array (sn);
-  for (guint i = 0; i < json_array_get_length (a); i++) {
-    JsonNode *n = json_array_get_element (a, i);
-    JsonObject *o = JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n) : NULL;
-    JsonNode *name = o ? json_object_get_member (o, "name") : NULL;
-    JsonNode *id = o ? json_object_get_member (o, "id") : NULL;
-    entry *en;
-
-    if (name == NULL || id == NULL
-        || json_node_get_value_type (name) != G_TYPE_STRING
-        || json_node_get_value_type (id) != G_TYPE_STRING) {
-      fail (err, VMSNAP_ERR_FAILED, "disk %s: qemu-img info %s: snapshot "
-            "entry %u has no name or id", d->target, path, i);
-      return NULL;
-    }
-    en = g_new0 (entry, 1);
-    en->name = g_strdup (json_node_get_string (name));
-    en->id = g_strdup (json_node_get_string (id));
-    en->vm_state_size = json_object_get_int_member_with_default (o, "vm-state-size", 0);
-    en->date = json_object_get_int_member_with_default (o, "date-sec", 0);
+  for (guint i = 0; i < img->snapshots->len; i++) {
+    const vmsnap_image_snapshot *is = img->snapshots->pdata[i];
+    entry *en = g_new0 (entry, 1);
+    en->name = g_strdup (is->name);
+    en->id = g_strdup (is->id);
+    en->vm_state_size = is->vm_state_size;
+    en->date = is->date_sec;
     g_ptr_array_add (tab, en);
   }
   return g_steal_pointer (&tab);
@@ -478,34 +445,33 @@ holders_of (const char *path)
 }
 
 /* Offline slots change the image: refuse when another process (a QEMU the
- * domain's state does not show, a qemu-io, a qemu-nbd) holds it.  Opening it
- * without -U takes QEMU's image locks, which is exactly the check. */
+ * domain's state does not show, a qemu-io, a qemu-nbd) holds it.  QEMU's
+ * image locks, tested in process (vmsnap_image_in_use), are exactly the
+ * check. */
 static gboolean
 not_in_use (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
             const char *path, GError **err)
 {
-  const char *argv[] = { qemu_img, "info", "--output=json", "-f", "qcow2",
-                         "--", path, NULL };
   g_autoptr (GError) local = NULL;
   g_autofree char *who = NULL;
+  int used = vmsnap_image_in_use (path, &local);
 
-  if (vmsnap_op_run (op, argv, NULL, &local))
+  (void) op;
+  (void) qemu_img;
+  if (used == 0)
     return TRUE;
-  g_strdelimit (local->message, "\r\n", ' ');   /* one line */
-  if (strstr (local->message, "lock") == NULL) {
-    fail (err, VMSNAP_ERR_FAILED, "disk %s: cannot open %s: %s; check that "
-          "the image exists and is a qcow2 image", d->target, path,
-          local->message);
+  if (used < 0) {
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: %s; check that the image exists "
+          "and is a qcow2 image", d->target, local->message);
     return FALSE;
   }
   who = holders_of (path);
   fail (err, VMSNAP_ERR_FAILED,
-        "disk %s: image %s is in use by another process: %s (%s); stop it "
-        "first: vmsnap changes the images of a shut-off domain only, and "
-        "nothing was changed", d->target, path,
+        "disk %s: image %s is in use by another process: %s (it holds QEMU's "
+        "image locks); stop it first: vmsnap changes the images of a "
+        "shut-off domain only, and nothing was changed", d->target, path,
         who ? who : "no process of this user has it open, so probably a QEMU "
-                    "(qemu-system, qemu-nbd, qemu-io) of another user",
-        local->message);
+                    "(qemu-system, qemu-nbd, qemu-io) of another user");
   return FALSE;
 }
 

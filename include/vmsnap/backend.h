@@ -89,6 +89,8 @@ typedef struct {
   const char *socket;
 } vmsnap_host;
 
+typedef struct vmsnap_image vmsnap_image;
+
 /* One layer of a backing chain.  Index 0 is the active image. */
 typedef struct {
   uint32_t struct_size;
@@ -98,6 +100,10 @@ typedef struct {
   unsigned int n_internal_snapshots; /* qcow2 snapshot table entries */
   bool is_network;          /* path is not a local file (rbd:, nbd:, json:) */
   const char *data_file;    /* qcow2 external data file, or NULL */
+  /* The core's inventory (read once, after the lock): the image's header
+   * as vmsnap_image_read() gave it, or NULL (devices, network, <backingStore>
+   * layers of the XML). */
+  const vmsnap_image *image;
 } vmsnap_layer;
 
 /* A disk of a domain, parsed from the domain XML and inspected by the core.
@@ -291,6 +297,51 @@ gboolean vmsnap_op_guard (vmsnap_op *op, const char *storage, unsigned int what,
  * or the backing format is not an image format.  Opens nothing else. */
 gboolean vmsnap_image_refs_check (const char *path, const char *fmt,
                                   GError **err);
+
+/* One image as its header describes it, read by vmsnap itself (DESIGN.md
+ * §9 "read once", issue 17): qcow2, qcow, raw, vdi and vmdk in process,
+ * bounded and checked like any untrusted input (every name passed
+ * vmsnap_image_refs_check first); the other formats with one `qemu-img
+ * info` (the format given, -U).  Never more than one process per image. */
+typedef struct {
+  char *id;                 /* qcow2 snapshot table: the entry's id ... */
+  char *name;               /* ... and its name (tag) */
+  guint64 vm_state_size;    /* bytes of saved VM state, 0 if disk-only */
+  gint64 date_sec;
+} vmsnap_image_snapshot;
+
+struct vmsnap_image {
+  size_t struct_size;       /* sizeof (vmsnap_image) of the library */
+  char *format;             /* as given */
+  guint64 virtual_size;
+  char *backing;            /* the backing file, resolved as QEMU does
+                               (relative to the image's directory), or NULL */
+  char *backing_fmt;        /* its recorded format, or NULL if none */
+  char *data_file;          /* qcow2 external data file (resolved), or NULL */
+  gboolean encrypted;       /* qcow2 crypt_method != 0, or a luks image */
+  gboolean corrupt;         /* qcow2 incompatible bit 1 */
+  gboolean dirty;           /* qcow2 incompatible bit 0 (lazy refcounts) */
+  guint64 incompatible;     /* qcow2 v3 incompatible feature bits */
+  char *write_once;         /* why QEMU cannot overwrite it in place (vmdk
+                               streamOptimized / compressed grains), or NULL */
+  GPtrArray *snapshots;     /* qcow2: vmsnap_image_snapshot*, table order;
+                               empty for other formats */
+  gboolean in_process;      /* read by vmsnap (FALSE: one qemu-img info) */
+};
+
+/* Read PATH as format FMT (never probed).  NULL with *err naming the file
+ * and what is wrong with it. */
+vmsnap_image *vmsnap_image_read (const char *path, const char *fmt,
+                                 GError **err);
+void vmsnap_image_free (vmsnap_image *img);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_image, vmsnap_image_free)
+
+/* Does another process hold QEMU's image locks on PATH (QEMU takes OFD
+ * locks on bytes 100-163 and 200-263 of every image it opens, unless told
+ * to share without locking)?  1: yes, someone (a QEMU, qemu-img, qemu-nbd)
+ * has it open; 0: no; -1 with *err: PATH cannot be opened.  In process: no
+ * `qemu-img` run. */
+int vmsnap_image_in_use (const char *path, GError **err);
 
 /* The passphrase of DISK's <encryption> secret, read from libvirt
  * (virSecretGetValue), or NULL with *err saying why vmsnap cannot have it:
