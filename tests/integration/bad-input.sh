@@ -306,11 +306,14 @@ f=$T/bad-utf8.xml
 } >"$f"
 check bad-utf8 3 "$f"
 
-# <backingStore> nesting: 200 deep, and the boundary 65.
+# <backingStore> nesting: 2000 deep is refused (libxml2's depth limit of 256
+# elements comes before vmsnap's sanity bound of 1024 layers); a 200-deep
+# chain is one vmsnap handles (issue 17 item 8): its files are missing
+# here, which is not a parse error.
+nested_backing 2000 >"$T/backing-2000.xml"
+check backing-2000 3 "$T/backing-2000.xml" depth
 nested_backing 200 >"$T/backing-200.xml"
-check backing-200 3 "$T/backing-200.xml" backingStore
-nested_backing 65 >"$T/backing-65.xml"
-check backing-65 3 "$T/backing-65.xml" backingStore
+check backing-200 4 "$T/backing-200.xml" top.qcow2
 
 # A 20 MB file: well-formed, padded with many small comments (one huge text
 # node would already trip libxml2's own 10 MB limit, not vmsnap's).
