@@ -13,6 +13,8 @@
 #include "fuzz-common.h"
 
 static const char *const formats[] = { "qcow2", "qcow", "qed", "vmdk", "raw", NULL };
+/* vmsnap_image_read's in-process readers (the rest go to qemu-img). */
+static const char *const read_formats[] = { "qcow2", "qcow", "vmdk", "vdi", "raw", NULL };
 
 static void
 check_name (const char *name)
@@ -71,6 +73,29 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     if (strcmp (*f, "raw") == 0)
       FUZZ_ASSERT (r.backing == NULL && r.data_file == NULL && r.extents == NULL);
     vmsnap_hdr_refs_clear (&r);
+  }
+  /* The whole header read (issue 17): bounded, and consistent with the
+   * names' reader: what it accepts names only local files. */
+  for (const char *const *f = read_formats; *f; f++) {
+    g_autoptr (GError) err = NULL;
+    g_autoptr (vmsnap_image) img = vmsnap_image_read (path, *f, &err);
+
+    if (img == NULL) {
+      FUZZ_ASSERT (err != NULL && err->message != NULL);
+      continue;
+    }
+    FUZZ_ASSERT (err == NULL && img->in_process && img->snapshots != NULL);
+    FUZZ_ASSERT (img->snapshots->len <= 65536);
+    FUZZ_ASSERT (vmsnap_image_refs_check (path, *f, NULL));
+    if (img->backing)
+      FUZZ_ASSERT (g_path_is_absolute (img->backing));
+    if (strcmp (*f, "raw") == 0)
+      FUZZ_ASSERT (img->backing == NULL && img->snapshots->len == 0
+                   && img->virtual_size == ((size + 511) & ~(size_t) 511));
+    for (guint i = 0; i < img->snapshots->len; i++) {
+      const vmsnap_image_snapshot *s = img->snapshots->pdata[i];
+      FUZZ_ASSERT (s->id != NULL && s->name != NULL);
+    }
   }
   return 0;
 }
