@@ -2,10 +2,13 @@
  *
  * Files: the declared format is checked against the image's own header
  * (our own sniffing of magic numbers: QEMU is never allowed to probe), then
- * every layer of the backing chain is read with
- *   qemu-img info --output=json -U -f FORMAT LAYER
- * (one layer at a time, the format always given), walking the chain
- * ourselves so a missing format, a missing file or a loop is found and named.
+ * every layer of the backing chain is read once, in process, by
+ * vmsnap_image_read (imagehdr.c: bounded reads of the header, its
+ * extensions and the qcow2 snapshot table; one `qemu-img info -U -f FORMAT`
+ * only for a format it does not read, never one per qcow2 layer), walking
+ * the chain ourselves so a missing format, a missing file or a loop is
+ * found and named.  The headers stay in the model (vmsnap_layer.image): the
+ * planner, the backends and the reports read them from there.
  * Block devices: stat + size.  A problem becomes the disk's inspect_error,
  * never a crash.
  */

@@ -139,8 +139,9 @@ typedef struct vmsnap_disk {
   const vmsnap_layer *const *xml_backing;
   size_t n_xml_backing;
 
-  /* Inspection by the core (files: header sniffing + qemu-img info with the
-   * format always given; block devices: stat). */
+  /* Inspection by the core, once per command after the lock (files: every
+   * layer's header read in process, vmsnap_image_read, the format always
+   * given; block devices: stat). */
   bool inspected;            /* the source was found and examined */
   const char *inspect_error; /* why inspection failed, or NULL */
   const char *detected_format; /* from the image header; "raw" = no magic */
