@@ -337,6 +337,13 @@ inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
     }
   }
   d->pub.inspected = TRUE;
+  if (d->chain->len > VMSNAP_CHAIN_WARN)
+    g_ptr_array_add (d->warnings, g_strdup_printf (
+      "the backing chain of %s is %u images deep: QEMU opens every layer and "
+      "a read the top layers miss walks them; consolidate it (vmsnap merge "
+      "DOMAIN --disk %s, or delete snapshots), and set vmsnap.max-chain-depth "
+      "to make a create refuse beyond a depth", path, d->chain->len,
+      d->pub.target));
   compare_xml_backing (d);
 }
 

@@ -17,6 +17,8 @@
  * deeper chains, and the depth a create may reach is the user's
  * vmsnap.max-chain-depth (issue 17 item 8). */
 #define VMSNAP_MAX_CHAIN 1024
+/* Deeper than this, plan warns (a policy hint, not a limit). */
+#define VMSNAP_CHAIN_WARN 64
 
 /* ------------------------------------------------------------- loader */
 

@@ -100,7 +100,7 @@ check_s2 () { enc_read "$1" 0xa1 0 512K; enc_read "$1" 0xb1 1M 2M; enc_read "$1"
 check_cur () { enc_read "$1" 0xa1 0 512K; enc_read "$1" 0 512K 512K; enc_read "$1" 0xb1 1M 2M; enc_read "$1" 0xc1 4M 256K; }
 
 base=$TEST_TMP/base.qcow2
-qemu-img create -q -f qcow2 --object "secret,id=s0,file=$KEY" \
+luks_retry qemu-img create -q -f qcow2 --object "secret,id=s0,file=$KEY" \
     -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 "$base" 16M
 enc_write "$base" 0xa1 0 512K
 mk_domain_xml enc "$TEST_TMP/enc.xml" "vda:qcow2:$base"
@@ -203,7 +203,7 @@ VMSNAP_STATE_DIR=$TEST_TMP/file-state vms_rc create "$TEST_TMP/file.xml" f1
 
 # ---- a raw LUKS volume is refused for what it is
 vol=$TEST_TMP/vol.luks
-qemu-img create -q -f luks --object "secret,id=s0,file=$KEY" -o key-secret=s0,iter-time=10 "$vol" 8M
+luks_retry qemu-img create -q -f luks --object "secret,id=s0,file=$KEY" -o key-secret=s0,iter-time=10 "$vol" 8M
 eng_mk_file_domain lk "$TEST_TMP/lk.xml" "vda:raw:$vol"
 sed -i "s|<source file='$vol'/>|<source file='$vol'><encryption format='luks'><secret type='passphrase' uuid='$uuid'/></encryption></source>|" "$TEST_TMP/lk.xml"
 VMSNAP_STATE_DIR=$TEST_TMP/lk-state vms_rc plan --json "$TEST_TMP/lk.xml"
