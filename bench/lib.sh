@@ -129,7 +129,7 @@ bench_errmsg ()
 
 # bench_spawns ARG...: the processes `vmsnap ARG...` starts, as the library
 # counts them (VMSNAP_DEBUG_SPAWNS, doc/performance.md): "N (qemu-img info
-# x4, ...)", or "refused (exit N: message)".  Not timed: run it outside the
+# x4, ...)", or "failed (exit N: message)".  Not timed: run it outside the
 # timings.
 bench_spawns ()
 {
@@ -137,7 +137,7 @@ bench_spawns ()
     rm -f -- "$f"
     VMSNAP_DEBUG_SPAWNS=$f "$VMSNAP" "$@" >/dev/null 2>"$f.err" || rc=$?
     if [ "$rc" != 0 ]; then
-        echo "refused (exit $rc: $(bench_errmsg "$f.err"))"
+        echo "failed (exit $rc: $(bench_errmsg "$f.err"))"
         return 0
     fi
     [ -e "$f" ] || { echo 0; return 0; }

@@ -15,8 +15,8 @@
 # list --tree, chain, plan, revert, delete) on each offline case, counted by
 # the library itself (VMSNAP_DEBUG_SPAWNS, doc/performance.md): what the
 # issue-17 goal "processes per command do not depend on depth" is about.
-# A command vmsnap refuses (a chain deeper than it handles) is reported as
-# refused, with its message: that is a finding, not a bench failure.
+# A command vmsnap refuses (a chain deeper than it handles) is reported
+# with its exit status and message: a finding, not a bench failure.
 #
 #   bench/overhead.sh BUILD_DIR
 # Environment: BENCH_QUICK=1 (3 pairs, 64 MiB image, tables of 1, 100 and
