@@ -99,9 +99,10 @@ die_with_parent (gpointer data)
    per process, O_APPEND, so lines from concurrent vmsnap runs do not mix;
    O_CLOEXEC so the tool does not inherit it; 0600 like all our files.
    Every way the library starts a process (vmsnap_run, vmsnap_run_progress)
-   calls this right before it, and a new one must too; nothing else in the library or the backends forks (hooks of the
-   exec-hooks plugin are the user's programs and are not counted).  Unset or
-   empty: nothing is done beyond the getenv. */
+   calls this right before it, and a new one must too (read-once.sh fails
+   on a spawn call outside this file).  Hooks of the exec-hooks plugin are
+   the user's programs and are not counted.  Unset or empty: nothing is
+   done beyond the getenv. */
 void
 vmsnap_note_spawn (const char *const *argv)
 {
