@@ -121,6 +121,30 @@ mib () { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
 
 log () { echo "[$(awk -v a="${BENCH_T0/./}" -v b="${EPOCHREALTIME/./}" 'BEGIN { printf "%6.1f", (b - a) / 1e6 }') s] $*" >&2; }
 
+# bench_errmsg FILE: vmsnap's error message in FILE, on one line, shortened.
+bench_errmsg ()
+{
+    tr '\n' ' ' <"$1" | sed -e 's/vmsnap: error: //g' -e 's/  */ /g' -e 's/^ //' -e 's/ $//' | cut -c1-160
+}
+
+# bench_spawns ARG...: the processes `vmsnap ARG...` starts, as the library
+# counts them (VMSNAP_DEBUG_SPAWNS, doc/performance.md): "N (qemu-img info
+# x4, ...)", or "failed (exit N: message)".  Not timed: run it outside the
+# timings.
+bench_spawns ()
+{
+    local rc=0 f=$TEST_TMP/.spawns
+    rm -f -- "$f"
+    VMSNAP_DEBUG_SPAWNS=$f "$VMSNAP" "$@" >/dev/null 2>"$f.err" || rc=$?
+    if [ "$rc" != 0 ]; then
+        echo "failed (exit $rc: $(bench_errmsg "$f.err"))"
+        return 0
+    fi
+    [ -e "$f" ] || { echo 0; return 0; }
+    sort -- "$f" | uniq -c | awk '{ n = $1; t += n; $1 = ""; s = s (s ? ", " : "") substr($0, 2) " x" n }
+                                  END { printf "%d (%s)\n", t, s }'
+}
+
 # ---------------------------------------------------------------- output
 
 # bench_header TITLE: what ran where.

@@ -176,6 +176,9 @@ int vmsnap_state_dir_open (const char *root, const char *uuid, char **dir,
                            GError **err);
 /* Like vmsnap_run; with SHOW the tool's stdout (progress) goes to stderr. */
 gboolean vmsnap_run_progress (const char *const *argv, gboolean show, GError **err);
+/* Count a process about to be started (VMSNAP_DEBUG_SPAWNS, error.c):
+ * every function that starts one calls this first. */
+void vmsnap_note_spawn (const char *const *argv);
 
 /* The start of the last line of a journal, then the SHA-256 (hex) of all
  * that precedes it (contract.c). */
