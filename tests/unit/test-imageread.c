@@ -254,9 +254,12 @@ test_in_use (void)
   GPid pid;
   int in_fd, status;
 
-  if (!g_find_program_in_path ("qemu-io")) {
-    g_test_skip ("no qemu-io");
-    return;
+  {
+    g_autofree char *qemu_io = g_find_program_in_path ("qemu-io");
+    if (qemu_io == NULL) {
+      g_test_skip ("no qemu-io");
+      return;
+    }
   }
   create ("qcow2", "lock.qcow2", NULL, "1M");
   g_assert_cmpint (vmsnap_image_in_use (p, &err), ==, 0);
