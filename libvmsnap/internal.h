@@ -76,8 +76,10 @@ struct vmsnap_domain {
   GStringChunk *strs;   /* every string of the model lives here */
   const char *name;
   const char *uuid;
+  const char *spec;     /* as given: file path, name or UUID */
   const char *path;     /* domain XML file, or NULL */
   const char *uri;      /* libvirt URI, or NULL */
+  gboolean inspected;   /* vmsnap_domain_inspect ran on these disks */
   vmsnap_state state;
   const char *firmware;     /* <os firmware=> */
   const char *loader_type;  /* <loader type=> (pflash, rom) */
@@ -99,6 +101,15 @@ const char *vmsnap_state_name (vmsnap_state s);
 
 /* Inspect every disk's storage (files, block devices). */
 void vmsnap_inspect_disk (vmsnap_domain *dom, vmsnap_disk_priv *d);
+/* vmsnap_domain_open in two steps (issue 17): the definition alone (no
+ * process, no image opened; a domain XML file opens no libvirt
+ * connection), then the inventory of its storage (every disk, once). */
+vmsnap_domain *vmsnap_domain_read (vmsnap_ctx *ctx, const char *spec,
+                                   const char *uri, GError **err);
+void vmsnap_domain_inspect (vmsnap_domain *dom);
+/* The definition again, from the same file or libvirt domain (on the
+ * connection already open); not inspected. */
+gboolean vmsnap_domain_reread (vmsnap_domain *dom, GError **err);
 
 /* ------------------------------------------------ image header names
  * (imagehdr.c): what a header names outside the image, read by vmsnap
