@@ -154,7 +154,7 @@ vmsnap_encrypted_chain_set (xmlNodePtr disk, xmlNodePtr enc,
                    source, VMSNAP_MAX_CHAIN);
       return FALSE;
     }
-    if (!vmsnap_run (argv, &out, err)
+    if (!vmsnap_run_short (argv, &out, err)
         || !json_parser_load_from_data (p, out, -1, err))
       return FALSE;
     if (!JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p))) {

@@ -156,6 +156,12 @@ const char *vmsnap_plan_backend (const vmsnap_plan *plan, const char *target);
 /* Run an external tool with argv (never through a shell); capture stdout.
  * Returns FALSE with *err naming the tool and its stderr on failure. */
 gboolean vmsnap_run (const char *const *argv, char **out, GError **err);
+/* The same for a short tool that only reads (qemu-img info): no
+ * child-setup hook (vmsnap_run's die-with-parent is for tools that write:
+ * data copies, commits, rebases). */
+gboolean vmsnap_run_short (const char *const *argv, char **out, GError **err);
+/* TRUE for an argv vmsnap_run_short may run: `qemu-img info ...`. */
+gboolean vmsnap_argv_reads_only (const char *const *argv);
 /* The qemu-img to run: $VMSNAP_QEMU_IMG or qemu-img from PATH. */
 char *vmsnap_find_qemu_img (GError **err);
 

@@ -555,7 +555,7 @@ vmsnap_online_tag_somewhere (vmsnap_domain *dom, const char *tag, const char *co
     {
       const char *argv[] = { qemu_img, "info", "--output=json", "-U", "-f", "qcow2",
                              "--", chain->pdata[0], NULL };
-      if (!vmsnap_run (argv, &out, NULL)
+      if (!vmsnap_run_short (argv, &out, NULL)
           || !json_parser_load_from_data (jp, out, -1, NULL)
           || (root = json_parser_get_root (jp)) == NULL || !JSON_NODE_HOLDS_OBJECT (root))
         return unknown;
