@@ -1559,6 +1559,13 @@ vmsnap_engine_free (vmsnap_engine *e)
   g_free (e);
 }
 
+vmsnap_domain *
+vmsnap_engine_domain (vmsnap_engine *e)
+{
+  vmsnap_domain_inspect (e->dom);   /* once: a no-op when done */
+  return e->dom;
+}
+
 char *
 vmsnap_engine_recover_report (vmsnap_engine *e)
 {

@@ -347,6 +347,10 @@ guint vmsnap_journal_line (vmsnap_journal *j, const char *group, const char *key
 gboolean vmsnap_journal_replay_catalog (catalog *cat, vmsnap_journal *j,
                                         GError **err);
 
+/* The engine's domain: its one inventory, read under the lock (check.c
+ * --repair); owned by the engine. */
+vmsnap_domain *vmsnap_engine_domain (vmsnap_engine *e);
+
 /* ------------------------------------------------- running domains */
 
 void vmsnap_libvirt_events_init (void);

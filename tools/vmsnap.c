@@ -58,8 +58,8 @@ static const char exit_codes[] =
   "     a chain would exceed vmsnap.max-chain-depth, or the operation is\n"
   "     not implemented yet\n"
   "  5  busy: another vmsnap holds the domain\n"
-  "  6  check, list/info --verify: the catalog and storage differ (after\n"
-  "     --repair: what it could not correct)\n";
+  "  6  check (or list/info --verify): the catalog and storage differ\n"
+  "     (after check --repair: what it could not correct)\n";
 
 /* Output is UTF-8 as it comes (paths, names): g_print would convert it to
  * the locale's charset and turn non-ASCII into '?' under LC_ALL=C. */

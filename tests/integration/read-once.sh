@@ -6,7 +6,8 @@
 #    (the domain is an XML file), at chain depth 1 and 4 alike;
 #  - chain and list --verify do read storage (so the checks above can fail);
 #  - chain and create inspect each layer once (after the lock, not before
-#    it too): counted qemu-img info runs;
+#    it too): counted qemu-img info runs; a create on a domain XML file
+#    connects to no libvirt either;
 #  - list keeps trust.c's answer: a catalog path outside the definition's
 #    directories but inside the chain's (a backing file elsewhere) is
 #    accepted (storage is inspected for it), one outside both is refused.
@@ -121,6 +122,7 @@ traced create6 create "$dom" s5
 vms_ok create "$dom" s6
 traced create8 create "$dom" s7
 [ "$TRACED_RC" = 0 ] || { cat "$TEST_TMP/create8.err" >&2; fail "create s7: exit $TRACED_RC"; }
+[ -z "$(libvirt_connects create6)" ] || fail "create on a domain XML file connected to libvirt: $(libvirt_connects create6)"
 n6=$(ninfo_of create6) n8=$(ninfo_of create8)
 [ "$n8" -gt "$n6" ] || fail "self-check: create ran qemu-img info $n6 times at depth 6, $n8 at depth 8"
 [ $(( n8 - n6 )) -le 4 ] ||
