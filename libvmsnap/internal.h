@@ -24,6 +24,10 @@ typedef struct {
   char *name;
   char *path;
   char *message;
+  /* Found but not loaded yet (issue 17): loaded when first asked for
+   * (vmsnap_find_module, vmsnap_loaded_backends, vmsnap_backend_get). */
+  gboolean pending;
+  const char *package;
 } vmsnap_module;
 
 struct vmsnap_ctx {
@@ -41,10 +45,26 @@ void vmsnap_config_free (vmsnap_config *cfg);
 /* NULL when BACKEND's declarations are well-formed, else why not. */
 char *vmsnap_options_check (const char *backend, const vmsnap_option_desc *opts);
 
-/* Loaded modules only, in a stable order (by name). */
+/* Loaded modules only, in a stable order (by name); loads every module
+ * not loaded yet. */
 GPtrArray *vmsnap_loaded_backends (const vmsnap_ctx *ctx);
+/* Module NAME, loaded now if it was not yet; NULL if there is none. */
 const vmsnap_module *vmsnap_find_module (const vmsnap_ctx *ctx,
                                          const char *name);
+/* The same without loading it (the configuration's view). */
+const vmsnap_module *vmsnap_peek_module (const vmsnap_ctx *ctx,
+                                         const char *name);
+/* Load every module not loaded yet (vmsnap config, vmsnap backends). */
+void vmsnap_ctx_load_all (const vmsnap_ctx *ctx);
+/* config.c: the sections the configuration file (as OPTS and
+ * $VMSNAP_CONFIG name it) gives keys in, and those of OPTS's settings:
+ * their backends are loaded with the context, to check them. */
+GPtrArray *vmsnap_config_named_sections (const vmsnap_config_options *opts);
+/* config.c: a backend loaded after the context was made: its settings at
+ * their defaults, or their environment variables; FALSE with *WHY on a
+ * bad value. */
+gboolean vmsnap_config_add_backend (vmsnap_config *cfg, const vmsnap_module *m,
+                                    char **why);
 /* The loader's pieces, shared by backends and plugins (plugin.c). */
 GPtrArray *vmsnap_module_dirs (const char *env, const char *kind,
                                const char *install_dir);

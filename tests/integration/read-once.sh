@@ -3,7 +3,8 @@
 #  - list, list --tree, list --json, list --names and info answer from the
 #    catalog alone: no process but vmsnap itself (execve), no image opened
 #    (openat of a file in the image directories), no libvirt connection
-#    (the domain is an XML file), at chain depth 1 and 4 alike;
+#    (the domain is an XML file), no backend module loaded, at chain depth
+#    1 and 4 alike; a revert loads only the backend its snapshot names;
 #  - chain and list --verify do read storage (so the checks above can fail);
 #  - chain and create inspect each layer once (after the lock, not before
 #    it too): counted qemu-img info runs; a create on a domain XML file
@@ -66,6 +67,8 @@ catalog_only ()
     [ -z "$opens" ] || fail "vmsnap $* opened images: $opens"
     conn=$(libvirt_connects "$name")
     [ -z "$conn" ] || fail "vmsnap $* (a domain XML file) connected to libvirt: $conn"
+    loads=$(backend_loads "$name")
+    [ -z "$loads" ] || fail "vmsnap $* loaded backends it does not use: $loads"
 }
 
 views ()   # LABEL
@@ -81,6 +84,16 @@ views ()   # LABEL
     jq_check "$TRACED_OUT" '.name == "s1" and (.disks | length) == 2' "info --json ($1)"
     echo "  depth $1: list, list --tree/--json/--names, info, info --json: vmsnap alone, no image opened, no libvirt"
 }
+
+# backend_loads NAME: the backend modules NAME's run opened.
+backend_loads ()
+{
+    grep -E 'open(at)?\(.*/(qcow2-external|qcow2-internal|lvm|rbd)(/\.libs/[^/"]*)?\.(so|la)"' \
+        "$TEST_TMP/$1.st" | grep -v ENOENT || true
+}
+# The configuration names no backend's settings (which would load it).
+printf '[vmsnap]\n' >"$TEST_TMP/empty.conf"
+export VMSNAP_CONFIG=$TEST_TMP/empty.conf
 
 # ------------------------------------------------ 1. catalog-only views
 echo "views from the catalog:"
@@ -99,7 +112,8 @@ traced verify list --verify "$dom"
 grep -q "^Verified: the catalog and storage agree" <<<"$TRACED_OUT" ||
     fail "list --verify does not say the catalog and storage agree: $TRACED_OUT"
 [ -n "$(image_opens verify)" ] || fail "list --verify opened no image"
-echo "  chain and list --verify do open images (the checks above can fail)"
+[ -n "$(backend_loads verify)" ] || fail "self-check: list --verify loaded no backend (it asks their list slots)"
+echo "  chain and list --verify do open images and load backends (the checks above can fail)"
 
 # chain reads the domain's layers once: one inventory of the active chains
 # plus one qemu-img info per file shown (vmsnap_image_info): at most 2 per
@@ -128,6 +142,15 @@ n6=$(ninfo_of create6) n8=$(ninfo_of create8)
 [ $(( n8 - n6 )) -le 4 ] ||
     fail "create ran qemu-img info $n6 times at depth 6 and $n8 at depth 8: more than one per layer (the domain is inspected more than once)"
 echo "  create: $n6 qemu-img info runs at depth 6, $n8 at depth 8"
+
+# A revert loads the backend its snapshot names, not every one (lvm and
+# rbd are not loaded when installed: their libraries are large).
+traced revert revert "$dom" s2
+[ "$TRACED_RC" = 0 ] || { cat "$TEST_TMP/revert.err" >&2; fail "revert s2: exit $TRACED_RC"; }
+loaded=$(backend_loads revert)
+grep -q "qcow2-external" <<<"$loaded" || fail "self-check: revert did not load qcow2-external: $loaded"
+! grep -qE "/(lvm|rbd|qcow2-internal)/" <<<"$loaded" || fail "revert s2 (qcow2-external) loaded other backends: $loaded"
+echo "  revert loads only qcow2-external"
 
 # ------------------------------- 3. trust.c's answer, without inspecting
 catalog=$VMSNAP_STATE_DIR/$(sed -n 's|.*<uuid>\(.*\)</uuid>.*|\1|p' "$dom")/catalog.xml
