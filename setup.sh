@@ -25,6 +25,8 @@ PACKAGES=(
   libvirt-clients util-linux
   # tests
   jq valgrind
+  # tests: read-once.sh counts processes and opened files
+  strace
   # tests: the man pages (groff -man -ww)
   groff-base
   # tests: the LVM guest (tests/fixtures/lvm-guest.sh) runs the host's lvm2

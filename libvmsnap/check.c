@@ -655,7 +655,8 @@ vmsnap_check_domain (vmsnap_ctx *ctx, const char *spec,
               const vmsnap_engine_options *opts, unsigned int flags,
               bool *drift_left, GError **err)
 {
-  g_autoptr (vmsnap_domain) dom = NULL;
+  g_autoptr (vmsnap_domain) own = NULL;
+  vmsnap_domain *dom;
   g_autoptr (vmsnap_engine) e = NULL;   /* holds the lock while repairing */
   g_autoptr (catalog) c = NULL;
   g_autoptr (GPtrArray) drifts = g_ptr_array_new_with_free_func (drift_free);
@@ -684,7 +685,11 @@ vmsnap_check_domain (vmsnap_ctx *ctx, const char *spec,
     if ((e = vmsnap_engine_open (ctx, spec, &eo, err)) == NULL)
       return NULL;
   }
-  if ((dom = vmsnap_domain_open (ctx, spec, opts ? opts->uri : NULL, err)) == NULL)
+  /* Repairing: the engine's inventory, read under its lock (after any
+   * recovery); not inspected a second time. */
+  if (e)
+    dom = vmsnap_engine_domain (e);
+  else if ((dom = own = vmsnap_domain_open (ctx, spec, opts ? opts->uri : NULL, err)) == NULL)
     return NULL;
   if (dom->uuid == NULL || !g_uuid_string_is_valid (dom->uuid)) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_INVALID_INPUT,

@@ -369,9 +369,14 @@ section_known (const vmsnap_ctx *ctx, const char *section, const char **why_not)
   *why_not = NULL;
   if (strcmp (section, CORE_SECTION) == 0)
     return TRUE;
-  m = vmsnap_find_module (ctx, section);
+  m = vmsnap_peek_module (ctx, section);
   if (m == NULL)
     return FALSE;
+  if (m->pending) {
+    /* Only for a section without keys: one with keys had it loaded. */
+    *why_not = "not loaded (this command does not use it)";
+    return FALSE;
+  }
   if (m->info.status == VMSNAP_BACKEND_LOADED)
     return TRUE;
   *why_not = m->message ? m->message : vmsnap_backend_status_name (m->info.status);
@@ -555,7 +560,7 @@ vmsnap_config_load (const vmsnap_ctx *ctx, const vmsnap_config_options *opts,
   add_section (cfg, CORE_SECTION, core_options);
   for (guint i = 0; i < ctx->modules->len; i++) {
     const vmsnap_module *m = ctx->modules->pdata[i];
-    if (m->info.status == VMSNAP_BACKEND_LOADED)
+    if (!m->pending && m->info.status == VMSNAP_BACKEND_LOADED)
       add_section (cfg, m->name, m->be.options);
   }
   if (!load_file (cfg, ctx, err) || !load_env (cfg, err)
@@ -564,6 +569,81 @@ vmsnap_config_load (const vmsnap_ctx *ctx, const vmsnap_config_options *opts,
     return NULL;
   }
   return cfg;
+}
+
+/* The file vmsnap_config_load reads for OPTS. */
+static char *
+config_file (const vmsnap_config_options *opts)
+{
+  const char *env = g_getenv ("VMSNAP_CONFIG");
+
+  if (opts && opts->file)
+    return g_strdup (opts->file);
+  if (env && *env)
+    return g_strdup (env);
+  return g_strdup (VMSNAP_CONFIG_FILE_DEFAULT);
+}
+
+GPtrArray *
+vmsnap_config_named_sections (const vmsnap_config_options *opts)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_autofree char *file = config_file (opts);
+
+  /* A file that cannot be read is vmsnap_config_load's to report. */
+  if (g_key_file_load_from_file (kf, file, G_KEY_FILE_NONE, NULL)) {
+    g_auto (GStrv) groups = g_key_file_get_groups (kf, NULL);
+    for (char **g = groups; g && *g; g++) {
+      g_auto (GStrv) keys = g_key_file_get_keys (kf, *g, NULL, NULL);
+      if (keys && keys[0])
+        g_ptr_array_add (out, g_strdup (*g));
+    }
+  }
+  for (size_t i = 0; opts && opts->settings && opts->settings[i]; i++) {
+    const char *dot = strchr (opts->settings[i], '.');
+    if (dot)
+      g_ptr_array_add (out, g_strndup (opts->settings[i], dot - opts->settings[i]));
+  }
+  return out;
+}
+
+/* Core first, then the backends by name, each in declaration order. */
+static gint
+cmp_entry (gconstpointer a, gconstpointer b)
+{
+  const cfg_entry *ea = *(cfg_entry *const *) a;
+  const cfg_entry *eb = *(cfg_entry *const *) b;
+  gboolean ca = strcmp (ea->section, CORE_SECTION) == 0;
+  gboolean cb = strcmp (eb->section, CORE_SECTION) == 0;
+
+  if (ca != cb)
+    return ca ? -1 : 1;
+  return strcmp (ea->section, eb->section);
+}
+
+gboolean
+vmsnap_config_add_backend (vmsnap_config *cfg, const vmsnap_module *m, char **why)
+{
+  g_autoptr (GError) err = NULL;
+  guint first = cfg->entries->len;
+
+  add_section (cfg, m->name, m->be.options);
+  for (guint i = first; i < cfg->entries->len; i++) {
+    cfg_entry *e = cfg->entries->pdata[i];
+    const char *v = e->desc->env ? g_getenv (e->desc->env) : NULL;
+    if (v == NULL || *v == '\0')
+      continue;
+    if (!parse_value (e->desc, v, NULL)) {
+      bad_value (&err, SRC_ENV, NULL, e, v);
+      *why = g_strdup (err->message);
+      return FALSE;
+    }
+    set_value (e, v, SRC_ENV, g_strdup (e->desc->env));
+  }
+  /* g_ptr_array_sort is stable: each section keeps its order. */
+  g_ptr_array_sort (cfg->entries, cmp_entry);
+  return TRUE;
 }
 
 /* -------------------------------------------------------------- getters */
@@ -653,6 +733,9 @@ vmsnap_config_to_json (const vmsnap_ctx *ctx)
   g_autoptr (JsonGenerator) g = json_generator_new ();
   g_autoptr (JsonNode) root = NULL;
 
+  /* Every backend's settings: load those no command needed yet. */
+  vmsnap_ctx_load_all (ctx);
+
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "file");
   json_builder_add_string_value (b, cfg->file);
@@ -720,6 +803,9 @@ vmsnap_config_to_text (const vmsnap_ctx *ctx)
   const vmsnap_config *cfg = ctx->config;
   GString *s = g_string_new (NULL);
   size_t w = 3, vw = 5;
+
+  /* Every backend's settings: load those no command needed yet. */
+  vmsnap_ctx_load_all (ctx);
 
   g_string_append_printf (s, "Configuration file: %s (%s)\n", cfg->file,
                           cfg->file_read ? "read" : "not found: built-in defaults");

@@ -551,6 +551,10 @@ vmsnap_op_run (vmsnap_op *op, const char *const *argv, char **out, GError **err)
 {
   if (!guard_argv (op, argv, err))
     return FALSE;
+  /* Tools that write die with vmsnap; a read (qemu-img info) is started
+   * the cheaper way. */
+  if (vmsnap_argv_reads_only (argv))
+    return vmsnap_run_short (argv, out, err);
   return vmsnap_run (argv, out, err);
 }
 

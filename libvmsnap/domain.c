@@ -544,14 +544,44 @@ open_file (vmsnap_domain *dom, const char *path, GError **err)
   return vmsnap_domain_parse (dom, buf, len, path, err);
 }
 
+/* The state and the definition of the libvirt domain DOM->dom (looked up
+ * already), parsed into DOM. */
 static gboolean
-open_libvirt (vmsnap_domain *dom, const char *spec, const char *uri,
-              GError **err)
+load_libvirt (vmsnap_domain *dom, const char *spec, GError **err)
 {
   int state = 0, reason = 0;
   char *xml;
   gboolean ok;
 
+  if (virDomainGetState (dom->dom, &state, &reason, 0) < 0) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "domain %s: cannot get state: %s", spec, virGetLastErrorMessage ());
+    return FALSE;
+  }
+  switch (state) {
+  case VIR_DOMAIN_RUNNING: dom->state = VMSNAP_STATE_RUNNING; break;
+  case VIR_DOMAIN_PAUSED: dom->state = VMSNAP_STATE_PAUSED; break;
+  case VIR_DOMAIN_SHUTOFF: dom->state = VMSNAP_STATE_SHUTOFF; break;
+  default: dom->state = VMSNAP_STATE_OTHER; break;
+  }
+  xml = virDomainGetXMLDesc (dom->dom, 0);
+  if (xml == NULL) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "domain %s: cannot get its XML: %s", spec, virGetLastErrorMessage ());
+    return FALSE;
+  }
+  {
+    g_autofree char *where = g_strdup_printf ("libvirt domain %s", spec);
+    ok = vmsnap_domain_parse (dom, xml, strlen (xml), where, err);
+  }
+  free (xml);
+  return ok;
+}
+
+static gboolean
+open_libvirt (vmsnap_domain *dom, const char *spec, const char *uri,
+              GError **err)
+{
   virSetErrorFunc (NULL, silent_virerror);
   /* Block jobs of running domains are waited for on events, which need an
    * event implementation registered before the connection opens. */
@@ -581,29 +611,7 @@ open_libvirt (vmsnap_domain *dom, const char *spec, const char *uri,
                  spec, dom->uri);
     return FALSE;
   }
-  if (virDomainGetState (dom->dom, &state, &reason, 0) < 0) {
-    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-                 "domain %s: cannot get state: %s", spec, virGetLastErrorMessage ());
-    return FALSE;
-  }
-  switch (state) {
-  case VIR_DOMAIN_RUNNING: dom->state = VMSNAP_STATE_RUNNING; break;
-  case VIR_DOMAIN_PAUSED: dom->state = VMSNAP_STATE_PAUSED; break;
-  case VIR_DOMAIN_SHUTOFF: dom->state = VMSNAP_STATE_SHUTOFF; break;
-  default: dom->state = VMSNAP_STATE_OTHER; break;
-  }
-  xml = virDomainGetXMLDesc (dom->dom, 0);
-  if (xml == NULL) {
-    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-                 "domain %s: cannot get its XML: %s", spec, virGetLastErrorMessage ());
-    return FALSE;
-  }
-  {
-    g_autofree char *where = g_strdup_printf ("libvirt domain %s", spec);
-    ok = vmsnap_domain_parse (dom, xml, strlen (xml), where, err);
-  }
-  free (xml);
-  return ok;
+  return load_libvirt (dom, spec, err);
 }
 
 /* Volume disks name a pool and a volume: ask libvirt for the path. */
@@ -633,8 +641,23 @@ resolve_volume (vmsnap_domain *dom, vmsnap_disk_priv *d)
   virStoragePoolFree (pool);
 }
 
+/* Volume disks get their path from libvirt (no image is opened). */
+static void
+resolve_volumes (vmsnap_domain *dom)
+{
+  for (guint i = 0; i < dom->disks->len; i++) {
+    vmsnap_disk_priv *d = dom->disks->pdata[i];
+    if (d->pub.type == VMSNAP_DISK_TYPE_VOLUME)
+      resolve_volume (dom, d);
+  }
+}
+
+/* The definition only (issue 17): identity, disks, sources, formats, as
+ * the XML says.  A domain XML file is read and parsed: no libvirt
+ * connection, no process, no image opened.  A libvirt domain: one
+ * connection, kept for vmsnap_domain_reread. */
 vmsnap_domain *
-vmsnap_domain_open (vmsnap_ctx *ctx, const char *spec, const char *uri,
+vmsnap_domain_read (vmsnap_ctx *ctx, const char *spec, const char *uri,
                     GError **err)
 {
   g_autoptr (vmsnap_domain) dom = vmsnap_domain_new ();
@@ -644,18 +667,58 @@ vmsnap_domain_open (vmsnap_ctx *ctx, const char *spec, const char *uri,
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_USAGE, "no domain given");
     return NULL;
   }
+  dom->spec = vmsnap_intern (dom, spec);
   ok = looks_like_file (spec) ? open_file (dom, spec, err)
                               : open_libvirt (dom, spec, uri, err);
   if (!ok)
     return NULL;
+  resolve_volumes (dom);
+  return g_steal_pointer (&dom);
+}
+
+/* Read DOM's definition again from where it came from (the same file, or
+ * the same libvirt domain on the connection already open), dropping the
+ * disks and whatever inspection found: a definition someone changed since
+ * (another vmsnap we waited for, a define step) is seen as it is now. */
+gboolean
+vmsnap_domain_reread (vmsnap_domain *dom, GError **err)
+{
+  g_ptr_array_set_size (dom->disks, 0);
+  dom->inspected = FALSE;
+  dom->firmware = dom->loader_type = dom->loader_path = NULL;
+  dom->nvram_path = dom->nvram_format = NULL;
+  if (dom->dom != NULL) {
+    if (!load_libvirt (dom, dom->spec, err))
+      return FALSE;
+  } else if (!open_file (dom, dom->path, err))
+    return FALSE;
+  resolve_volumes (dom);
+  return TRUE;
+}
+
+/* Inspect every disk's storage (vmsnap_inspect_disk), once. */
+void
+vmsnap_domain_inspect (vmsnap_domain *dom)
+{
+  if (dom->inspected)
+    return;
   for (guint i = 0; i < dom->disks->len; i++) {
     vmsnap_disk_priv *d = dom->disks->pdata[i];
-    if (d->pub.type == VMSNAP_DISK_TYPE_VOLUME)
-      resolve_volume (dom, d);
     vmsnap_inspect_disk (dom, d);
     disk_sync (d);
   }
-  return g_steal_pointer (&dom);
+  dom->inspected = TRUE;
+}
+
+vmsnap_domain *
+vmsnap_domain_open (vmsnap_ctx *ctx, const char *spec, const char *uri,
+                    GError **err)
+{
+  vmsnap_domain *dom = vmsnap_domain_read (ctx, spec, uri, err);
+
+  if (dom)
+    vmsnap_domain_inspect (dom);
+  return dom;
 }
 
 const char *

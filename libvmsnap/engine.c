@@ -51,6 +51,10 @@ struct vmsnap_engine {
   gint64 frozen_at;            /* monotonic µs of a successful FREEZE, or 0 */
   gint64 frozen_us;            /* how long the guest stayed frozen */
   vmsnap_guard *guard;         /* of dom: built on first use (guard.c) */
+  gboolean catalog_only;       /* list, info, chain: storage inspected only
+                                  when asked (vmsnap_engine_chain) */
+  gboolean stale;              /* the definition or storage changed since
+                                  dom was read and inspected */
 };
 
 typedef enum { OP_CREATE, OP_REVERT, OP_DELETE, OP_MERGE } op_kind;
@@ -382,7 +386,7 @@ make_op (vmsnap_engine *e, vmsnap_journal *j, const char *target)
   return op;
 }
 
-static gboolean reopen_domain (vmsnap_engine *e, GError **err);
+static gboolean refresh_domain (vmsnap_engine *e, GError **err);
 
 static void
 discard_list (vmsnap_engine *e, vmsnap_journal *j, const vmsnap_module *m,
@@ -934,6 +938,9 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
     if (kind_s && strcmp (kind_s, op_names[i]) == 0)
       kind = (op_kind) i;
 
+  /* From here on the definition or the storage may change: the inventory
+   * read at the start is no longer the truth until read again. */
+  e->stale = TRUE;
   if (j->recovering)
     thaw_if_frozen (e, j, FALSE, "interrupted");
   if (kind == OP_CREATE && !j->recovering && jop (j, "online")
@@ -941,9 +948,14 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
       && !vmsnap_journal_done (j, "core", "vm") && !freeze (e, j, err))
     goto failed;
   if (jop (j, "online") && !vmsnap_journal_done (j, "core", "vm")) {
+    /* Read again: libvirt changed the domain's state (a revert stopped
+     * it) or its definition and images (an internal snapshot taken or
+     * reverted with the memory), and the disk steps below act on the
+     * domain as it is now. */
     if (!vm_step (e, j, kind, err) || !vmsnap_journal_mark (j, "core", "vm", err)
-        || !reopen_domain (e, err))
+        || !refresh_domain (e, err))
       goto failed;
+    e->stale = TRUE;
   }
   if (kind == OP_CREATE && jop (j, "nvram") && !vmsnap_journal_done (j, "core", "nvram")) {
     /* Inside the pause window of a running domain, or offline. */
@@ -1086,8 +1098,17 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
       report_left_behind (e, j, report);
   }
   if (!vmsnap_journal_done (j, "core", "discard")) {
-    /* Backends see the domain as defined now (new active images). */
-    if (!reopen_domain (e, err)) {
+    gboolean garbage = FALSE;
+    for (char **t = disks; t && *t; t++) {
+      vmsnap_result *r = g_hash_table_lookup (results, *t);
+      garbage = garbage || (r && r->garbage->len > 0);
+    }
+    /* Needed only when there is something to discard: the guard (and the
+     * backend's discard slot) must see the domain as defined now and the
+     * chains as the disk steps left them, so that nothing a disk now uses
+     * is removed; the steps above changed both, and only storage knows
+     * how (a commit, a pull, a new overlay). */
+    if (garbage && !refresh_domain (e, err)) {
       if (report)
         json_builder_end_array (report);
       return FALSE;
@@ -1108,6 +1129,7 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
   if (jop (j, "start") && *jop (j, "start") && !vmsnap_journal_done (j, "core", "start")) {
     g_autofree char *mem = kind == OP_REVERT ? state_file (e, j, "memory") : NULL;
     gboolean paused = !strcmp (jop (j, "start"), "paused");
+    e->stale = TRUE;
     if (!(mem ? vmsnap_memstate_restore (e->dom, mem, paused, err)
               : vmsnap_online_start (e->dom, paused, err))
         || !vmsnap_journal_mark (j, "core", "start", err)) {
@@ -1378,18 +1400,58 @@ journal_path (vmsnap_engine *e)
   return g_build_filename (e->state_dir, "journal", NULL);
 }
 
+/* Read the definition again (the same file, or the same libvirt domain
+ * on the connection already open) and, unless the command answers from
+ * the catalog, inspect its storage: the one inventory the command works
+ * from until it changes the definition or the storage itself. */
 static gboolean
-reopen_domain (vmsnap_engine *e, GError **err)
+refresh_domain (vmsnap_engine *e, GError **err)
 {
-  vmsnap_domain *dom = vmsnap_domain_open (e->ctx, e->spec, e->uri, err);
+  const char *uuid = e->dom->uuid;   /* interned: stays valid */
 
-  if (dom == NULL)
+  if (!vmsnap_domain_reread (e->dom, err))
     return FALSE;
-  vmsnap_domain_free (e->dom);
-  e->dom = dom;
+  if (g_strcmp0 (uuid, e->dom->uuid) != 0) {
+    /* The state directory we locked is another domain's. */
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "%s now defines domain UUID %s instead of %s: another "
+                 "domain took its place while vmsnap read it; nothing was done",
+                 e->spec, e->dom->uuid ? e->dom->uuid : "(none)", uuid);
+    return FALSE;
+  }
+  if (!e->catalog_only)
+    vmsnap_domain_inspect (e->dom);
   /* The guard follows the definition: built again from it when next used. */
   g_clear_pointer (&e->guard, vmsnap_guard_free);
+  e->stale = FALSE;
   return TRUE;
+}
+
+/* trust.c's checks of the paths a catalog (J NULL) or a journal names.
+ * They take the directories of the disks' images from the inventory; a
+ * command answering from the catalog alone has only the definition's, a
+ * subset of them: only when a path is outside these is storage inspected
+ * (its chains' directories then count too) and the check made again, so
+ * the answer is the same as with the inventory, and usually no image is
+ * opened. */
+static gboolean
+paths_ok (vmsnap_engine *e, vmsnap_journal *j, GError **err)
+{
+  g_autoptr (GError) local = NULL;
+
+  for (int pass = 0;; pass++) {
+    gboolean ok = j ? vmsnap_journal_paths_check (j, e->dom, e->cat, e->state_dir, &local)
+                    : vmsnap_catalog_paths_check (e->cat, e->dom, e->state_dir, &local);
+    if (ok)
+      return TRUE;
+    if (pass > 0 || e->dom->inspected) {
+      g_propagate_error (err, g_steal_pointer (&local));
+      return FALSE;
+    }
+    g_clear_error (&local);
+    vmsnap_domain_inspect (e->dom);
+    g_clear_pointer (&e->guard, vmsnap_guard_free);
+  }
 }
 
 static gboolean
@@ -1405,7 +1467,7 @@ recover (vmsnap_engine *e, GError **err)
     return err == NULL || *err == NULL;
   if (!vmsnap_journal_check (j, err)
       || !vmsnap_journal_catalog_check (j, e->cat, err)
-      || !vmsnap_journal_paths_check (j, e->dom, e->cat, e->state_dir, err))
+      || !paths_ok (e, j, err))
     return FALSE;
   b = json_builder_new ();
   json_builder_begin_object (b);
@@ -1421,8 +1483,9 @@ recover (vmsnap_engine *e, GError **err)
                                 "recovering an interrupted operation: ");
     return FALSE;
   }
-  /* The definition may have changed: read it again. */
-  return reopen_domain (e, err);
+  /* The definition and storage changed: read them again for the
+   * operation that follows. */
+  return !e->stale || refresh_domain (e, err);
 }
 
 vmsnap_engine *
@@ -1439,7 +1502,10 @@ vmsnap_engine_open (vmsnap_ctx *ctx, const char *spec,
   e->state_fd = -1;
   e->spec = g_strdup (spec);
   e->uri = g_strdup (opts ? opts->uri : NULL);
-  if (!reopen_domain (e, err))
+  e->catalog_only = (flags & VMSNAP_ENGINE_READ_ONLY) != 0;
+  /* Identity only (name, UUID) before the lock: nothing inspected. */
+  e->dom = vmsnap_domain_read (ctx, spec, e->uri, err);
+  if (e->dom == NULL)
     return NULL;
   if (e->dom->uuid == NULL) {
     g_autofree char *example = g_uuid_string_random ();
@@ -1459,13 +1525,15 @@ vmsnap_engine_open (vmsnap_ctx *ctx, const char *spec,
   e->state_fd = vmsnap_state_dir_open (root, e->dom->uuid, &e->state_dir, err);
   if (e->state_fd < 0 || !take_lock (e, flags, err))
     return NULL;
-  /* Another vmsnap may have changed the definition while we waited. */
-  if (!reopen_domain (e, err))
+  /* Another vmsnap may have changed the definition before we got the
+   * lock: read it again (cheap), and inspect storage once, now that
+   * nobody else changes it (not for list and info: issue 17). */
+  if (!refresh_domain (e, err))
     return NULL;
   /* Catalog before recovery: recovery applies its change to it. */
   catpath = g_build_filename (e->state_dir, "catalog.xml", NULL);
   e->cat = vmsnap_catalog_load (catpath, e->dom->uuid, e->dom->name, err);
-  if (e->cat == NULL || !vmsnap_catalog_paths_check (e->cat, e->dom, e->state_dir, err))
+  if (e->cat == NULL || !paths_ok (e, NULL, err))
     return NULL;
   if (!(flags & VMSNAP_ENGINE_READ_ONLY) && !recover (e, err))
     return NULL;
@@ -1489,6 +1557,13 @@ vmsnap_engine_free (vmsnap_engine *e)
   g_free (e->state_dir);
   g_free (e->recover_report);
   g_free (e);
+}
+
+vmsnap_domain *
+vmsnap_engine_domain (vmsnap_engine *e)
+{
+  vmsnap_domain_inspect (e->dom);   /* once: a no-op when done */
+  return e->dom;
 }
 
 char *
@@ -2047,7 +2122,9 @@ vmsnap_engine_delete (vmsnap_engine *e, const char *name, GError **err)
    * once; one that still has several waits for `vmsnap merge`. */
   if (!has_hidden (e))
     return g_steal_pointer (&report);
-  if (!reopen_domain (e, &local))
+  /* The merge plans from the chains as the delete left them: read again
+   * unless the discard step did so already (nothing changed since). */
+  if (e->stale && !refresh_domain (e, &local))
     return g_steal_pointer (&report);
   merged = vmsnap_engine_merge (e, NULL, 0, &local);
   if (merged == NULL) {
@@ -2135,7 +2212,7 @@ vmsnap_engine_list (vmsnap_engine *e, GError **err)
 
   if (j && (!vmsnap_journal_check (j, &jerr)
             || !vmsnap_journal_catalog_check (j, e->cat, &jerr)
-            || !vmsnap_journal_paths_check (j, e->dom, e->cat, e->state_dir, &jerr)))
+            || !paths_ok (e, j, &jerr)))
     g_clear_pointer (&j, vmsnap_journal_free);
 
   json_builder_begin_object (b);
@@ -2253,6 +2330,10 @@ char *
 vmsnap_engine_chain (vmsnap_engine *e, const char *disk, GError **err)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
+
+  /* The one inventory (read under the lock); each file's own details
+   * below (vmsnap_image_info) are read once per file. */
+  vmsnap_domain_inspect (e->dom);
 
   if (disk && find_disk (e->dom, disk) == NULL) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_USAGE, "domain %s has no disk '%s'",

@@ -146,8 +146,8 @@ vmsnap_note_spawn (const char *const *argv)
   }
 }
 
-gboolean
-vmsnap_run (const char *const *argv, char **out, GError **err)
+static gboolean
+run_sync (const char *const *argv, gboolean tied, char **out, GError **err)
 {
   g_autofree char *sout = NULL;
   g_autofree char *serr = NULL;
@@ -159,8 +159,9 @@ vmsnap_run (const char *const *argv, char **out, GError **err)
   envp = g_environ_setenv (envp, "LC_ALL", "C", TRUE);
   spawn_parent = getpid ();
   vmsnap_note_spawn (argv);
-  if (!g_spawn_sync (NULL, (char **) argv, envp, G_SPAWN_DEFAULT, die_with_parent,
-                     NULL, &sout, &serr, &status, &local)) {
+  if (!g_spawn_sync (NULL, (char **) argv, envp, G_SPAWN_DEFAULT,
+                     tied ? die_with_parent : NULL, NULL, &sout, &serr,
+                     &status, &local)) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot run %s: %s",
                  argv[0], local->message);
     return FALSE;
@@ -174,6 +175,34 @@ vmsnap_run (const char *const *argv, char **out, GError **err)
   if (out)
     *out = g_steal_pointer (&sout);
   return TRUE;
+}
+
+gboolean
+vmsnap_run (const char *const *argv, char **out, GError **err)
+{
+  return run_sync (argv, TRUE, out, err);
+}
+
+/* A short tool that only reads (qemu-img info): no child-setup hook, so
+ * GLib can start it without running code of ours between fork and exec
+ * (posix_spawn where it can), which is cheaper for a large parent.  Such
+ * a tool outliving a killed vmsnap writes nothing. */
+gboolean
+vmsnap_run_short (const char *const *argv, char **out, GError **err)
+{
+  return run_sync (argv, FALSE, out, err);
+}
+
+/* Is ARGV `qemu-img info ...` (which opens images read-only, -U or not)? */
+gboolean
+vmsnap_argv_reads_only (const char *const *argv)
+{
+  g_autofree char *base = NULL;
+
+  if (argv == NULL || argv[0] == NULL || argv[1] == NULL)
+    return FALSE;
+  base = g_path_get_basename (argv[0]);
+  return strcmp (base, "qemu-img") == 0 && strcmp (argv[1], "info") == 0;
 }
 
 gboolean

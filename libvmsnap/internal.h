@@ -29,6 +29,10 @@ typedef struct {
   char *name;
   char *path;
   char *message;
+  /* Found but not loaded yet (issue 17): loaded when first asked for
+   * (vmsnap_find_module, vmsnap_loaded_backends, vmsnap_backend_get). */
+  gboolean pending;
+  const char *package;
 } vmsnap_module;
 
 struct vmsnap_ctx {
@@ -46,10 +50,26 @@ void vmsnap_config_free (vmsnap_config *cfg);
 /* NULL when BACKEND's declarations are well-formed, else why not. */
 char *vmsnap_options_check (const char *backend, const vmsnap_option_desc *opts);
 
-/* Loaded modules only, in a stable order (by name). */
+/* Loaded modules only, in a stable order (by name); loads every module
+ * not loaded yet. */
 GPtrArray *vmsnap_loaded_backends (const vmsnap_ctx *ctx);
+/* Module NAME, loaded now if it was not yet; NULL if there is none. */
 const vmsnap_module *vmsnap_find_module (const vmsnap_ctx *ctx,
                                          const char *name);
+/* The same without loading it (the configuration's view). */
+const vmsnap_module *vmsnap_peek_module (const vmsnap_ctx *ctx,
+                                         const char *name);
+/* Load every module not loaded yet (vmsnap config, vmsnap backends). */
+void vmsnap_ctx_load_all (const vmsnap_ctx *ctx);
+/* config.c: the sections the configuration file (as OPTS and
+ * $VMSNAP_CONFIG name it) gives keys in, and those of OPTS's settings:
+ * their backends are loaded with the context, to check them. */
+GPtrArray *vmsnap_config_named_sections (const vmsnap_config_options *opts);
+/* config.c: a backend loaded after the context was made: its settings at
+ * their defaults, or their environment variables; FALSE with *WHY on a
+ * bad value. */
+gboolean vmsnap_config_add_backend (vmsnap_config *cfg, const vmsnap_module *m,
+                                    char **why);
 /* The loader's pieces, shared by backends and plugins (plugin.c). */
 GPtrArray *vmsnap_module_dirs (const char *env, const char *kind,
                                const char *install_dir);
@@ -82,8 +102,10 @@ struct vmsnap_domain {
   GStringChunk *strs;   /* every string of the model lives here */
   const char *name;
   const char *uuid;
+  const char *spec;     /* as given: file path, name or UUID */
   const char *path;     /* domain XML file, or NULL */
   const char *uri;      /* libvirt URI, or NULL */
+  gboolean inspected;   /* vmsnap_domain_inspect ran on these disks */
   vmsnap_state state;
   const char *firmware;     /* <os firmware=> */
   const char *loader_type;  /* <loader type=> (pflash, rom) */
@@ -105,6 +127,15 @@ const char *vmsnap_state_name (vmsnap_state s);
 
 /* Inspect every disk's storage (files, block devices). */
 void vmsnap_inspect_disk (vmsnap_domain *dom, vmsnap_disk_priv *d);
+/* vmsnap_domain_open in two steps (issue 17): the definition alone (no
+ * process, no image opened; a domain XML file opens no libvirt
+ * connection), then the inventory of its storage (every disk, once). */
+vmsnap_domain *vmsnap_domain_read (vmsnap_ctx *ctx, const char *spec,
+                                   const char *uri, GError **err);
+void vmsnap_domain_inspect (vmsnap_domain *dom);
+/* The definition again, from the same file or libvirt domain (on the
+ * connection already open); not inspected. */
+gboolean vmsnap_domain_reread (vmsnap_domain *dom, GError **err);
 
 /* ------------------------------------------------ image header names
  * (imagehdr.c): what a header names outside the image, read by vmsnap
@@ -155,6 +186,12 @@ const char *vmsnap_plan_backend (const vmsnap_plan *plan, const char *target);
 /* Run an external tool with argv (never through a shell); capture stdout.
  * Returns FALSE with *err naming the tool and its stderr on failure. */
 gboolean vmsnap_run (const char *const *argv, char **out, GError **err);
+/* The same for a short tool that only reads (qemu-img info): no
+ * child-setup hook (vmsnap_run's die-with-parent is for tools that write:
+ * data copies, commits, rebases). */
+gboolean vmsnap_run_short (const char *const *argv, char **out, GError **err);
+/* TRUE for an argv vmsnap_run_short may run: `qemu-img info ...`. */
+gboolean vmsnap_argv_reads_only (const char *const *argv);
 /* The qemu-img to run: $VMSNAP_QEMU_IMG or qemu-img from PATH. */
 char *vmsnap_find_qemu_img (GError **err);
 
@@ -342,6 +379,10 @@ guint vmsnap_journal_line (vmsnap_journal *j, const char *group, const char *key
  * its catalog step to CAT if every disk step is done (engine.c). */
 gboolean vmsnap_journal_replay_catalog (catalog *cat, vmsnap_journal *j,
                                         GError **err);
+
+/* The engine's domain: its one inventory, read under the lock (check.c
+ * --repair); owned by the engine. */
+vmsnap_domain *vmsnap_engine_domain (vmsnap_engine *e);
 
 /* ------------------------------------------------- running domains */
 

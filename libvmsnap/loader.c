@@ -225,15 +225,18 @@ vmsnap_module_sym (void *handle, const char *symbol)
   return lt_dlsym ((lt_dlhandle) handle, symbol);
 }
 
-static vmsnap_module *
-load_one (const char *name, const char *base, const char *package)
+/* Load module M (its name, package and file base PATH set), under the
+ * loader's lock. */
+static void
+load_into (vmsnap_module *m)
 {
-  vmsnap_module *m = g_new0 (vmsnap_module, 1);
+  g_autofree char *base = g_strdup (m->path);
+  const char *package = m->package;
   lt_dlhandle h;
   const vmsnap_backend *(*entry) (void);
   const vmsnap_backend *be;
 
-  m->name = g_strdup (name);
+  m->pending = FALSE;
   m->info.status = VMSNAP_BACKEND_LOADED;
   if (base == NULL) {
     m->info.status = VMSNAP_BACKEND_NOT_INSTALLED;
@@ -241,7 +244,6 @@ load_one (const char *name, const char *base, const char *package)
                                   package ? package : "unknown");
     goto out;
   }
-  m->path = g_strdup (base);
   h = lt_dlopenext (base);
   if (h == NULL) {
     const char *e = lt_dlerror ();
@@ -282,7 +284,68 @@ load_one (const char *name, const char *base, const char *package)
     m->info.description = m->be.description;
     m->info.caps = m->be.caps;
   }
+}
+
+static vmsnap_module *
+module_new (const char *name, const char *base, const char *package)
+{
+  vmsnap_module *m = g_new0 (vmsnap_module, 1);
+
+  m->name = g_strdup (name);
+  m->path = g_strdup (base);
+  m->package = package;
+  m->info.name = m->name;
+  m->info.path = m->path;
   return m;
+}
+
+/* Load M now if it was left for later (issue 17: a command loads the
+ * backends it uses).  Its settings join the configuration at their
+ * defaults: a backend is left for later only when the configuration
+ * names none of its settings (vmsnap_ctx_new_full). */
+static void
+ensure_loaded (const vmsnap_ctx *ctx, vmsnap_module *m)
+{
+  if (!m->pending)
+    return;
+  g_mutex_lock (&load_lock);
+  if (m->pending) {
+    load_into (m);
+    if (m->info.status == VMSNAP_BACKEND_LOADED && ctx->config) {
+      g_autofree char *why = NULL;
+      if (!vmsnap_config_add_backend (ctx->config, m, &why)) {
+        m->info.status = VMSNAP_BACKEND_REFUSED;
+        g_free (m->message);
+        m->message = g_steal_pointer (&why);
+        m->info.message = m->message;
+      }
+    }
+  }
+  g_mutex_unlock (&load_lock);
+}
+
+void
+vmsnap_ctx_load_all (const vmsnap_ctx *ctx)
+{
+  for (guint i = 0; i < ctx->modules->len; i++)
+    ensure_loaded (ctx, ctx->modules->pdata[i]);
+}
+
+/* Is an environment variable of backend NAME's settings set?  The
+ * shipped backends name theirs VMSNAP_<NAME>_<KEY> (NAME upper-cased,
+ * '-' as '_'). */
+static gboolean
+env_names_backend (const char *name)
+{
+  g_autofree char *prefix = g_strdup_printf ("VMSNAP_%s_", name);
+  g_auto (GStrv) env = g_get_environ ();
+
+  for (char *p = prefix; *p; p++)
+    *p = *p == '-' ? '_' : g_ascii_toupper (*p);
+  for (char **e = env; e && *e; e++)
+    if (g_str_has_prefix (*e, prefix) && strchr (*e, '=')[1] != '\0')
+      return TRUE;
+  return FALSE;
 }
 
 static gint
@@ -325,6 +388,7 @@ vmsnap_ctx_new_full (const vmsnap_config_options *opts, GError **err)
 {
   g_autoptr (GPtrArray) dirs = NULL;
   g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) named = vmsnap_config_named_sections (opts);
   vmsnap_ctx *ctx;
 
   g_mutex_lock (&load_lock);
@@ -355,9 +419,22 @@ vmsnap_ctx_new_full (const vmsnap_config_options *opts, GError **err)
     for (size_t k = 0; k < G_N_ELEMENTS (shipped); k++)
       if (strcmp (shipped[k].name, name) == 0)
         package = shipped[k].package;
+    vmsnap_module *m;
+
     for (guint d = 0; d < dirs->len && base == NULL; d++)
       base = vmsnap_module_find_in (dirs->pdata[d], name);
-    g_ptr_array_add (ctx->modules, load_one (name, base, package));
+    m = module_new (name, base, package);
+    /* Loaded now: a module the configuration sets something for (its
+     * settings are checked with the configuration), one not shipped with
+     * vmsnap (its environment variables are unknown until it is loaded),
+     * and a missing one (nothing to load).  The others when a command
+     * first asks for them. */
+    if (base != NULL && package != NULL && !env_names_backend (name)
+        && !g_ptr_array_find_with_equal_func (named, name, g_str_equal, NULL))
+      m->pending = TRUE;
+    else
+      load_into (m);
+    g_ptr_array_add (ctx->modules, m);
   }
   g_ptr_array_sort (ctx->modules, cmp_module);
   g_mutex_unlock (&load_lock);
@@ -390,6 +467,7 @@ vmsnap_backend_get (const vmsnap_ctx *ctx, size_t i)
 {
   if (i >= ctx->modules->len)
     return NULL;
+  ensure_loaded (ctx, ctx->modules->pdata[i]);
   return &((vmsnap_module *) ctx->modules->pdata[i])->info;
 }
 
@@ -398,6 +476,7 @@ vmsnap_loaded_backends (const vmsnap_ctx *ctx)
 {
   GPtrArray *out = g_ptr_array_new ();
 
+  vmsnap_ctx_load_all (ctx);
   for (guint i = 0; i < ctx->modules->len; i++) {
     vmsnap_module *m = ctx->modules->pdata[i];
     if (m->info.status == VMSNAP_BACKEND_LOADED)
@@ -407,7 +486,7 @@ vmsnap_loaded_backends (const vmsnap_ctx *ctx)
 }
 
 const vmsnap_module *
-vmsnap_find_module (const vmsnap_ctx *ctx, const char *name)
+vmsnap_peek_module (const vmsnap_ctx *ctx, const char *name)
 {
   for (guint i = 0; i < ctx->modules->len; i++) {
     vmsnap_module *m = ctx->modules->pdata[i];
@@ -415,6 +494,16 @@ vmsnap_find_module (const vmsnap_ctx *ctx, const char *name)
       return m;
   }
   return NULL;
+}
+
+const vmsnap_module *
+vmsnap_find_module (const vmsnap_ctx *ctx, const char *name)
+{
+  vmsnap_module *m = (vmsnap_module *) vmsnap_peek_module (ctx, name);
+
+  if (m)
+    ensure_loaded (ctx, m);
+  return m;
 }
 
 const char *

@@ -58,8 +58,8 @@ static const char exit_codes[] =
   "     a chain would exceed vmsnap.max-chain-depth, or the operation is\n"
   "     not implemented yet\n"
   "  5  busy: another vmsnap holds the domain\n"
-  "  6  check: the catalog and storage differ (after --repair: what it\n"
-  "     could not correct)\n";
+  "  6  check (or list/info --verify): the catalog and storage differ\n"
+  "     (after check --repair: what it could not correct)\n";
 
 /* Output is UTF-8 as it comes (paths, names): g_print would convert it to
  * the locale's charset and turn non-ASCII into '?' under LC_ALL=C. */
@@ -894,18 +894,90 @@ print_tree (JsonArray *snaps, const char *parent, int depth, GHashTable *shown)
   }
 }
 
+/* list/info --verify: what `vmsnap check` finds (read-only), for every
+ * snapshot (ONLY NULL) or snapshot ONLY, as a JSON object of its own:
+ * { "differences": [...], "notes": [...] }.  *LEFT: any difference. */
+static JsonNode *
+verify_node (vmsnap_ctx *ctx, const char *spec, const common_opts *co,
+             const char *only, bool *left, GError **err)
+{
+  vmsnap_engine_options eo = { .uri = co->uri, .flags = co->no_wait ? VMSNAP_ENGINE_NO_WAIT : 0 };
+  g_autofree char *json = vmsnap_check_domain (ctx, spec, &eo, 0, left, err);
+  g_autoptr (JsonParser) p = json_parser_new ();
+  JsonObject *o, *v;
+  JsonArray *diff, *kept;
+
+  if (json == NULL || (o = parse_obj (p, json)) == NULL)
+    return NULL;
+  diff = json_object_get_array_member (o, "differences");
+  kept = json_array_new ();
+  for (guint i = 0; diff && i < json_array_get_length (diff); i++) {
+    JsonObject *d = json_array_get_object_element (diff, i);
+    /* A difference of no snapshot in particular (a disk that does not
+     * open) concerns ONLY too. */
+    if (only == NULL || ostr (d, "snapshot") == NULL
+        || g_strcmp0 (ostr (d, "snapshot"), only) == 0)
+      json_array_add_element (kept, json_node_copy (json_array_get_element (diff, i)));
+  }
+  *left = json_array_get_length (kept) > 0;
+  v = json_object_new ();
+  json_object_set_array_member (v, "differences", kept);
+  if (json_object_has_member (o, "notes"))
+    json_object_set_member (v, "notes", json_node_copy (json_object_get_member (o, "notes")));
+  {
+    JsonNode *n = json_node_new (JSON_NODE_OBJECT);
+    json_node_take_object (n, v);
+    return n;
+  }
+}
+
+/* The human form of verify_node's object, after the listing. */
+static void
+print_verify (JsonNode *vn, const char *spec)
+{
+  JsonObject *v = json_node_get_object (vn);
+  JsonArray *diff = json_object_get_array_member (v, "differences");
+  JsonArray *notes = json_object_has_member (v, "notes")
+                     ? json_object_get_array_member (v, "notes") : NULL;
+  guint nd = json_array_get_length (diff);
+
+  if (nd == 0)
+    printf ("Verified: the catalog and storage agree\n");
+  else
+    printf ("Verified: %u difference%s between the catalog and storage "
+            "(vmsnap check %s --repair corrects the catalog)\n",
+            nd, nd == 1 ? "" : "s", spec);
+  for (guint i = 0; i < nd; i++) {
+    JsonObject *d = json_array_get_object_element (diff, i);
+    printf ("  %-18s disk %-6s snapshot %-16s %s\n    fix: %s\n", ostr0 (d, "kind"),
+            ostr0 (d, "disk"), ostr (d, "snapshot") ? ostr (d, "snapshot") : "-",
+            ostr0 (d, "storage"), ostr0 (d, "fix"));
+  }
+  for (guint i = 0; notes && i < json_array_get_length (notes); i++)
+    printf ("Note: %s\n", json_array_get_string_element (notes, i));
+}
+
 static int
 view_cmd (int argc, char **argv, int which)
 {
   common_opts co = { 0 };
-  gboolean tree = FALSE, names = FALSE;
+  gboolean tree = FALSE, names = FALSE, verify = FALSE;
   g_autofree char *disk = NULL;
   GOptionEntry list_entries[] = {
     { "tree", 0, 0, G_OPTION_ARG_NONE, &tree, "show the snapshot tree", NULL },
     { "names", 0, 0, G_OPTION_ARG_NONE, &names,
       "print only the snapshot names, one per line (for scripts and completion)", NULL },
+    { "verify", 0, 0, G_OPTION_ARG_NONE, &verify,
+      "also compare the catalog with storage, as vmsnap check does (exit 6 on a difference)", NULL },
     { NULL },
   };
+  GOptionEntry info_entries[] = {
+    { "verify", 0, 0, G_OPTION_ARG_NONE, &verify,
+      "also compare the snapshot with storage, as vmsnap check does (exit 6 on a difference)", NULL },
+    { NULL },
+  };
+  g_autoptr (JsonNode) vnode = NULL;
+  bool left = false;
   GOptionEntry chain_entries[] = {
     { "disk", 0, 0, G_OPTION_ARG_STRING, &disk, "only this disk", "TARGET" },
     { NULL },
@@ -923,6 +995,8 @@ view_cmd (int argc, char **argv, int which)
 
   if (which == 0)
     g_option_context_add_main_entries (oc, list_entries, NULL);
+  if (which == 1)
+    g_option_context_add_main_entries (oc, info_entries, NULL);
   if (which == 2)
     g_option_context_add_main_entries (oc, chain_entries, NULL);
   add_common (oc, &co);
@@ -934,10 +1008,11 @@ view_cmd (int argc, char **argv, int which)
     common_clear (&co);
     return usage_error (oc, which == 1 ? "needs DOMAIN and NAME" : "needs DOMAIN");
   }
-  if (names && (tree || co.json)) {
+  if (names && (tree || co.json || verify)) {
     common_clear (&co);
     return usage_error (oc, tree ? "--names and --tree exclude each other"
-                                 : "--names and --json exclude each other");
+                            : co.json ? "--names and --json exclude each other"
+                            : "--names and --verify exclude each other");
   }
   if (which == 1 && !vmsnap_valid_snapshot_name (argv[2], &err)) {
     common_clear (&co);
@@ -950,7 +1025,24 @@ view_cmd (int argc, char **argv, int which)
     common_clear (&co);
     return fail (err);
   }
+  /* The listing comes from the catalog alone (no image opened); storage
+   * only when asked. */
+  if (verify && (vnode = verify_node (ctx, argv[1], &co, which == 1 ? argv[2] : NULL,
+                                      &left, &err)) == NULL) {
+    common_clear (&co);
+    return fail (err);
+  }
   o = parse_obj (p, json);
+  if (vnode && which == 0 && co.json) {
+    /* list --json --verify: the listing with a "verify" member. */
+    g_autoptr (JsonGenerator) g = json_generator_new ();
+    json_object_set_member (o, "verify", json_node_ref (vnode));
+    json_generator_set_root (g, json_parser_get_root (p));
+    json_generator_set_pretty (g, TRUE);
+    json_generator_set_indent (g, 2);
+    g_free (json);
+    json = json_generator_to_data (g, NULL);
+  }
   if (which == 1) {
     JsonArray *snaps = json_object_get_array_member (o, "snapshots");
     JsonObject *found = NULL;
@@ -968,6 +1060,8 @@ view_cmd (int argc, char **argv, int which)
       g_autoptr (JsonGenerator) g = json_generator_new ();
       g_autoptr (JsonNode) n = json_node_new (JSON_NODE_OBJECT);
       g_autofree char *s = NULL;
+      if (vnode)
+        json_object_set_member (found, "verify", json_node_ref (vnode));
       json_node_set_object (n, found);
       json_generator_set_root (g, n);
       json_generator_set_pretty (g, TRUE);
@@ -993,6 +1087,8 @@ view_cmd (int argc, char **argv, int which)
         printf ("Disk %-6s  %-15s %s\n", ostr0 (d, "target"), ostr0 (d, "backend"),
                 ostr0 (d, "locator"));
       }
+      if (vnode)
+        print_verify (vnode, argv[1]);
     }
   } else if (co.json) {
     out (json);
@@ -1035,6 +1131,8 @@ view_cmd (int argc, char **argv, int which)
       printf ("(%" G_GINT64_FORMAT " unnamed point(s) kept for their dependents; "
               "vmsnap merge consolidates them)\n",
               json_object_get_int_member (o, "kept_unnamed_points"));
+    if (vnode)
+      print_verify (vnode, argv[1]);
   } else {
     JsonArray *disks = json_object_get_array_member (o, "disks");
     for (guint i = 0; i < json_array_get_length (disks); i++) {
@@ -1063,7 +1161,7 @@ view_cmd (int argc, char **argv, int which)
     }
   }
   common_clear (&co);
-  return 0;
+  return left ? 6 : 0;
 }
 
 static int
