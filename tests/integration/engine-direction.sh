@@ -279,7 +279,7 @@ check_exact ()
     t=${disks[k]}
     note=$(jq -r --arg t "$t" '.disks[] | select(.target == $t) | .note' <<<"$DEL_REP")
     copied=$(jq -r --arg t "$t" '.disks[] | select(.target == $t) | .bytes_copied' <<<"$DEL_REP")
-    echo "  $t: U $(( U_OWN[k] )) bytes, C $(( C_OWN[k] )) bytes of data -> $note [$copied bytes copied]"
+    echo "  $t: U ${U_OWN[$k]} bytes, C ${C_OWN[$k]} bytes of data -> $note [$copied bytes copied]"
     said=$(note_direction "$note")
     [ "$said" = "$want" ] || { echo "$DEL_REP" >&2; fail "$t: direction '$said', expected '$want': $note"; }
     [ "$copied" = "$bytes" ] || { echo "$DEL_REP" >&2; fail "$t: $copied bytes copied reported, expected exactly $bytes"; }
@@ -288,11 +288,11 @@ check_exact ()
     if [ "$want" = commit ]; then
         [ "$now" = "$uf" ] || fail "$t: after a commit $cis should live in $uf, not $now"
         [ ! -e "$cf" ] || fail "$t: after a commit $cf should be gone"
-        recv=$uf before=${U_OWN[k]}
+        recv=$uf before=${U_OWN[$k]}
     else
         [ "$now" = "$cf" ] || fail "$t: after a pull $cis should keep its file $cf, not $now"
         [ ! -e "$uf" ] || fail "$t: after a pull $uf should be gone"
-        recv=$cf before=${C_OWN[k]}
+        recv=$cf before=${C_OWN[$k]}
     fi
     got=$(eng_own_bytes "$recv" qcow2)
     [ "$(( got - before ))" = "$bytes" ] ||
