@@ -823,6 +823,126 @@ image_encrypted (vmsnap_op *op, const char *qemu_img, const char *fmt,
 
 /* ====================================================== measuring, space */
 
+/* One extent of `qemu-img map --output=json` of an image seen through its
+ * backing chain: [start, end), the layer that holds it (depth 0: the
+ * image itself, 1: its backing file, ...), whether that layer holds data
+ * there ("data") and whether the range reads as zeros ("zero": a zero
+ * cluster, a hole, or a range no layer holds). */
+typedef struct {
+  guint64 start, end;
+  gint64 depth;
+  gboolean data, zero;
+} extent;
+
+static gint
+extent_cmp (gconstpointer a, gconstpointer b)
+{
+  const extent *x = a, *y = b;
+
+  return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* The map of image PATH (format FMT) through its backing chain, from one
+ * `qemu-img map`: extents sorted by start and not overlapping (the tool's
+ * output is, but it is parsed as untrusted: overlaps are cut, nonsense
+ * dropped). */
+static GArray *
+map_read (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+          keyctx *k, const char *fmt, const char *path, GError **err)
+{
+  static const char *const pre[] = { "map", "--output=json", "-U", NULL };
+  g_auto (imgref) r = { 0 };
+  g_autoptr (GPtrArray) argv = NULL;
+  g_autoptr (JsonParser) p = json_parser_new ();
+  g_autoptr (GArray) m = g_array_new (FALSE, FALSE, sizeof (extent));
+  JsonNode *root;
+  JsonArray *a;
+  guint64 end = 0;
+  guint n = 0;
+
+  if (!imgref_make (k, qemu_img, fmt, path, TRUE, &r, err))
+    return NULL;
+  argv = img_argv (qemu_img, pre, &r);
+  if (!run_json (op, (const char *const *) argv->pdata, p, err))
+    return NULL;
+  root = json_parser_get_root (p);
+  if (root == NULL || !JSON_NODE_HOLDS_ARRAY (root)) {
+    fail (err, VMSNAP_ERR_FAILED, "disk %s: qemu-img map %s: unexpected "
+          "output", d->target, path);
+    return NULL;
+  }
+  a = json_node_get_array (root);
+  for (guint i = 0; i < json_array_get_length (a); i++) {
+    JsonObject *o = json_array_get_object_element (a, i);
+    gint64 start, len;
+    extent e;
+    if (o == NULL)
+      continue;
+    start = json_object_get_int_member_with_default (o, "start", -1);
+    len = json_object_get_int_member_with_default (o, "length", 0);
+    if (start < 0 || len <= 0 || (guint64) len > G_MAXUINT64 - (guint64) start)
+      continue;
+    e.start = start;
+    e.end = (guint64) start + (guint64) len;
+    e.depth = json_object_get_int_member_with_default (o, "depth", 0);
+    e.data = json_object_get_boolean_member_with_default (o, "data", FALSE);
+    /* Unknown: not zeros (a copy would have to write it). */
+    e.zero = json_object_get_boolean_member_with_default (o, "zero", FALSE);
+    g_array_append_val (m, e);
+  }
+  g_array_sort (m, extent_cmp);
+  for (guint i = 0; i < m->len; i++) {
+    extent e = g_array_index (m, extent, i);
+    if (e.start < end)
+      e.start = end;
+    if (e.start >= e.end)
+      continue;
+    end = e.end;
+    g_array_index (m, extent, n++) = e;
+  }
+  g_array_set_size (m, n);
+  return g_steal_pointer (&m);
+}
+
+/* Bytes of M's extents at DEPTH that hold data (DATA) or, with DATA
+ * false, that read as non-zero (whatever the layer holds). */
+static guint64
+extents_bytes (const GArray *m, gint64 depth, gboolean data)
+{
+  guint64 sum = 0;
+
+  for (guint i = 0; i < m->len; i++) {
+    const extent *e = &g_array_index (m, extent, i);
+    if (e->depth == depth && (data ? e->data : !e->zero))
+      sum += e->end - e->start;
+  }
+  return sum;
+}
+
+/* Bytes where an extent of A at depth DEPTH that reads as zeros meets an
+ * extent of B (any depth) that does not.  A and B as map_read returns
+ * them (sorted, not overlapping): one pass over both. */
+static guint64
+extents_zero_over_data (const GArray *a, gint64 depth, const GArray *b)
+{
+  guint64 sum = 0;
+  guint i = 0, j = 0;
+
+  while (i < a->len && j < b->len) {
+    const extent *x = &g_array_index (a, extent, i);
+    const extent *y = &g_array_index (b, extent, j);
+    guint64 lo = MAX (x->start, y->start), hi = MIN (x->end, y->end);
+
+    if (lo < hi && x->depth == depth && x->zero && !y->zero)
+      sum += hi - lo;
+    if (x->end <= y->end)
+      i++;
+    else
+      j++;
+  }
+  return sum;
+}
+
 /* Bytes allocated in the image itself (not in its backing files): the
  * extents of `qemu-img map` with data and depth 0 (raw: with data). */
 static gboolean
@@ -830,35 +950,59 @@ alloc_bytes (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
              keyctx *k, const char *fmt, const char *path, guint64 *bytes,
              GError **err)
 {
-  static const char *const pre[] = { "map", "--output=json", "-U", NULL };
-  g_auto (imgref) r = { 0 };
-  g_autoptr (GPtrArray) argv = NULL;
-  g_autoptr (JsonParser) p = json_parser_new ();
-  JsonNode *root;
-  JsonArray *a;
-  guint64 sum = 0;
+  g_autoptr (GArray) m = map_read (op, d, qemu_img, k, fmt, path, err);
 
-  if (!imgref_make (k, qemu_img, fmt, path, TRUE, &r, err))
+  if (m == NULL)
     return FALSE;
-  argv = img_argv (qemu_img, pre, &r);
-  if (!run_json (op, (const char *const *) argv->pdata, p, err))
+  *bytes = extents_bytes (m, 0, TRUE);
+  return TRUE;
+}
+
+/* The data each direction of taking U out from under its only dependent
+ * C writes (metadata aside), from C's map through the chain, one
+ * `qemu-img map` (plus one of U's backing file B in the one case that
+ * needs it):
+ *  commit (`qemu-img commit`, or QEMU's commit job): every cluster C holds
+ *   itself (depth 0) is written into U.  C's zero clusters become zero
+ *   clusters of U (the job writes zeroes, which is metadata): only C's
+ *   data counts.
+ *  pull (a safe `qemu-img rebase` of C onto B): where C holds nothing
+ *   itself and U does (depth 1 in C's map: U's part that C does not
+ *   shadow; the clusters C holds, data or zeros, stay as they are), C gets
+ *   what it read through U wherever that differs from what B reads.  U's
+ *   data counts (taken as differing from B: comparing contents would mean
+ *   reading them).  U's zero clusters count where B reads data (qemu-img
+ *   7.2 writes those zeros as data) and not where B reads zeros or U has
+ *   no backing file: that needs B's map, read only when U has such
+ *   clusters that C does not shadow.  Online, QEMU's stream job writes
+ *   zeros as zero clusters (ONLINE_PULL): U's zero clusters cost nothing.
+ * Both maps are read with their chains (a map of C alone could not say
+ * which of C's unallocated ranges U holds). */
+static gboolean
+plan_costs (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+            keyctx *k, const node *u, const node *c, gboolean online_pull,
+            guint64 *commit, guint64 *pull, GError **err)
+{
+  g_autoptr (GArray) cm = map_read (op, d, qemu_img, k, c->fmt, c->path, err);
+  g_autoptr (GArray) bm = NULL;
+  guint64 zeros;
+
+  if (cm == NULL)
     return FALSE;
-  root = json_parser_get_root (p);
-  if (root == NULL || !JSON_NODE_HOLDS_ARRAY (root)) {
-    fail (err, VMSNAP_ERR_FAILED, "disk %s: qemu-img map %s: unexpected "
-          "output", d->target, path);
-    return FALSE;
+  *commit = extents_bytes (cm, 0, TRUE);
+  *pull = extents_bytes (cm, 1, FALSE);
+  zeros = 0;
+  for (guint i = 0; i < cm->len; i++) {
+    const extent *e = &g_array_index (cm, extent, i);
+    if (e->depth == 1 && e->zero)
+      zeros += e->end - e->start;
   }
-  a = json_node_get_array (root);
-  for (guint i = 0; i < json_array_get_length (a); i++) {
-    JsonObject *o = json_array_get_object_element (a, i);
-    if (o == NULL)
-      continue;
-    if (json_object_get_boolean_member_with_default (o, "data", FALSE)
-        && json_object_get_int_member_with_default (o, "depth", 0) == 0)
-      sum += json_object_get_int_member_with_default (o, "length", 0);
-  }
-  *bytes = sum;
+  if (zeros == 0 || online_pull || u->backing == NULL || u->backing_fmt == NULL)
+    return TRUE;
+  bm = map_read (op, d, qemu_img, k, u->backing_fmt, u->backing, err);
+  if (bm == NULL)
+    return FALSE;
+  *pull += extents_zero_over_data (cm, 1, bm);
   return TRUE;
 }
 
@@ -1595,7 +1739,7 @@ plan_record (vmsnap_op *op, const char *prefix, const plan *p, GError **err)
 static gboolean chain_has (const node *leaf, const node *x);
 
 /* Decide how to take U out of the graph given its only dependent C:
- * the direction that copies fewer bytes (ties: commit). */
+ * the direction that writes less data (plan_costs; ties: commit). */
 static plan *
 plan_decide (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
              keyctx *k, const graph *g, const node *u, const node *c,
@@ -1625,8 +1769,9 @@ plan_decide (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
                    "qcow2 images only: nothing was changed", d->target,
                    x->path, x->fmt, c->path, NAME), NULL;
   }
-  if (!alloc_bytes (op, d, qemu_img, k, c->fmt, c->path, &cb, err)
-      || !alloc_bytes (op, d, qemu_img, k, u->fmt, u->path, &pb, err))
+  if (!plan_costs (op, d, qemu_img, k, u, c,
+                   vmsnap_op_is_online (op) && c->active && g->active
+                   && chain_has (g->active, c), &cb, &pb, err))
     return NULL;
   /* The image a running QEMU writes: its metadata on disk lags behind
    * QEMU's cache (qemu-img map -U can show nothing of what the guest just
