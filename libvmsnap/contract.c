@@ -726,7 +726,9 @@ vmsnap_result_add_undo (vmsnap_result *res, const char *locator)
   g_ptr_array_add (res->undo, g_strdup (locator));
 }
 
-/* Save a result into the journal group of its disk, and load it back. */
+/* Save a result into the journal group of its disk (in memory: it is
+ * written with the disk step's mark, vmsnap_journal_flush), and load it
+ * back. */
 static void
 save_list (GKeyFile *kf, const char *group, const char *key, GPtrArray *a)
 {
