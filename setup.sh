@@ -23,10 +23,9 @@ PACKAGES=(
   # run: qemu-img at run time, a private libvirtd + QEMU for tests and demo
   qemu-utils qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu
   libvirt-clients util-linux
-  # tests
-  jq valgrind
-  # tests: read-once.sh counts processes and opened files
-  strace
+  # tests (strace: tests/integration/engine-syncs.sh counts a create's
+  # fsync'd writes, catalog-only.sh the processes and files list opens)
+  jq valgrind strace
   # tests: the man pages (groff -man -ww)
   groff-base
   # tests: the LVM guest (tests/fixtures/lvm-guest.sh) runs the host's lvm2

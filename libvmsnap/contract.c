@@ -3,6 +3,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -102,10 +103,13 @@ vmsnap_probe_add_detail (vmsnap_probe_result *res, const char *key,
 /* ------------------------------------------------------------- journal */
 
 /* The write-ahead journal of one VM operation: a GKeyFile rewritten
- * atomically (fsync'd) at every change.  Group "op" holds the operation and
- * its arguments, group "core" the core's steps, group "disk.TARGET" what a
- * backend recorded for that disk (keys "s.KEY", done steps in "done") and
- * the result the core saved ("r.*"). */
+ * atomically (fsync'd) whenever what it holds must be on disk before the
+ * next action (doc/architecture.md, "What must be on disk before each
+ * step"); in between, records accumulate in memory (vmsnap_journal_put,
+ * vmsnap_journal_note) and go out with the next write.  Group "op" holds
+ * the operation and its arguments, group "core" the core's steps, group
+ * "disk.TARGET" what a backend recorded for that disk (keys "s.KEY", done
+ * steps in "done") and the result the core saved ("r.*"). */
 
 static int crash_countdown = -1;   /* VMSNAP_TEST_CRASH_AFTER */
 
@@ -132,6 +136,7 @@ vmsnap_journal_new (const char *path)
 
   j->path = g_strdup (path);
   j->kf = g_key_file_new ();
+  j->dirty = TRUE;   /* not on disk yet */
   j->strs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   return j;
 }
@@ -259,6 +264,7 @@ vmsnap_journal_load (const char *path, GError **err)
     return NULL;
   }
   j->recovering = TRUE;
+  j->dirty = FALSE;
   return j;
 }
 
@@ -288,17 +294,46 @@ vmsnap_journal_save (vmsnap_journal *j, GError **err)
   g_string_append_printf (all, "%s%s\n", JOURNAL_END, sum);
   ok = vmsnap_write_atomic (j->path, all->str, all->len, 0600, err);
   g_string_free (all, TRUE);
+  if (ok)
+    j->dirty = FALSE;
   return ok;
 }
 
+/* Write what was recorded in memory since the last write, if anything. */
+gboolean
+vmsnap_journal_flush (vmsnap_journal *j, GError **err)
+{
+  return !j->dirty || vmsnap_journal_save (j, err);
+}
+
+/* The journal's end.  The removal is made durable (the directory synced):
+ * a journal that came back after a power loss would replay steps whose
+ * marks were never written (vmsnap_journal_note) over whatever changed
+ * since.  One sync of a directory, no file written. */
 gboolean
 vmsnap_journal_remove (vmsnap_journal *j, GError **err)
 {
-  if (unlink (j->path) != 0 && errno != ENOENT) {
+  g_autofree char *dir = NULL;
+  int fd;
+
+  if (unlink (j->path) != 0) {
+    if (errno == ENOENT)
+      return TRUE;
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot remove journal %s: %s",
                  j->path, g_strerror (errno));
     return FALSE;
   }
+  dir = g_path_get_dirname (j->path);
+  fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || fsync (fd) != 0) {
+    int e = errno;
+    if (fd >= 0)
+      close (fd);
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot sync directory %s "
+                 "after removing the journal: %s", dir, g_strerror (e));
+    return FALSE;
+  }
+  close (fd);
   return TRUE;
 }
 
@@ -336,13 +371,22 @@ vmsnap_journal_get (vmsnap_journal *j, const char *group, const char *key)
   }
 }
 
-gboolean
-vmsnap_journal_set (vmsnap_journal *j, const char *group, const char *key,
-                    const char *value, GError **err)
+/* KEY=VALUE in memory only: written with the next write. */
+void
+vmsnap_journal_put (vmsnap_journal *j, const char *group, const char *key,
+                    const char *value)
 {
   g_autofree char *esc = g_strescape (value ? value : "", NULL);
 
   g_key_file_set_value (j->kf, group, key, esc);
+  j->dirty = TRUE;
+}
+
+gboolean
+vmsnap_journal_set (vmsnap_journal *j, const char *group, const char *key,
+                    const char *value, GError **err)
+{
+  vmsnap_journal_put (j, group, key, value);
   return vmsnap_journal_save (j, err);
 }
 
@@ -354,9 +398,8 @@ vmsnap_journal_done (vmsnap_journal *j, const char *group, const char *step)
   return done && g_strv_contains ((const char *const *) done, step);
 }
 
-gboolean
-vmsnap_journal_mark (vmsnap_journal *j, const char *group, const char *step,
-                     GError **err)
+static void
+add_done (vmsnap_journal *j, const char *group, const char *step)
 {
   g_auto (GStrv) done = g_key_file_get_string_list (j->kf, group, "done", NULL, NULL);
   g_autoptr (GPtrArray) list = g_ptr_array_new ();
@@ -366,6 +409,25 @@ vmsnap_journal_mark (vmsnap_journal *j, const char *group, const char *step,
   g_ptr_array_add (list, (gpointer) step);
   g_key_file_set_string_list (j->kf, group, "done", (const char *const *) list->pdata,
                               list->len);
+  j->dirty = TRUE;
+}
+
+/* Step STEP done, in memory only: a step whose mark need not be on disk
+ * before the next action, because redoing the step is harmless (see
+ * doc/architecture.md).  The crash test hook counts it like a written
+ * mark, so the crash tests also stop where such a mark is lost. */
+void
+vmsnap_journal_note (vmsnap_journal *j, const char *group, const char *step)
+{
+  add_done (j, group, step);
+  crash_hook ();
+}
+
+gboolean
+vmsnap_journal_mark (vmsnap_journal *j, const char *group, const char *step,
+                     GError **err)
+{
+  add_done (j, group, step);
   if (!vmsnap_journal_save (j, err))
     return FALSE;
   crash_hook ();
@@ -668,7 +730,9 @@ vmsnap_result_add_undo (vmsnap_result *res, const char *locator)
   g_ptr_array_add (res->undo, g_strdup (locator));
 }
 
-/* Save a result into the journal group of its disk, and load it back. */
+/* Save a result into the journal group of its disk (in memory: it is
+ * written with the disk step's mark, vmsnap_journal_flush), and load it
+ * back. */
 static void
 save_list (GKeyFile *kf, const char *group, const char *key, GPtrArray *a)
 {
@@ -695,7 +759,9 @@ vmsnap_result_save (const vmsnap_result *r, vmsnap_journal *j,
   save_list (kf, group, "r.removed", r->removed);
   save_list (kf, group, "r.garbage", r->garbage);
   save_list (kf, group, "r.undo", r->undo);
-  return vmsnap_journal_save (j, err);
+  j->dirty = TRUE;   /* written with the disk step's mark */
+  (void) err;
+  return TRUE;
 }
 
 static void

@@ -943,6 +943,12 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
   e->stale = TRUE;
   if (j->recovering)
     thaw_if_frozen (e, j, FALSE, "interrupted");
+  /* What must be on disk before each step: doc/architecture.md.  The
+   * operation's own records (group "op") go out with the first write a
+   * step needs: before a running domain is touched, or with a backend's
+   * first record (vmsnap_op_set), which comes before it touches storage. */
+  if (jop (j, "online") && !vmsnap_journal_flush (j, err))
+    goto failed;
   if (kind == OP_CREATE && !j->recovering && jop (j, "online")
       && g_strcmp0 (jop (j, "online"), "restart") != 0
       && !vmsnap_journal_done (j, "core", "vm") && !freeze (e, j, err))
@@ -969,7 +975,8 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
                    e->dom->name, src);
       goto failed;
     }
-    if (!vmsnap_copy_file_atomic (src, copy, 0600, err)
+    if (!vmsnap_journal_flush (j, err)   /* it names the copy, for a rollback */
+        || !vmsnap_copy_file_atomic (src, copy, 0600, err)
         || !vmsnap_journal_mark (j, "core", "nvram", err))
       goto failed;
   }
@@ -1010,11 +1017,13 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
           g_propagate_prefixed_error (err, g_steal_pointer (&local), "%s", prefix);
         goto failed;
       }
-      if (!vmsnap_result_save (r, j, group, err)
-          || !vmsnap_journal_mark (j, "core", step, err)) {
+      /* In memory: re-running the slot is harmless until something
+       * refers to what it made; written before that (define, switch). */
+      if (!vmsnap_result_save (r, j, group, err)) {
         vmsnap_result_free (r);
         goto failed;
       }
+      vmsnap_journal_note (j, "core", step);
     }
     g_hash_table_insert (results, g_strdup (*t), r);
     if (r->new_source && kind == OP_CREATE) {
@@ -1036,6 +1045,8 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
     /* One libvirt transaction for every disk that has a new overlay.  A
      * domain shut off since (recovery) needs none: the definition below is
      * all it takes. */
+    if (!vmsnap_journal_flush (j, err))   /* the disks' results first */
+      goto failed;
     if (g_hash_table_size (switched) > 0 && e->dom->dom
         && virDomainIsActive (e->dom->dom) == 1
         && !vmsnap_online_switch (e->dom, jop (j, "name"), switched, err))
@@ -1061,8 +1072,16 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
         g_hash_table_insert (sources, g_strdup (*t),
                              g_strdup_printf ("%s\n%s", d->pub.format, d->pub.source));
     }
-    if (!define_sources (e, sources, err) || !vmsnap_journal_mark (j, "core", "define", err))
+    /* Write 2 of a create: every disk's result and step, before the
+     * definition names what the steps made (a re-run of a slot after it
+     * would see the new sources), and "defining": from here on a
+     * recovery never rolls back (the definition may name the new
+     * storage).  The define mark itself stays in memory: redoing the
+     * rewrite gives the same definition. */
+    vmsnap_journal_put (j, "op", "defining", "yes");
+    if (!vmsnap_journal_flush (j, err) || !define_sources (e, sources, err))
       goto failed;
+    vmsnap_journal_note (j, "core", "define");
   }
   if (kind == OP_REVERT && jop (j, "nvram") && !vmsnap_journal_done (j, "core", "nvram")) {
     /* The domain is shut off here (a revert of a running one stopped it). */
@@ -1074,15 +1093,23 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
                    e->dom->name, jop (j, "nvram_source"));
       goto failed;
     }
-    if (!vmsnap_copy_file_inplace (copy, jop (j, "nvram_source"), err)
+    if (!vmsnap_journal_flush (j, err)
+        || !vmsnap_copy_file_inplace (copy, jop (j, "nvram_source"), err)
         || !vmsnap_journal_mark (j, "core", "nvram", err))
       goto failed;
   }
   if (!vmsnap_journal_done (j, "core", "catalog")) {
     /* A failure from here on (a full state directory) leaves the journal:
      * the error says to run vmsnap recover, as any other. */
-    if (!apply_catalog (e->cat, j, kind, results, err)
-        || !vmsnap_journal_mark (j, "core", "catalog", err))
+    if (!apply_catalog (e->cat, j, kind, results, err))
+      goto failed;
+    /* A create's or a revert's catalog step can be redone (the entry is
+     * there already; current is set again), so its mark stays in memory;
+     * a delete's or a merge's (points removed, locators renamed) cannot,
+     * and is written. */
+    if (kind == OP_CREATE || kind == OP_REVERT)
+      vmsnap_journal_note (j, "core", "catalog");
+    else if (!vmsnap_journal_mark (j, "core", "catalog", err))
       goto failed;
   }
   if (kind == OP_DELETE && !vmsnap_journal_done (j, "core", "state-files")) {
@@ -1120,7 +1147,11 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
       if (m && r)
         discard_list (e, j, m, *t, r->garbage, report);
     }
-    if (!vmsnap_journal_mark (j, "core", "discard", err)) {
+    /* Discarding what is gone already is nothing (discard_list); with
+     * the same rule as the catalog step above. */
+    if (kind == OP_CREATE || kind == OP_REVERT)
+      vmsnap_journal_note (j, "core", "discard");
+    else if (!vmsnap_journal_mark (j, "core", "discard", err)) {
       if (report)
         json_builder_end_array (report);
       return FALSE;
@@ -1130,7 +1161,8 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
     g_autofree char *mem = kind == OP_REVERT ? state_file (e, j, "memory") : NULL;
     gboolean paused = !strcmp (jop (j, "start"), "paused");
     e->stale = TRUE;
-    if (!(mem ? vmsnap_memstate_restore (e->dom, mem, paused, err)
+    if (!vmsnap_journal_flush (j, err)
+        || !(mem ? vmsnap_memstate_restore (e->dom, mem, paused, err)
               : vmsnap_online_start (e->dom, paused, err))
         || !vmsnap_journal_mark (j, "core", "start", err)) {
       if (report)
@@ -1209,6 +1241,7 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
   }
   if ((kind == OP_CREATE || kind == OP_REVERT)
       && !vmsnap_journal_done (j, "core", "define")
+      && !(j->recovering && jop (j, "defining"))
       && !(kind == OP_REVERT && g_strcmp0 (jop (j, "online"), "internal") == 0
            && vmsnap_journal_done (j, "core", "vm"))) {
     roll_back (e, j);
@@ -1844,9 +1877,9 @@ vmsnap_engine_create (vmsnap_engine *e, const char *name,
   created = g_strdup_printf ("%" G_GINT64_FORMAT, g_get_real_time () / G_USEC_PER_SEC);
   g_key_file_set_string (j->kf, "op", "created", created);
   g_key_file_set_string (j->kf, "op", "parent", e->cat->current ? e->cat->current : "");
-  vmsnap_journal_set (j, "op", "description", description ? description : "", NULL);
-  if (!vmsnap_journal_set (j, "op", "domain_xml", xml ? xml : "", err))
-    return NULL;
+  /* Not written yet: with the first record a step needs on disk. */
+  vmsnap_journal_put (j, "op", "description", description ? description : "");
+  vmsnap_journal_put (j, "op", "domain_xml", xml ? xml : "");
   return finish (e, j, name, err);
 }
 
@@ -1988,7 +2021,7 @@ per_snapshot_op (vmsnap_engine *e, op_kind kind, const char *name,
   }
   set_disks (j, targets);
   if (s->libvirt_xml)
-    vmsnap_journal_set (j, "op", "libvirt_xml", s->libvirt_xml, NULL);
+    vmsnap_journal_put (j, "op", "libvirt_xml", s->libvirt_xml);
   if (s->memory)
     g_key_file_set_string (j->kf, "op", "memory", s->memory);
   if (s->nvram) {
@@ -2039,9 +2072,7 @@ per_snapshot_op (vmsnap_engine *e, op_kind kind, const char *name,
       g_key_file_set_string (j->kf, "op", "start", after_names[after]);
   } else if (kind == OP_DELETE && internal && is_online (e))
     g_key_file_set_string (j->kf, "op", "online", "internal");
-  if (!vmsnap_journal_save (j, err))
-    return NULL;
-  return finish (e, j, name, err);
+  return finish (e, j, name, err);   /* written with the first record needed */
 }
 
 char *
@@ -2103,9 +2134,7 @@ vmsnap_engine_merge (vmsnap_engine *e, const char *disk, unsigned int max_depth,
     }
   }
   set_disks (j, targets);
-  if (!vmsnap_journal_save (j, err))
-    return NULL;
-  return finish (e, j, NULL, err);
+  return finish (e, j, NULL, err);   /* written with the first record needed */
 }
 
 char *

@@ -225,6 +225,7 @@ typedef struct {
   char *path;
   GKeyFile *kf;
   gboolean recovering;
+  gboolean dirty;       /* changed since it was last written */
   GHashTable *strs;     /* the values vmsnap_journal_get handed out */
 } vmsnap_journal;
 
@@ -232,12 +233,21 @@ vmsnap_journal *vmsnap_journal_new (const char *path);
 vmsnap_journal *vmsnap_journal_load (const char *path, GError **err);
 void vmsnap_journal_free (vmsnap_journal *j);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_journal, vmsnap_journal_free)
+/* Writes: _save, _set and _mark write the journal (atomically, fsync'd)
+ * before they return; _put and _note only change it in memory, and
+ * _flush writes it if anything changed since.  Which records must be on
+ * disk before which action: doc/architecture.md, "What must be on disk
+ * before each step". */
 gboolean vmsnap_journal_save (vmsnap_journal *j, GError **err);
+gboolean vmsnap_journal_flush (vmsnap_journal *j, GError **err);
 gboolean vmsnap_journal_remove (vmsnap_journal *j, GError **err);
 const char *vmsnap_journal_get (vmsnap_journal *j, const char *group, const char *key);
+void vmsnap_journal_put (vmsnap_journal *j, const char *group, const char *key,
+                         const char *value);
 gboolean vmsnap_journal_set (vmsnap_journal *j, const char *group,
                              const char *key, const char *value, GError **err);
 gboolean vmsnap_journal_done (vmsnap_journal *j, const char *group, const char *step);
+void vmsnap_journal_note (vmsnap_journal *j, const char *group, const char *step);
 gboolean vmsnap_journal_mark (vmsnap_journal *j, const char *group,
                               const char *step, GError **err);
 

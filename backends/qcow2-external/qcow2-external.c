@@ -1202,16 +1202,18 @@ overlay_dir (vmsnap_op *op, const vmsnap_disk *d)
 
 /* Create a new qcow2 overlay backed by BPATH (format BFMT); *OUT: its path.
  *
- * Order (journal key "overlay", step "overlay-created"):
+ * Order (journal key "overlay"):
  *  1. choose a free name and record it: a re-run after a crash reuses that
  *     name, so at most one overlay file ever exists for this operation and
  *     a rollback by the core knows which file to remove;
  *  2. reserve it (O_EXCL, mode 0600 from the start: no window where another
- *     user could open it), `qemu-img create` it, chmod 0600;
- *  3. mark done.
- * Nothing refers to the overlay until the core records the result, so a
- * repeat of step 2 (crash before the mark) may simply overwrite it.  On
- * failure the file is removed: nothing half-created remains. */
+ *     user could open it), `qemu-img create` it, chmod 0600.
+ * No step is marked done: nothing refers to the overlay until the core has
+ * written the disk's result (before the domain's definition or QEMU is
+ * switched to it: doc/architecture.md), and until then a re-run may simply
+ * create it again over itself.  (A journal of an older vmsnap may hold the
+ * step "overlay-created"; it is still honoured.)  On failure the file is
+ * removed: nothing half-created remains. */
 static int
 make_overlay (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
               keyctx *k, const char *bfmt, const char *bpath, char **out,
@@ -1354,10 +1356,6 @@ make_overlay (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
     unlink (path);
     return fail (err, VMSNAP_ERR_FAILED, "disk %s: chmod 0600 %s: %s",
                  d->target, path, g_strerror (errsv));
-  }
-  if (!vmsnap_op_mark_done (op, "overlay-created", err)) {
-    unlink (path);
-    return -1;
   }
   *out = g_steal_pointer (&path);
   return 0;
