@@ -954,12 +954,26 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
       && !vmsnap_journal_done (j, "core", "vm") && !freeze (e, j, err))
     goto failed;
   if (jop (j, "online") && !vmsnap_journal_done (j, "core", "vm")) {
-    /* Read again: libvirt changed the domain's state (a revert stopped
-     * it) or its definition and images (an internal snapshot taken or
-     * reverted with the memory), and the disk steps below act on the
-     * domain as it is now. */
-    if (!vm_step (e, j, kind, err) || !vmsnap_journal_mark (j, "core", "vm", err)
-        || !refresh_domain (e, err))
+    const char *mode = jop (j, "online");
+    if (!vm_step (e, j, kind, err) || !vmsnap_journal_mark (j, "core", "vm", err))
+      goto failed;
+    if (!strcmp (mode, "transaction")) {
+      /* vm_step did nothing: one libvirt transaction after the disks. */
+    } else if (!strcmp (mode, "pause")) {
+      /* The pause window: the vCPUs stopped (and the memory saved to a
+       * file), the definition and the images as they were: the model is
+       * updated in memory, not read again inside the window. */
+      int st = 0, reason = 0;
+      if (e->dom->dom && virDomainGetState (e->dom->dom, &st, &reason, 0) == 0)
+        e->dom->state = st == VIR_DOMAIN_PAUSED ? VMSNAP_STATE_PAUSED
+                        : st == VIR_DOMAIN_RUNNING ? VMSNAP_STATE_RUNNING
+                        : st == VIR_DOMAIN_SHUTOFF ? VMSNAP_STATE_SHUTOFF
+                        : VMSNAP_STATE_OTHER;
+    } else if (!refresh_domain (e, err))
+      /* Read again: libvirt changed the domain's state (a revert stopped
+       * it) or its definition and images (an internal snapshot taken or
+       * reverted with the memory), and the disk steps below act on the
+       * domain as it is now. */
       goto failed;
     e->stale = TRUE;
   }
