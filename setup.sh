@@ -89,9 +89,10 @@ status=0
 build build
 (cd build && make -j"$(nproc)" check) || status=1
 build build-asan --enable-sanitizers
-# The conformance sequences and the crash matrix ran in full above; under
-# the sanitizers they run fewer, and not in the LVM guest (check-sanitizers,
-# doc/conformance.md).
+# The conformance sequences and the crash matrices ran in full above; under
+# the sanitizers they run fewer, and neither the LVM guest's conformance,
+# kill and error matrices nor the RBD crash matrix run there
+# (check-sanitizers' SANITIZER_SKIP, doc/conformance.md).
 (cd build-asan && VMSNAP_CONFORMANCE_SEEDS=2 VMSNAP_CONFORMANCE_KILLS=1 make -j"$(nproc)" check-sanitizers) || status=1
 # Fuzzing (tests/fuzz): a clang build with libFuzzer runs each harness for
 # 60 s over a copy of its corpus; its fuzz-suite.log is counted below.  Only
