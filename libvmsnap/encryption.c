@@ -133,7 +133,6 @@ vmsnap_encrypted_chain_set (xmlNodePtr disk, xmlNodePtr enc,
   g_autoptr (GPtrArray) chain = g_ptr_array_new_with_free_func (chain_layer_free);
   g_autofree char *path = g_strdup (source);
   g_autofree char *fmt = g_strdup (format);
-  g_autofree char *why_not_local = NULL;
   xmlNodePtr at = disk;
 
   for (guint depth = 0;; depth++) {
@@ -163,9 +162,9 @@ vmsnap_encrypted_chain_set (xmlNodePtr disk, xmlNodePtr enc,
     bf = img->backing_fmt;
     if (b == NULL || *b == '\0')
       break;
-    g_free (why_not_local);
-    why_not_local = vmsnap_ref_not_local (b);   /* imagehdr.c's one rule */
-    if (why_not_local || !g_path_is_absolute (b) || bf == NULL) {
+    /* vmsnap_image_read refused a name that is not a local file and
+     * resolved the rest to an absolute path: only the format can lack. */
+    if (bf == NULL) {
       g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED,
                    "%s is backed by '%s'%s: the definition of an encrypted "
                    "disk must name every backing file with its format, and "

@@ -99,16 +99,6 @@ is_known_format (const char *f)
   return f && g_strv_contains (known_formats, f);
 }
 
-/* A backing name that is not a local file: protocol prefix or json:. */
-static gboolean
-is_network_name (const char *name)
-{
-  const char *colon = strchr (name, ':');
-  const char *slash = strchr (name, '/');
-
-  return colon != NULL && (slash == NULL || colon < slash);
-}
-
 /* Append layer PATH (format FMT) to D's chain; IMG (owned by the
  * domain from here on) is its header, or NULL. */
 static void
@@ -316,20 +306,8 @@ inspect_file (vmsnap_domain *dom, vmsnap_disk_priv *d)
                    "what the backing file is", cur, img->backing, img->backing, cur);
         return;
       }
-      if (is_network_name (img->backing)) {
-        /* vmsnap_image_refs_check read another name: refuse either way. */
-        set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
-                   "%s is backed by %s, which is not a local file; vmsnap "
-                   "follows only local files", cur, img->backing);
-        return;
-      }
-      if (!is_known_format (img->backing_fmt)) {
-        set_error (dom, d, VMSNAP_CLASS_UNKNOWN,
-                   "%s names the format of its backing file %s as '%s', "
-                   "which is not an image format", cur, img->backing,
-                   img->backing_fmt);
-        return;
-      }
+      /* A name that is not a local file, or a backing format that is not
+       * an image format, was refused by vmsnap_image_read already. */
       g_free (cur);
       g_free (cur_fmt);
       cur = g_strdup (img->backing);

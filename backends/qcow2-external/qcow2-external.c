@@ -357,16 +357,6 @@ graph_add (graph *g, const vmsnap_disk *d, const char *path, const char *fmt,
   return n;
 }
 
-/* A backing name that is not a local file: a protocol prefix or json:. */
-static gboolean
-is_network_name (const char *name)
-{
-  const char *colon = strchr (name, ':');
-  const char *slash = strchr (name, '/');
-
-  return colon != NULL && (slash == NULL || colon < slash);
-}
-
 static gboolean
 run_json (vmsnap_op *op, const char *const *argv, JsonParser *p, GError **err)
 {
@@ -427,13 +417,8 @@ node_info (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img, node *n,
   n->encrypted = img->encrypted;
   if (img->backing == NULL)
     return TRUE;
-  if (is_network_name (img->backing)) {
-    fail (err, VMSNAP_ERR_UNSUPPORTED,
-          "disk %s: image %s is backed by %s, which is not a local file; %s "
-          "handles local files and block devices only", d->target, n->path,
-          img->backing, NAME);
-    return FALSE;
-  }
+  /* A backing name that is not a local file was refused by
+   * vmsnap_image_read (the core's one rule, vmsnap_ref_not_local). */
   n->backing = g_strdup (img->backing);
   n->backing_fmt = g_strdup (img->backing_fmt);
   if (n->backing_fmt == NULL) {
