@@ -179,22 +179,9 @@ same_file (const char *a, const char *b)
 
 /* ====================================================== the image's table */
 
-typedef struct {
-  char *id;
-  char *name;
-  guint64 vm_state_size;   /* bytes of saved memory state, 0 for disk-only */
-  gint64 date;             /* seconds since the epoch */
-} entry;
-
-static void
-entry_free (gpointer p)
-{
-  entry *e = p;
-
-  g_free (e->id);
-  g_free (e->name);
-  g_free (e);
-}
+/* An entry of the table: the library's own (id, name, vm_state_size,
+ * date_sec), as vmsnap_image_read gives it. */
+typedef vmsnap_image_snapshot entry;
 
 /* The snapshot table of the qcow2 image PATH: GPtrArray of entry*.  Read
  * in process (vmsnap_image_read, issue 17: no process, whatever the table's
@@ -203,7 +190,6 @@ static GPtrArray *
 read_table (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
             const char *path, GError **err)
 {
-  g_autoptr (GPtrArray) tab = g_ptr_array_new_with_free_func (entry_free);
   g_autoptr (vmsnap_image) img = NULL;
   GError *e = NULL;
 
@@ -215,16 +201,7 @@ read_table (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
                "disk %s: reading the snapshot table of %s", d->target, path);
     return NULL;
   }
-  for (guint i = 0; i < img->snapshots->len; i++) {
-    const vmsnap_image_snapshot *is = img->snapshots->pdata[i];
-    entry *en = g_new0 (entry, 1);
-    en->name = g_strdup (is->name);
-    en->id = g_strdup (is->id);
-    en->vm_state_size = is->vm_state_size;
-    en->date = is->date_sec;
-    g_ptr_array_add (tab, en);
-  }
-  return g_steal_pointer (&tab);
+  return g_ptr_array_ref (img->snapshots);
 }
 
 /* The entry named TAG and how many entries have that name. */
@@ -318,7 +295,7 @@ unambiguous_ref (GPtrArray *tab, const entry *e)
 static char *
 entry_date (const entry *e)
 {
-  g_autoptr (GDateTime) dt = e->date > 0 ? g_date_time_new_from_unix_utc (e->date) : NULL;
+  g_autoptr (GDateTime) dt = e->date_sec > 0 ? g_date_time_new_from_unix_utc (e->date_sec) : NULL;
 
   return dt ? g_date_time_format (dt, "%Y-%m-%d %H:%M:%S UTC") : g_strdup ("an unknown date");
 }
