@@ -8,7 +8,6 @@
 
 #include <libxml/parser.h>
 #include <libxml/tree.h>
-#include <libvirt/virterror.h>
 
 #include <sys/stat.h>
 #include <glib/gstdio.h>
@@ -582,6 +581,11 @@ static gboolean
 open_libvirt (vmsnap_domain *dom, const char *spec, const char *uri,
               GError **err)
 {
+  /* The first libvirt domain of the process loads libvirt (virt.h). */
+  if (!vmsnap_virt_load (err)) {
+    g_prefix_error (err, "domain %s: ", spec);
+    return FALSE;
+  }
   virSetErrorFunc (NULL, silent_virerror);
   /* Block jobs of running domains are waited for on events, which need an
    * event implementation registered before the connection opens. */

@@ -12,8 +12,6 @@
 #include <glib/gstdio.h>
 
 #include <json-glib/json-glib.h>
-#include <libvirt/libvirt.h>
-#include <libvirt/virterror.h>
 #include <libxml/tree.h>
 
 #include "internal.h"

@@ -30,7 +30,6 @@
 #include <json-glib/json-glib.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
-#include <libvirt/virterror.h>
 
 #include "internal.h"
 #include "plugin-internal.h"

@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 
 #include <ltdl.h>
-#include <libvirt/libvirt.h>
+#include "virt.h"
 
 #include <vmsnap/vmsnap.h>
 #include <vmsnap/backend.h>

@@ -14,8 +14,6 @@
 #include <glib/gstdio.h>
 
 #include <json-glib/json-glib.h>
-#include <libvirt/libvirt.h>
-#include <libvirt/virterror.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 #include <libxml/xpath.h>

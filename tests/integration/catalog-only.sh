@@ -53,6 +53,9 @@ image_opens ()
     grep -E "open(at)?\(.*\"($img|$base)/" "$TEST_TMP/$1.st" | grep -v ENOENT || true
 }
 libvirt_connects () { grep -E 'connect\(.*libvirt' "$TEST_TMP/$1.st" || true; }
+# libvirt_loads NAME: libvirt's library, if NAME's run loaded it (libvmsnap
+# dlopens it for libvirt domains only: libvmsnap/virt.h).
+libvirt_loads () { grep -E 'open(at)?\(.*/libvirt\.so[^/"]*"' "$TEST_TMP/$1.st" | grep -v ENOENT || true; }
 
 # catalog_only NAME ARGS...: ARGS (a list or info) starts no process, opens
 # no image and connects to no libvirt.
@@ -69,6 +72,8 @@ catalog_only ()
     [ -z "$opens" ] || fail "vmsnap $* opened images: $opens"
     conn=$(libvirt_connects "$name")
     [ -z "$conn" ] || fail "vmsnap $* (a domain XML file) connected to libvirt: $conn"
+    conn=$(libvirt_loads "$name")
+    [ -z "$conn" ] || fail "vmsnap $* (a domain XML file) loaded libvirt: $conn"
     loads=$(backend_loads "$name")
     [ -z "$loads" ] || fail "vmsnap $* loaded backends it does not use: $loads"
 }
@@ -114,7 +119,10 @@ grep -q "^Verified: the catalog and storage agree" <<<"$TRACED_OUT" ||
     fail "list --verify does not say the catalog and storage agree: $TRACED_OUT"
 [ -n "$(image_opens verify)" ] || fail "list --verify opened no image"
 [ -n "$(backend_loads verify)" ] || fail "self-check: list --verify loaded no backend (it asks their list slots)"
-echo "  chain and list --verify do open images and load backends (the checks above can fail)"
+# ... and the libvirt check can fail: a libvirt domain's command loads it.
+traced virt list "vmsnap-no-such-domain-$$" --connect "test:///default"
+[ -n "$(libvirt_loads virt)" ] || { cat "$TEST_TMP/virt.err" >&2; fail "self-check: a libvirt domain's list did not load libvirt"; }
+echo "  chain and list --verify do open images and load backends, a libvirt domain loads libvirt (the checks above can fail)"
 
 # chain reads each file's header once, in process (vmsnap_image_read): no
 # qemu-img at all, however many files it shows (before issue 17: three
