@@ -334,29 +334,29 @@ vmdk_refs (int fd, const char *path, vmsnap_hdr_refs *r, GError **err)
   return TRUE;
 }
 
-gboolean
-vmsnap_header_refs (const char *path, const char *fmt, vmsnap_hdr_refs *r,
-                    GError **err)
+/* Formats whose header names other files. */
+static gboolean
+names_files (const char *fmt)
+{
+  return fmt && (strcmp (fmt, "qcow2") == 0 || strcmp (fmt, "qcow") == 0
+                 || strcmp (fmt, "qed") == 0 || strcmp (fmt, "vmdk") == 0);
+}
+
+/* The names in the header of PATH, open as FD (left open). */
+static gboolean
+header_refs_fd (int fd, const char *path, const char *fmt, vmsnap_hdr_refs *r,
+                GError **err)
 {
   unsigned char magic[4];
-  int fd;
   gboolean ok = TRUE;
 
   memset (r, 0, sizeof *r);
-  if (fmt == NULL || !(strcmp (fmt, "qcow2") == 0 || strcmp (fmt, "qcow") == 0
-                       || strcmp (fmt, "qed") == 0 || strcmp (fmt, "vmdk") == 0))
-    return TRUE;   /* formats that name no other file */
-  fd = open (path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot open %s: %s",
-                 path, g_strerror (errno));
-    return FALSE;
-  }
+  if (!names_files (fmt))
+    return TRUE;
   memset (magic, 0, sizeof magic);
   if (pread (fd, magic, sizeof magic, 0) < 0) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot read %s: %s",
                  path, g_strerror (errno));
-    close (fd);
     return FALSE;
   }
   if ((strcmp (fmt, "qcow2") == 0 || strcmp (fmt, "qcow") == 0)
@@ -370,9 +370,29 @@ vmsnap_header_refs (const char *path, const char *fmt, vmsnap_hdr_refs *r,
     /* Declared FMT but without its magic: QEMU refuses to open it, so it
      * follows nothing; `qemu-img info` says what is wrong. */
   }
-  close (fd);
   if (!ok)
     vmsnap_hdr_refs_clear (r);
+  return ok;
+}
+
+gboolean
+vmsnap_header_refs (const char *path, const char *fmt, vmsnap_hdr_refs *r,
+                    GError **err)
+{
+  int fd;
+  gboolean ok;
+
+  memset (r, 0, sizeof *r);
+  if (!names_files (fmt))
+    return TRUE;   /* formats that name no other file */
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot open %s: %s",
+                 path, g_strerror (errno));
+    return FALSE;
+  }
+  ok = header_refs_fd (fd, path, fmt, r, err);
+  close (fd);
   return ok;
 }
 
@@ -435,15 +455,16 @@ static const char *const image_formats[] = {
   "dmg", "parallels", "bochs", "luks", NULL,
 };
 
-gboolean
-vmsnap_image_refs_check (const char *path, const char *fmt, GError **err)
+/* Are the names in R (read from PATH's header) all local files, and the
+ * backing format an image format?  R is left as it was. */
+static gboolean
+refs_check (const char *path, const char *fmt, const vmsnap_hdr_refs *rp,
+            GError **err)
 {
-  vmsnap_hdr_refs r;
+  const vmsnap_hdr_refs r = *rp;
   g_autofree char *why = NULL;
   const char *what = NULL, *name = NULL;
 
-  if (!vmsnap_header_refs (path, fmt, &r, err))
-    return FALSE;
   if (r.backing && (why = vmsnap_ref_not_local (r.backing))) {
     what = "backing file";
     name = r.backing;
@@ -471,7 +492,6 @@ vmsnap_image_refs_check (const char *path, const char *fmt, GError **err)
                  "image %s names its %s as '%s': %s; vmsnap follows only "
                  "local files and opens nothing before it has checked every "
                  "name in the header: %s", path, what, shown, why, fix);
-    vmsnap_hdr_refs_clear (&r);
     return FALSE;
   }
   if (r.backing && r.backing_fmt && !g_strv_contains (image_formats, r.backing_fmt)) {
@@ -483,11 +503,22 @@ vmsnap_image_refs_check (const char *path, const char *fmt, GError **err)
                  "protocol driver: record the right format with qemu-img "
                  "rebase -u -f %s -F FORMAT -b %s %s", path, r.backing, shown,
                  fmt, r.backing, path);
-    vmsnap_hdr_refs_clear (&r);
     return FALSE;
   }
-  vmsnap_hdr_refs_clear (&r);
   return TRUE;
+}
+
+gboolean
+vmsnap_image_refs_check (const char *path, const char *fmt, GError **err)
+{
+  vmsnap_hdr_refs r;
+  gboolean ok;
+
+  if (!vmsnap_header_refs (path, fmt, &r, err))
+    return FALSE;
+  ok = refs_check (path, fmt, &r, err);
+  vmsnap_hdr_refs_clear (&r);
+  return ok;
 }
 
 /* ============================================== the image, read once
@@ -794,11 +825,25 @@ vmsnap_image_read (const char *path, const char *fmt, GError **err)
               path ? "format" : "path");
     return NULL;
   }
+  /* One open for everything (issue 17: each layer of a chain is opened
+   * once per command). */
+  fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    img_fail (err, VMSNAP_ERR_FAILED, "cannot open %s: %s", path,
+              g_strerror (errno));
+    return NULL;
+  }
   /* The names first, with the same reader: a name that is not a local
    * file is refused before anything follows it. */
-  if (!vmsnap_image_refs_check (path, fmt, err)
-      || !vmsnap_header_refs (path, fmt, &r, err))
+  if (!header_refs_fd (fd, path, fmt, &r, err)) {
+    close (fd);
     return NULL;
+  }
+  if (!refs_check (path, fmt, &r, err)) {
+    vmsnap_hdr_refs_clear (&r);
+    close (fd);
+    return NULL;
+  }
   img = g_new0 (vmsnap_image, 1);
   img->struct_size = sizeof *img;
   img->format = g_strdup (fmt);
@@ -811,12 +856,6 @@ vmsnap_image_read (const char *path, const char *fmt, GError **err)
     img->data_file = vmsnap_ref_resolve (path, r.data_file);
   vmsnap_hdr_refs_clear (&r);
 
-  fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) {
-    img_fail (err, VMSNAP_ERR_FAILED, "cannot open %s: %s", path,
-              g_strerror (errno));
-    return NULL;
-  }
   if (fstat (fd, &st) < 0) {
     img_fail (err, VMSNAP_ERR_FAILED, "cannot stat %s: %s", path,
               g_strerror (errno));
