@@ -224,8 +224,9 @@ void vmsnap_probe_add_detail (vmsnap_probe_result *res, const char *key,
  * can tell without loading the module (and its libraries).  The planner
  * reads it from the module file (ELF section ".vmsnap_filter") and, for a
  * disk the filter refuses, records the backend as "cannot", score 0, with
- * REFUSE as the reason, without loading it.  A module without a filter, or
- * with one the core cannot read, is loaded and probed as always.
+ * REFUSE as the reason, without loading it (for now the backends vmsnap
+ * ships: other modules are loaded with the context).  A module without a
+ * filter, or with one the core cannot read, is loaded and probed as always.
  *
  *   VMSNAP_BACKEND_DISK_FILTER (my_filter, "block", "", "not a block device");
  *   VMSNAP_BACKEND_DISK_FILTER (my_filter, "network", "rbd,sheepdog",
