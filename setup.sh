@@ -24,7 +24,8 @@ PACKAGES=(
   qemu-utils qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu
   libvirt-clients util-linux
   # tests (strace: tests/integration/engine-syncs.sh counts a create's
-  # fsync'd writes, catalog-only.sh the processes and files list opens)
+  # fsync'd writes, catalog-only.sh the processes and files list opens,
+  # filter-load.sh the backend modules plan and create load)
   jq valgrind strace
   # tests: the man pages (groff -man -ww)
   groff-base

@@ -30,9 +30,14 @@ typedef struct {
   char *path;
   char *message;
   /* Found but not loaded yet (issue 17): loaded when first asked for
-   * (vmsnap_find_module, vmsnap_loaded_backends, vmsnap_backend_get). */
+   * (vmsnap_find_module, vmsnap_module_load, vmsnap_backend_get). */
   gboolean pending;
   const char *package;
+  /* A pending module's disk filter (modfilter.c), read from its file
+   * without loading it, when the planner first needs it (filter_read);
+   * NULL: none, or unreadable. */
+  gboolean filter_read;
+  char *filter;
 } vmsnap_module;
 
 struct vmsnap_ctx {
@@ -50,9 +55,6 @@ void vmsnap_config_free (vmsnap_config *cfg);
 /* NULL when BACKEND's declarations are well-formed, else why not. */
 char *vmsnap_options_check (const char *backend, const vmsnap_option_desc *opts);
 
-/* Loaded modules only, in a stable order (by name); loads every module
- * not loaded yet. */
-GPtrArray *vmsnap_loaded_backends (const vmsnap_ctx *ctx);
 /* Module NAME, loaded now if it was not yet; NULL if there is none. */
 const vmsnap_module *vmsnap_find_module (const vmsnap_ctx *ctx,
                                          const char *name);
@@ -61,6 +63,23 @@ const vmsnap_module *vmsnap_peek_module (const vmsnap_ctx *ctx,
                                          const char *name);
 /* Load every module not loaded yet (vmsnap config, vmsnap backends). */
 void vmsnap_ctx_load_all (const vmsnap_ctx *ctx);
+/* Load M now if it is not loaded yet. */
+void vmsnap_module_load (const vmsnap_ctx *ctx, const vmsnap_module *m);
+/* For the planner: while M is not loaded, the reason its disk filter
+ * refuses DISK (g_free); NULL when M is loaded, has no filter or the
+ * filter lets DISK through (then load M and probe it). */
+char *vmsnap_module_unloaded_refusal (const vmsnap_module *m,
+                                      const vmsnap_disk *disk);
+
+/* modfilter.c: backend disk filters (VMSNAP_BACKEND_DISK_FILTER). */
+#define VMSNAP_FILTER_MAX 1024
+/* Is FILTER a well-formed filter of a version this core reads? */
+gboolean vmsnap_disk_filter_valid (const char *filter);
+/* The filter in a module file's ".vmsnap_filter" ELF section, validated;
+ * NULL when there is none or the file is not a consistent ELF file of
+ * this process's class and byte order.  Bounded reads only. */
+char *vmsnap_module_filter_file (const char *path);
+char *vmsnap_module_filter_fd (int fd);
 /* config.c: the sections the configuration file (as OPTS and
  * $VMSNAP_CONFIG name it) gives keys in, and those of OPTS's settings:
  * their backends are loaded with the context, to check them. */

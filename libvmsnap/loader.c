@@ -38,6 +38,7 @@ module_free (gpointer p)
   g_free (m->name);
   g_free (m->path);
   g_free (m->message);
+  g_free (m->filter);
   g_free (m);
 }
 
@@ -166,6 +167,23 @@ accept_module (vmsnap_module *m, const vmsnap_backend *be)
     }
   }
   return TRUE;
+}
+
+/* The module file libltdl loads for BASE: BASE.so (an install dir), or
+ * DIR/.libs/NAME.so next to a libtool BASE.la (the build tree). */
+static char *
+module_so (const char *base)
+{
+  g_autofree char *dir = g_path_get_dirname (base);
+  g_autofree char *name = g_path_get_basename (base);
+  g_autofree char *so = g_strconcat (base, ".so", NULL);
+  g_autofree char *libs_so = g_strdup_printf ("%s/.libs/%s.so", dir, name);
+
+  if (g_file_test (so, G_FILE_TEST_IS_REGULAR))
+    return g_steal_pointer (&so);
+  if (g_file_test (libs_so, G_FILE_TEST_IS_REGULAR))
+    return g_steal_pointer (&libs_so);
+  return NULL;
 }
 
 /* libltdl reports only its last attempt ("file not found") when a module
@@ -325,6 +343,35 @@ ensure_loaded (const vmsnap_ctx *ctx, vmsnap_module *m)
 }
 
 void
+vmsnap_module_load (const vmsnap_ctx *ctx, const vmsnap_module *m)
+{
+  ensure_loaded (ctx, (vmsnap_module *) m);
+}
+
+/* The disk filter is read from the module file when the planner first
+ * asks (not with the context: list, info and revert open no module file),
+ * under the loader's lock, once. */
+char *
+vmsnap_module_unloaded_refusal (const vmsnap_module *cm, const vmsnap_disk *disk)
+{
+  vmsnap_module *m = (vmsnap_module *) cm;
+  char *why = NULL;
+
+  g_mutex_lock (&load_lock);
+  if (m->pending) {
+    if (!m->filter_read) {
+      g_autofree char *so = module_so (m->path);
+      m->filter = so ? vmsnap_module_filter_file (so) : NULL;
+      m->filter_read = TRUE;
+    }
+    if (m->filter)
+      why = vmsnap_disk_filter_refuses (m->filter, disk);
+  }
+  g_mutex_unlock (&load_lock);
+  return why;
+}
+
+void
 vmsnap_ctx_load_all (const vmsnap_ctx *ctx)
 {
   for (guint i = 0; i < ctx->modules->len; i++)
@@ -469,20 +516,6 @@ vmsnap_backend_get (const vmsnap_ctx *ctx, size_t i)
     return NULL;
   ensure_loaded (ctx, ctx->modules->pdata[i]);
   return &((vmsnap_module *) ctx->modules->pdata[i])->info;
-}
-
-GPtrArray *
-vmsnap_loaded_backends (const vmsnap_ctx *ctx)
-{
-  GPtrArray *out = g_ptr_array_new ();
-
-  vmsnap_ctx_load_all (ctx);
-  for (guint i = 0; i < ctx->modules->len; i++) {
-    vmsnap_module *m = ctx->modules->pdata[i];
-    if (m->info.status == VMSNAP_BACKEND_LOADED)
-      g_ptr_array_add (out, m);
-  }
-  return out;
 }
 
 const vmsnap_module *

@@ -100,20 +100,34 @@ static void
 probe_all (vmsnap_plan *plan, const vmsnap_ctx *ctx, plan_disk *pd,
            gboolean online)
 {
-  g_autoptr (GPtrArray) loaded = vmsnap_loaded_backends (ctx);
   vmsnap_probe_request req = {
     .struct_size = sizeof req, .memory = plan->memory, .online = online,
   };
 
-  for (guint i = 0; i < loaded->len; i++) {
-    const vmsnap_module *m = loaded->pdata[i];
-    candidate *c = g_new0 (candidate, 1);
+  /* Every module that loads, in name order (ctx->modules is sorted).  One
+   * not loaded yet whose disk filter refuses the disk stays unloaded and
+   * gets the filter's verdict, which is its probe's first check, so the
+   * plan is the same either way (issue 17: load only what is needed). */
+  for (guint i = 0; i < ctx->modules->len; i++) {
+    const vmsnap_module *m = ctx->modules->pdata[i];
+    g_autofree char *refused = vmsnap_module_unloaded_refusal (m, &pd->disk->pub);
+    candidate *c;
     g_autoptr (GError) err = NULL;
 
+    if (refused == NULL) {
+      vmsnap_module_load (ctx, m);
+      if (m->info.status != VMSNAP_BACKEND_LOADED)
+        continue;
+    }
+    c = g_new0 (candidate, 1);
     c->module = m;
     c->res = vmsnap_probe_result_new ();
     c->res->config = ctx->config;
     g_ptr_array_add (pd->candidates, c);
+    if (refused != NULL) {
+      vmsnap_probe_set (c->res, VMSNAP_FIT_CANNOT, 0, "%s", refused);
+      continue;
+    }
     if (m->be.probe (&pd->disk->pub, &req, c->res, &err) < 0) {
       vmsnap_probe_set (c->res, VMSNAP_FIT_CANNOT, 0, "probe failed: %s",
                         err ? err->message : "no reason given");

@@ -416,6 +416,12 @@ cow_usage (const lvinfo *l)
 
 /* ============================================================ the disk */
 
+/* The disks this backend can take at all: read by the core from this
+ * file without loading the module (and liblvm2cmd), and the first check
+ * of disk_lv, so both say the same. */
+#define NOT_AN_LV "not a block device, so not an LVM logical volume"
+VMSNAP_BACKEND_DISK_FILTER (lvm_disk_filter, "block", "", NOT_AN_LV);
+
 /* Find the disk's LV from its device (sysfs dm uuid -> lv_uuid).  Returns
  * FALSE with *why (a verdict for probe: not an LV) or *err (LVM failed). */
 static gboolean
@@ -427,8 +433,10 @@ disk_lv (const vmsnap_disk *d, char **vg, char **lv, char **why, GError **err)
   const char *u;
   lvinfo *l;
 
-  if (d->type != VMSNAP_DISK_TYPE_BLOCK || d->source == NULL) {
-    *why = g_strdup ("not a block device, so not an LVM logical volume");
+  if ((*why = vmsnap_disk_filter_refuses (lvm_disk_filter, d)) != NULL)
+    return FALSE;
+  if (d->source == NULL) {
+    *why = g_strdup (NOT_AN_LV);
     return FALSE;
   }
   if (stat (d->source, &st) != 0) {

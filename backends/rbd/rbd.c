@@ -1280,16 +1280,22 @@ warm_up (const vmsnap_disk *d)
   warm_get (NULL, d, (guint) timeout, &ignored);
 }
 
+/* The disks this backend can take at all: read by the core from this
+ * file without loading the module (and librbd, librados), and the probe's
+ * first check, so both say the same. */
+VMSNAP_BACKEND_DISK_FILTER (rbd_disk_filter, "network", "rbd",
+                            "not an rbd network disk");
+
 static int
 vrbd_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
             vmsnap_probe_result *res, GError **err)
 {
   g_auto (rspec) s = { 0 };
+  g_autofree char *refused = vmsnap_disk_filter_refuses (rbd_disk_filter, d);
 
   (void) err;
-  if (d->type != VMSNAP_DISK_TYPE_NETWORK || d->protocol == NULL
-      || strcmp (d->protocol, "rbd") != 0) {
-    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0, "not an rbd network disk");
+  if (refused != NULL) {
+    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0, "%s", refused);
     return 0;
   }
   if (!rspec_parse (d->source, &s)) {

@@ -218,6 +218,38 @@ void vmsnap_probe_add_limit (vmsnap_probe_result *res, const char *fmt, ...)
 void vmsnap_probe_add_detail (vmsnap_probe_result *res, const char *key,
                               const char *fmt, ...) G_GNUC_PRINTF (3, 4);
 
+/* ---------------------------------------------------------- disk filter */
+
+/* Optional: which disks the backend can take at all, declared so the core
+ * can tell without loading the module (and its libraries).  The planner
+ * reads it from the module file (ELF section ".vmsnap_filter") and, for a
+ * disk the filter refuses, records the backend as "cannot", score 0, with
+ * REFUSE as the reason, without loading it (for now the backends vmsnap
+ * ships: other modules are loaded with the context).  A module without a
+ * filter, or with one the core cannot read, is loaded and probed as always.
+ *
+ *   VMSNAP_BACKEND_DISK_FILTER (my_filter, "block", "", "not a block device");
+ *   VMSNAP_BACKEND_DISK_FILTER (my_filter, "network", "rbd,sheepdog",
+ *                               "not an rbd network disk");
+ *
+ * TYPES: comma-separated disk types as libvirt writes them (file, block,
+ * network, volume, dir, nvme, vhostuser, vhostvdpa).  PROTOCOLS: for
+ * network disks, comma-separated protocols ("" = any).  REFUSE: the
+ * reason, one line.  All three are string literals.  At most one filter
+ * per module.  The probe must make it its first check, with
+ * vmsnap_disk_filter_refuses() on the same variable, so the planner's
+ * verdict without the module and the module's own verdict are the same.
+ * The text it produces is format version 1 (doc/vmsnap-backend.7). */
+#define VMSNAP_BACKEND_DISK_FILTER(var, types, protocols, refuse)          \
+  __attribute__ ((used, section (".vmsnap_filter"), aligned (1)))          \
+  static const char var[] = "vmsnap-filter 1\ntypes=" types               \
+    "\nprotocols=" protocols "\nrefuse=" refuse "\n"
+
+/* NULL when FILTER (a VMSNAP_BACKEND_DISK_FILTER variable) lets DISK
+ * through, or is malformed (then it filters nothing, as for the core);
+ * else its refusal reason, to free with g_free(). */
+char *vmsnap_disk_filter_refuses (const char *filter, const vmsnap_disk *disk);
+
 /* --------------------------------------------------- operation context */
 
 /* Every state-changing slot runs inside one journaled VM operation; the op

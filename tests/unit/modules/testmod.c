@@ -78,6 +78,39 @@ vmsnap_backend_entry (void)
   return &b;
 }
 
+#elif defined(TESTMOD_FILTERED)
+/* A disk filter (tests/unit/test-modfilter.c reads it from this file). */
+VMSNAP_BACKEND_DISK_FILTER (filter, "file,network", "nbd,gluster",
+                            "test: neither a file nor an nbd or gluster disk");
+static int
+f_probe (const vmsnap_disk *d, const vmsnap_probe_request *req,
+         vmsnap_probe_result *res, GError **err)
+{
+  g_autofree char *refused = vmsnap_disk_filter_refuses (filter, d);
+
+  if (refused)
+    vmsnap_probe_set (res, VMSNAP_FIT_CANNOT, 0, "%s", refused);
+  else
+    vmsnap_probe_set (res, VMSNAP_FIT_CAN, 1, "test module");
+  return 0;
+}
+static vmsnap_backend b = {
+  .name = "filtered", .version = "1.0", .caps = VMSNAP_CAP_CREATE_OFFLINE,
+  .probe = f_probe, .create = t_create, .revert = t_revert, .delete = t_delete,
+};
+VMSNAP_REGISTER_BACKEND (b)
+
+#elif defined(TESTMOD_TWOFILTERS)
+/* Two filters in one module: the section holds both strings, which the
+ * core refuses to read (which one would the probe test?). */
+VMSNAP_BACKEND_DISK_FILTER (filter1, "file", "", "test: not a file");
+VMSNAP_BACKEND_DISK_FILTER (filter2, "block", "", "test: not a block device");
+static vmsnap_backend b = {
+  .name = "twofilters", .version = "1.0", .caps = VMSNAP_CAP_CREATE_OFFLINE,
+  .probe = t_probe, .create = t_create, .revert = t_revert, .delete = t_delete,
+};
+VMSNAP_REGISTER_BACKEND (b)
+
 #elif defined(TESTMOD_BADOPTS)
 static const vmsnap_option_desc bad_options[] = {
   { .key = "count", .type = VMSNAP_OPTION_INT, .default_value = "many", .max = 10 },
