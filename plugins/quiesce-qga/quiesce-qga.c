@@ -12,6 +12,7 @@
  */
 #include <config.h>
 
+#include <dlfcn.h>
 #include <string.h>
 
 #include <libvirt/libvirt.h>
@@ -19,10 +20,44 @@
 
 #include <vmsnap/plugin.h>
 
-static const char *
-lv_msg (void)
+/* libvirt's functions, taken from the copy the core loaded for this
+ * libvirt domain (libvmsnap dlopens libvirt for libvirt domains only, and
+ * this plugin is loaded for every create: linking libvirt here would load
+ * it for domain XML files too).  RTLD_NOLOAD: never loads it itself. */
+typedef struct {
+  __typeof__ (virGetLastErrorMessage) *last_error;
+  __typeof__ (virDomainAgentSetResponseTimeout) *set_timeout;
+  __typeof__ (virDomainFSFreeze) *freeze;
+  __typeof__ (virDomainFSThaw) *thaw;
+} lv_api;
+
+static gboolean
+lv_get (lv_api *a, const char *domain, GError **err)
 {
-  const char *m = virGetLastErrorMessage ();
+  void *h = dlopen (VMSNAP_LIBVIRT_SONAME, RTLD_NOW | RTLD_NOLOAD);
+
+  if (h) {
+    a->last_error = (__typeof__ (a->last_error)) dlsym (h, "virGetLastErrorMessage");
+    a->set_timeout = (__typeof__ (a->set_timeout)) dlsym (h, "virDomainAgentSetResponseTimeout");
+    a->freeze = (__typeof__ (a->freeze)) dlsym (h, "virDomainFSFreeze");
+    a->thaw = (__typeof__ (a->thaw)) dlsym (h, "virDomainFSThaw");
+    /* The core's reference keeps the library and these functions. */
+    dlclose (h);
+  }
+  if (h == NULL || !a->last_error || !a->set_timeout || !a->freeze || !a->thaw) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "domain %s: quiesce-qga: libvirt (%s) is not loaded in this "
+                 "process or lacks the guest-agent calls (a bug, or a libvirt "
+                 "older than 5.10)", domain, VMSNAP_LIBVIRT_SONAME);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static const char *
+lv_msg (const lv_api *a)
+{
+  const char *m = a->last_error ();
   return m ? m : "unknown libvirt error";
 }
 
@@ -33,6 +68,7 @@ quiesce_hook (const vmsnap_hook_event *ev, GError **err)
   gint64 timeout = vmsnap_option_get_int (ev->config, "vmsnap.quiesce-timeout");
   gboolean best = g_strcmp0 (mode, "best-effort") == 0;
   virDomainPtr dom = ev->libvirt_domain;
+  lv_api lv = { 0 };
   int n;
 
   if (strcmp (ev->operation, "create") != 0)
@@ -54,11 +90,13 @@ quiesce_hook (const vmsnap_hook_event *ev, GError **err)
   case VMSNAP_HOOK_FREEZE:
     if (dom == NULL)
       return 0;
-    if (virDomainAgentSetResponseTimeout (dom, (int) timeout, 0) < 0
-        || (n = virDomainFSFreeze (dom, NULL, 0, 0)) < 0) {
-      g_autofree char *why = g_strdup (lv_msg ());
+    if (!lv_get (&lv, ev->domain, err))
+      return -1;
+    if (lv.set_timeout (dom, (int) timeout, 0) < 0
+        || (n = lv.freeze (dom, NULL, 0, 0)) < 0) {
+      g_autofree char *why = g_strdup (lv_msg (&lv));
       /* A partial freeze: thaw what froze (harmless when nothing did). */
-      virDomainFSThaw (dom, NULL, 0, 0);
+      lv.thaw (dom, NULL, 0, 0);
       if (best) {
         g_ptr_array_add (ev->messages, g_strdup_printf (
           "warning: domain %s: the guest agent did not freeze the file systems "
@@ -80,11 +118,13 @@ quiesce_hook (const vmsnap_hook_event *ev, GError **err)
   case VMSNAP_HOOK_THAW:
     if (dom == NULL)
       return 0;
-    virDomainAgentSetResponseTimeout (dom, (int) timeout, 0);
-    if (virDomainFSThaw (dom, NULL, 0, 0) < 0) {
+    if (!lv_get (&lv, ev->domain, err))
+      return -1;
+    lv.set_timeout (dom, (int) timeout, 0);
+    if (lv.thaw (dom, NULL, 0, 0) < 0) {
       g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
                    "domain %s: thawing the guest's file systems failed: %s; "
-                   "thaw them by hand (virsh domfsthaw %s)", ev->domain, lv_msg (),
+                   "thaw them by hand (virsh domfsthaw %s)", ev->domain, lv_msg (&lv),
                    ev->domain);
       return -1;
     }

@@ -147,6 +147,7 @@ vms_ok create "$dom" s6
 traced create8 create "$dom" s7
 [ "$TRACED_RC" = 0 ] || { cat "$TEST_TMP/create8.err" >&2; fail "create s7: exit $TRACED_RC"; }
 [ -z "$(libvirt_connects create6)" ] || fail "create on a domain XML file connected to libvirt: $(libvirt_connects create6)"
+[ -z "$(libvirt_loads create6)" ] || fail "create on a domain XML file loaded libvirt: $(libvirt_loads create6)"
 n6=$(ninfo_of create6) n8=$(ninfo_of create8)
 c6=$(ncreate_of create6) c8=$(ncreate_of create8)
 [ "$c6" = 2 ] && [ "$c8" = 2 ] || fail "self-check: create ran qemu-img create $c6 and $c8 times (want 2: one overlay per disk)"
