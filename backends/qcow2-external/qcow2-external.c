@@ -1185,6 +1185,71 @@ overlay_dir (vmsnap_op *op, const vmsnap_disk *d)
   return g_path_get_dirname (d->source);
 }
 
+/* make_overlay's other way: `qemu-img create` (an encrypted overlay, or
+ * what vmsnap_qcow2_overlay_write refuses).  VSIZE: the backing file's
+ * virtual size, 0 if unknown.  On failure PATH is removed. */
+static int
+overlay_by_qemu_img (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
+                     const char *key, const char *bfmt, const char *bpath,
+                     const char *path, guint64 vsize, GError **err)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new_with_free_func (g_free);
+  g_autofree char *size = NULL;
+  GError *e = NULL;
+
+  if (vsize > 0)
+    size = g_strdup_printf ("%" G_GUINT64_FORMAT, vsize);
+  g_ptr_array_add (argv, g_strdup (qemu_img));
+  g_ptr_array_add (argv, g_strdup ("create"));
+  g_ptr_array_add (argv, g_strdup ("-q"));
+  g_ptr_array_add (argv, g_strdup ("-f"));
+  g_ptr_array_add (argv, g_strdup ("qcow2"));
+  if (key) {
+    GString *o = g_string_new ("secret,id=" KEY_ID ",file=");
+    append_opt_value (o, key);
+    g_ptr_array_add (argv, g_strdup ("--object"));
+    g_ptr_array_add (argv, g_string_free (o, FALSE));
+    g_ptr_array_add (argv, g_strdup ("-o"));
+    gint64 ms = vmsnap_option_get_int (vmsnap_op_config (op),
+                                       NAME ".luks-iter-time");
+    g_ptr_array_add (argv, g_strdup_printf (
+      "encrypt.format=luks,encrypt.key-secret=" KEY_ID ",encrypt.iter-time=%"
+      G_GINT64_FORMAT, ms > 0 ? ms : 2000));
+  }
+  g_ptr_array_add (argv, g_strdup ("-F"));
+  g_ptr_array_add (argv, g_strdup (bfmt));
+  g_ptr_array_add (argv, g_strdup ("-b"));
+  g_ptr_array_add (argv, g_strdup (bpath));
+  /* -u with the size read in process: qemu-img does not open the
+   * backing chain.  An image whose size vmsnap cannot tell (0) lets
+   * qemu-img open it, format given. */
+  if (size)
+    g_ptr_array_add (argv, g_strdup ("-u"));
+  g_ptr_array_add (argv, g_strdup ("--"));
+  g_ptr_array_add (argv, g_strdup (path));
+  if (size)
+    g_ptr_array_add (argv, g_strdup (size));
+  g_ptr_array_add (argv, NULL);
+  /* QEMU 7.2's LUKS benchmark (qcrypto_pbkdf2_count_iters, as Debian
+   * ships it) fails now and then with "Unable to get accurate CPU usage"
+   * when getrusage has not caught up yet (a known QEMU bug, fixed
+   * upstream in 2025): nothing was written, so try again, twice. */
+  for (int tries = 0;; tries++) {
+    gboolean ok = vmsnap_op_run (op, (const char *const *) argv->pdata, NULL, &e);
+    if (ok || !key || tries >= 2 || strstr (e->message, "accurate CPU usage") == NULL)
+      break;
+    g_clear_error (&e);
+  }
+  if (e) {
+    unlink (path);
+    return fail_with (err, e, "nothing was changed; fix the cause and "
+                      "run the command again",
+                      "disk %s: creating overlay %s on %s (%s)", d->target,
+                      path, bpath, bfmt);
+  }
+  return 0;
+}
+
 /* Create a new qcow2 overlay backed by BPATH (format BFMT); *OUT: its path.
  *
  * Order (journal key "overlay"):
@@ -1192,7 +1257,10 @@ overlay_dir (vmsnap_op *op, const vmsnap_disk *d)
  *     name, so at most one overlay file ever exists for this operation and
  *     a rollback by the core knows which file to remove;
  *  2. reserve it (O_EXCL, mode 0600 from the start: no window where another
- *     user could open it), `qemu-img create` it, chmod 0600.
+ *     user could open it), write it (in process, or `qemu-img create` for
+ *     an encrypted overlay and what the in-process writer refuses), chmod
+ *     0600, and make it durable (fdatasync of the file, fsync of its
+ *     directory) before the core records the disk's result.
  * No step is marked done: nothing refers to the overlay until the core has
  * written the disk's result (before the domain's definition or QEMU is
  * switched to it: doc/architecture.md), and until then a re-run may simply
@@ -1263,84 +1331,87 @@ make_overlay (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
     return fail (err, VMSNAP_ERR_FAILED, "disk %s: cannot create overlay "
                  "%s: %s", d->target, path, g_strerror (errsv));
   }
-  close (fd);
   {
     /* An encrypted disk's overlay is encrypted with the disk's secret:
      * the guest's writes land in it. */
     const char *key = NULL;
-    g_autoptr (GPtrArray) argv = g_ptr_array_new_with_free_func (g_free);
-    g_autofree char *size = NULL;
+    guint64 vsize = 0;
+    gboolean written = FALSE;
 
     if (!key_get (k, &key, err)) {
+      close (fd);
       unlink (path);
       return -1;
     }
-    g_ptr_array_add (argv, g_strdup (qemu_img));
-    g_ptr_array_add (argv, g_strdup ("create"));
-    g_ptr_array_add (argv, g_strdup ("-q"));
-    g_ptr_array_add (argv, g_strdup ("-f"));
-    g_ptr_array_add (argv, g_strdup ("qcow2"));
-    if (key) {
-      GString *o = g_string_new ("secret,id=" KEY_ID ",file=");
-      append_opt_value (o, key);
-      g_ptr_array_add (argv, g_strdup ("--object"));
-      g_ptr_array_add (argv, g_string_free (o, FALSE));
-      g_ptr_array_add (argv, g_strdup ("-o"));
-      gint64 ms = vmsnap_option_get_int (vmsnap_op_config (op),
-                                         NAME ".luks-iter-time");
-      g_ptr_array_add (argv, g_strdup_printf (
-        "encrypt.format=luks,encrypt.key-secret=" KEY_ID ",encrypt.iter-time=%"
-        G_GINT64_FORMAT, ms > 0 ? ms : 2000));
-    }
-    g_ptr_array_add (argv, g_strdup ("-F"));
-    g_ptr_array_add (argv, g_strdup (bfmt));
-    g_ptr_array_add (argv, g_strdup ("-b"));
-    g_ptr_array_add (argv, g_strdup (bpath));
-    /* -u with the size read in process (issue 17 item 7): qemu-img does
-     * not open the backing chain again, which the inventory has read and
-     * checked (every name local, every format given).  An image whose
-     * size vmsnap cannot tell (0) lets qemu-img open it, format given. */
+    /* The size read in process (issue 17 item 7): nothing opens the
+     * backing chain again, which the inventory has read and checked
+     * (every name local, every format given). */
     {
       g_autoptr (vmsnap_image) bimg = vmsnap_image_read (bpath, bfmt, &e);
       if (bimg == NULL) {
+        close (fd);
         unlink (path);
         return fail_with (err, e, "nothing was changed",
                           "disk %s: reading %s (%s) before creating its "
                           "overlay", d->target, bpath, bfmt);
       }
-      if (bimg->virtual_size > 0)
-        size = g_strdup_printf ("%" G_GUINT64_FORMAT, bimg->virtual_size);
+      vsize = bimg->virtual_size;
     }
-    if (size)
-      g_ptr_array_add (argv, g_strdup ("-u"));
-    g_ptr_array_add (argv, g_strdup ("--"));
-    g_ptr_array_add (argv, g_strdup (path));
-    if (size)
-      g_ptr_array_add (argv, g_strdup (size));
-    g_ptr_array_add (argv, NULL);
-    /* QEMU 7.2's LUKS benchmark (qcrypto_pbkdf2_count_iters, as Debian
-     * ships it) fails now and then with "Unable to get accurate CPU usage"
-     * when getrusage has not caught up yet (a known QEMU bug, fixed
-     * upstream in 2025): nothing was written, so try again, twice. */
-    for (int tries = 0;; tries++) {
-      gboolean ok = vmsnap_op_run (op, (const char *const *) argv->pdata, NULL, &e);
-      if (ok || !key || tries >= 2 || strstr (e->message, "accurate CPU usage") == NULL)
-        break;
-      g_clear_error (&e);
+    /* Unencrypted, size known: vmsnap writes the overlay itself, the same
+     * bytes `qemu-img create -u` would (libvmsnap/qcow2new.c), and starts
+     * no process.  What it refuses (a name or a size beyond it) goes to
+     * qemu-img below. */
+    if (key == NULL && vsize > 0) {
+      if (vmsnap_qcow2_overlay_write (fd, bpath, bfmt, vsize, 0, &e))
+        written = TRUE;
+      else if (g_error_matches (e, VMSNAP_ERROR, VMSNAP_ERR_UNSUPPORTED))
+        g_clear_error (&e);
+      else {
+        close (fd);
+        unlink (path);
+        return fail_with (err, e, "nothing was changed; fix the cause and "
+                          "run the command again",
+                          "disk %s: writing overlay %s on %s (%s)", d->target,
+                          path, bpath, bfmt);
+      }
     }
-    if (e) {
+    /* Durable before the core records the disk's result and then lets the
+     * definition name the overlay (doc/architecture.md, "What must be on
+     * disk before each step"): its bytes here, qemu-img flushes its own. */
+    if (written && fdatasync (fd) != 0) {
+      int errsv = errno;
+      close (fd);
       unlink (path);
-      return fail_with (err, e, "nothing was changed; fix the cause and "
-                        "run the command again",
-                        "disk %s: creating overlay %s on %s (%s)", d->target,
-                        path, bpath, bfmt);
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: cannot sync overlay %s: "
+                   "%s; nothing was changed", d->target, path,
+                   g_strerror (errsv));
     }
+    close (fd);
+    if (!written && overlay_by_qemu_img (op, d, qemu_img, key, bfmt, bpath,
+                                         path, vsize, err) < 0)
+      return -1;
   }
   if (chmod (path, 0600) < 0) {
     int errsv = errno;
     unlink (path);
     return fail (err, VMSNAP_ERR_FAILED, "disk %s: chmod 0600 %s: %s",
                  d->target, path, g_strerror (errsv));
+  }
+  /* Its name durable too: fsync(2) of a new file does not promise the
+   * directory entry. */
+  {
+    g_autofree char *dir = g_path_get_dirname (path);
+    int dfd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync (dfd) != 0) {
+      int errsv = errno;
+      if (dfd >= 0)
+        close (dfd);
+      unlink (path);
+      return fail (err, VMSNAP_ERR_FAILED, "disk %s: cannot sync directory "
+                   "%s after creating overlay %s: %s; nothing was changed",
+                   d->target, dir, path, g_strerror (errsv));
+    }
+    close (dfd);
   }
   *out = g_steal_pointer (&path);
   return 0;

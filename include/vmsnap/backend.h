@@ -376,6 +376,24 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (vmsnap_image, vmsnap_image_free)
  * `qemu-img` run. */
 int vmsnap_image_in_use (const char *path, GError **err);
 
+/* Write a new qcow2 overlay into FD (a regular file open for writing;
+ * whatever it held is replaced), in process: the bytes `qemu-img create
+ * -f qcow2 -u -F BACKING_FMT -b BACKING_NAME PATH VIRTUAL_SIZE` writes with
+ * QEMU's defaults (version 3, 64 KiB clusters, 16-bit refcounts, zlib, no
+ * lazy refcounts; the size rounded up to 512 bytes).  BACKING_NAME is
+ * stored as given and never opened: the caller has checked it.  Nothing is
+ * synced: the caller makes the file durable when its order needs it.
+ * FLAGS: none yet, 0.  FALSE with *err, and FD untouched, for what it does
+ * not write (VMSNAP_ERR_UNSUPPORTED: no name, a name longer than QEMU's
+ * 1023 bytes, a format not in QEMU's list of image formats, a size beyond
+ * qcow2's 2 PiB with 64 KiB clusters, FD not a regular file): the caller
+ * runs qemu-img instead.  FALSE with VMSNAP_ERR_FAILED: a write failed,
+ * FD holds part of an overlay. */
+gboolean vmsnap_qcow2_overlay_write (int fd, const char *backing_name,
+                                     const char *backing_fmt,
+                                     guint64 virtual_size, unsigned int flags,
+                                     GError **err);
+
 /* The passphrase of DISK's <encryption> secret, read from libvirt
  * (virSecretGetValue), or NULL with *err saying why vmsnap cannot have it:
  * the disk is not encrypted, the domain is a domain XML file (no libvirt

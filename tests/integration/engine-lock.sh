@@ -3,9 +3,11 @@
 # same domain waits and says so, or with --no-wait fails at once with exit
 # 5 ("busy"); vmsnap on another domain is not held up.
 #   1. the lock held by a background `flock LOCK sleep 3`
-#   2. two real vmsnap processes: the first made slow by a qemu-img wrapper
-#      (VMSNAP_QEMU_IMG) that sleeps in `qemu-img create`, the second waits
-#      and then sees the first one's snapshot (they serialise)
+#   2. two real vmsnap processes: the first held inside its lock by a
+#      "before create" hook (exec-hooks, VMSNAP_HOOKS_DIR) until the test
+#      lets it go, the second waits and then sees the first one's snapshot
+#      (they serialise).  (The hold used to be a qemu-img wrapper sleeping
+#      in `qemu-img create`; a create now writes its overlay in process.)
 set -euo pipefail
 : "${srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$srcdir/tests/fixtures/functions.sh"
@@ -89,14 +91,18 @@ jq_check "$VMS_OUT" '[.snapshots[].name] == ["s1"] and .current == "s1"' "s1 aft
 echo "  flock holder: three --no-wait runs busy in $nowait_ms ms while held; the waiting vmsnap finished $waited ms after the release"
 
 # ------------------------------------ 2. two vmsnap processes serialise
-cat >"$TEST_TMP/slow-qemu-img" <<'SH'
+mkdir "$TEST_TMP/hooks"
+cat >"$TEST_TMP/hooks/10-hold" <<SH
 #!/bin/sh
-# qemu-img that takes 2 s more to create an image
-[ "$1" != create ] || sleep 2
-exec qemu-img "$@"
+# Holds a create inside its lock until the test lets it go (file go2; at
+# most 120 s, so a broken test cannot hang).
+cat >/dev/null
+[ "\$1" = before ] || exit 0
+i=0
+while [ ! -e "$TEST_TMP/go2" ] && [ \$i -lt 2400 ]; do sleep 0.05; i=\$((i+1)); done
 SH
-chmod +x "$TEST_TMP/slow-qemu-img"
-VMSNAP_QEMU_IMG=$TEST_TMP/slow-qemu-img "$VMSNAP" create "$dom" s2 >"$TEST_TMP/a.out" 2>"$TEST_TMP/a.err" &
+chmod 0755 "$TEST_TMP/hooks/10-hold"
+VMSNAP_HOOKS_DIR=$TEST_TMP/hooks "$VMSNAP" create "$dom" s2 >"$TEST_TMP/a.out" 2>"$TEST_TMP/a.err" &
 first=$!
 pids+=("$first")
 wait_locked
@@ -112,6 +118,13 @@ fi
 "$VMSNAP" create "$dom" s3 >"$TEST_TMP/b.out" 2>"$TEST_TMP/b.err" &
 second=$!
 pids+=("$second")
+for (( i = 0; i < 1200; i++ )); do
+    grep -q waiting "$TEST_TMP/b.err" 2>/dev/null && break
+    kill -0 "$second" 2>/dev/null || break
+    sleep 0.05
+done
+kill -0 "$first" 2>/dev/null || { cat "$TEST_TMP/a.out" "$TEST_TMP/a.err" >&2; fail "the first vmsnap ended before the test let its hook go"; }
+touch "$TEST_TMP/go2"
 rc=0; wait "$first" || rc=$?
 [ "$rc" = 0 ] || { cat "$TEST_TMP/a.out" "$TEST_TMP/a.err" >&2; fail "the first vmsnap exited $rc"; }
 rc=0; wait "$second" || rc=$?
