@@ -92,6 +92,8 @@ vmsnap_catalog_free (catalog *c)
   g_free (c->name);
   g_free (c->current);
   g_ptr_array_unref (c->snaps);
+  if (c->by_id)
+    g_hash_table_unref (c->by_id);
   g_free (c);
 }
 
@@ -454,9 +456,39 @@ vmsnap_catalog_find (catalog *c, const char *name)
 cat_snap *
 vmsnap_catalog_find_id (catalog *c, const char *id)
 {
-  for (guint i = 0; id && i < c->snaps->len; i++) {
+  gpointer v;
+
+  if (id == NULL)
+    return NULL;
+  /* An index instead of a scan (issue 17: list and the consistency checks
+   * look up every snapshot's parent, O(N^2) with a scan).  The catalog is
+   * changed in place (adds, removes), so a hit is checked and a stale or
+   * missing index is rebuilt; a miss is confirmed by a scan. */
+  for (int pass = 0; pass < 2; pass++) {
+    if (c->by_id == NULL || c->by_id_len != c->snaps->len || pass == 1) {
+      if (c->by_id == NULL)
+        c->by_id = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+      else
+        g_hash_table_remove_all (c->by_id);
+      for (guint i = 0; i < c->snaps->len; i++) {
+        cat_snap *s = c->snaps->pdata[i];
+        if (s->id && !g_hash_table_contains (c->by_id, s->id))
+          g_hash_table_insert (c->by_id, g_strdup (s->id), GUINT_TO_POINTER (i));
+      }
+      c->by_id_len = c->snaps->len;
+    }
+    if (g_hash_table_lookup_extended (c->by_id, id, NULL, &v)) {
+      guint i = GPOINTER_TO_UINT (v);
+      cat_snap *s = i < c->snaps->len ? c->snaps->pdata[i] : NULL;
+      if (s && s->id && strcmp (s->id, id) == 0)
+        return s;
+    } else {
+      break;
+    }
+  }
+  for (guint i = 0; i < c->snaps->len; i++) {
     cat_snap *s = c->snaps->pdata[i];
-    if (strcmp (s->id, id) == 0)
+    if (s->id && strcmp (s->id, id) == 0)
       return s;
   }
   return NULL;

@@ -374,6 +374,10 @@ typedef struct {
   guint next_id;
   GPtrArray *snaps;      /* cat_snap*, creation order */
   long current_line;     /* of the root element, for messages */
+  /* vmsnap_catalog_find_id's index: id (owned copy) -> position in snaps,
+   * checked on every hit and rebuilt when stale. */
+  GHashTable *by_id;
+  guint by_id_len;
 } catalog;
 
 cat_disk *vmsnap_cat_disk_new (const char *target, const char *backend,

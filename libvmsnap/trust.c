@@ -107,11 +107,12 @@ add_saved_sources (GHashTable *dirs, const char *xml, const char *target)
   xmlFreeDoc (doc);
 }
 
-/* The directories disk TARGET's images live in.  WITH_CATALOG: also those
- * of the catalog's locators (checked already). */
+/* The directories disk TARGET's images live in.  WITH_SAVED: also the
+ * sources in the snapshots' saved domain XML (one XML parse a snapshot);
+ * WITH_CATALOG: also those of the catalog's locators (checked already). */
 static GHashTable *
 disk_dirs (vmsnap_domain *dom, catalog *cat, const char *state_dir,
-           const char *target, gboolean with_catalog)
+           const char *target, gboolean with_saved, gboolean with_catalog)
 {
   GHashTable *dirs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
 
@@ -128,7 +129,8 @@ disk_dirs (vmsnap_domain *dom, catalog *cat, const char *state_dir,
   }
   for (guint i = 0; cat && i < cat->snaps->len; i++) {
     cat_snap *s = cat->snaps->pdata[i];
-    add_saved_sources (dirs, s->domain_xml, target);
+    if (with_saved)
+      add_saved_sources (dirs, s->domain_xml, target);
     for (guint k = 0; with_catalog && k < s->disks->len; k++) {
       cat_disk *cd = s->disks->pdata[k];
       g_autofree char *f = strcmp (cd->target, target) == 0 ? file_of (cd->locator) : NULL;
@@ -180,8 +182,15 @@ gboolean
 vmsnap_catalog_paths_check (catalog *c, vmsnap_domain *dom, const char *state_dir,
                             GError **err)
 {
+  /* Per target, the directories of the definition's chain and the state
+   * directory first (no parsing), and only for a locator outside them also
+   * those of the snapshots' saved definitions (issue 17: `list` of N
+   * snapshots parsed N saved definitions per disk).  The set accepted is
+   * the same. */
   g_autoptr (GHashTable) cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                                         (GDestroyNotify) g_hash_table_unref);
+  g_autoptr (GHashTable) full = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                                       (GDestroyNotify) g_hash_table_unref);
 
   for (guint i = 0; i < c->snaps->len; i++) {
     cat_snap *s = c->snaps->pdata[i];
@@ -190,8 +199,16 @@ vmsnap_catalog_paths_check (catalog *c, vmsnap_domain *dom, const char *state_di
       GHashTable *dirs = g_hash_table_lookup (cache, d->target);
       g_autofree char *why = NULL;
       if (dirs == NULL) {
-        dirs = disk_dirs (dom, c, state_dir, d->target, FALSE);
+        dirs = disk_dirs (dom, c, state_dir, d->target, FALSE, FALSE);
         g_hash_table_insert (cache, g_strdup (d->target), dirs);
+      }
+      if ((why = outside (dirs, d->locator)) == NULL)
+        continue;
+      g_clear_pointer (&why, g_free);
+      dirs = g_hash_table_lookup (full, d->target);
+      if (dirs == NULL) {
+        dirs = disk_dirs (dom, c, state_dir, d->target, TRUE, FALSE);
+        g_hash_table_insert (full, g_strdup (d->target), dirs);
       }
       if ((why = outside (dirs, d->locator)) != NULL) {
         g_autofree char *what = g_strdup_printf ("snapshot '%s', disk %s: locator %s",
@@ -295,7 +312,7 @@ vmsnap_journal_paths_check (vmsnap_journal *j, vmsnap_domain *dom, catalog *cat,
   const char *nv = vmsnap_journal_get (j, "op", "nvram_source");
 
   for (char **t = disks; t && *t; t++) {
-    g_autoptr (GHashTable) dirs = disk_dirs (dom, cat, state_dir, *t, TRUE);
+    g_autoptr (GHashTable) dirs = disk_dirs (dom, cat, state_dir, *t, TRUE, TRUE);
     g_autofree char *group = g_strconcat ("disk.", *t, NULL);
     g_autofree char *lkey = g_strconcat ("locator.", *t, NULL);
     g_auto (GStrv) keys = g_key_file_get_keys (j->kf, group, NULL, NULL);
