@@ -991,8 +991,13 @@ vmsnap_qcow2_set_backing (const char *path, const char *backing_name,
     refuse (VMSNAP_ERR_FAILED, "cannot read %s: %s", path, g_strerror (errno));
     goto out;
   }
-  if (n < 72 || memcmp (h, "QFI\xfb", 4) != 0) {
+  if (n < 4 || memcmp (h, "QFI\xfb", 4) != 0) {
     refuse (VMSNAP_ERR_UNSUPPORTED, "%s has no qcow2 header", path);
+    goto out;
+  }
+  if (n < 72) {
+    refuse (VMSNAP_ERR_INVALID_INPUT, "%s ends inside its qcow2 header "
+            "(%zd bytes)", path, n);
     goto out;
   }
   version = be32 (h + 4);
