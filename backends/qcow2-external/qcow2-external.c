@@ -28,7 +28,9 @@
  * chosen to be repeatable: `qemu-img create` of an overlay nothing refers to
  * yet, `qemu-img commit -d` (the top image is not emptied, so a repeat
  * copies the same data again), `qemu-img rebase -u` (rewrites a header
- * field), and a safe `qemu-img rebase` (copies only what differs, and is
+ * field; for qcow2 done in process by vmsnap_qcow2_set_backing, the same
+ * header write without a process: set_backing_u), and a safe `qemu-img
+ * rebase` (copies only what differs, and is
  * always preceded by a `rebase -u` back onto the old backing file, because
  * qemu-img may write the new header before the copied clusters' metadata:
  * see plan_run).  Nothing
