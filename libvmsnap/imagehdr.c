@@ -979,3 +979,315 @@ vmsnap_image_in_use (const char *path, GError **err)
   close (fd);
   return fl.l_type != F_UNLCK;
 }
+
+/* ================================ rewriting a qcow2 image's backing file
+ * (issue 17: a delete's `qemu-img rebase -u`, done in process).
+ *
+ * What QEMU's qcow2_change_backing_file + qcow2_update_header write
+ * (docs/interop/qcow2.txt "Header", "Header extensions"): the fixed header,
+ * then the extensions -- the backing format first, every other one in
+ * place -- the end marker, then the backing file name, all in the first
+ * cluster.  Here the fixed header and its unknown trailing fields are kept
+ * byte for byte (only backing_file_offset/size change, and, in v3, the
+ * autoclear bits QEMU does not know are cleared as QEMU does on a write);
+ * every extension but the backing format is kept byte for byte and in its
+ * order; nothing past the old and new header area is touched.  One pwrite,
+ * then fdatasync.  The rest of the image is never read or written. */
+
+#define QCOW2_EXT_BACKING_FMT 0xe2792acaU
+#define QCOW2_EXT_CRYPTO      0x0537be77U
+#define QCOW2_EXT_BITMAPS     0x23852875U
+#define QCOW2_AUTOCLEAR_KNOWN 0x3ULL          /* bitmaps, raw external data */
+#define QCOW2_MAX_FMT 15                      /* QEMU: char backing_format[16] */
+
+static void
+put_be32 (unsigned char *p, guint32 v)
+{
+  p[0] = v >> 24;
+  p[1] = v >> 16;
+  p[2] = v >> 8;
+  p[3] = v;
+}
+
+static void
+put_be64 (unsigned char *p, guint64 v)
+{
+  put_be32 (p, v >> 32);
+  put_be32 (p + 4, (guint32) v);
+}
+
+/* Refuse: the header is left as it was.  CODE: VMSNAP_ERR_USAGE for bad
+ * arguments, VMSNAP_ERR_BUSY for an image in use, VMSNAP_ERR_UNSUPPORTED
+ * (or INVALID_INPUT, FAILED) for an image this writer does not rewrite. */
+#define refuse(code, ...) img_fail (err, code, __VA_ARGS__)
+
+/* Table [OFF, OFF + LEN) of an image with clusters of CS bytes: does it
+ * lie (partly) in the first cluster? */
+static gboolean
+in_first_cluster (guint64 off, guint64 len, guint64 cs)
+{
+  return len != 0 && off < cs;
+}
+
+gboolean
+vmsnap_qcow2_set_backing (const char *path, const char *backing_name,
+                          const char *backing_fmt, GError **err)
+{
+  unsigned char h[112];
+  g_autofree unsigned char *old = NULL, *buf = NULL;
+  guint32 version, cluster_bits, hlen, bsize, crypt;
+  guint64 cs, boff, incompat = 0, autoclear = 0, ext_end, old_end, pos, out;
+  size_t name_len = backing_name ? strlen (backing_name) : 0;
+  size_t fmt_len = backing_fmt ? strlen (backing_fmt) : 0;
+  gboolean found_end = FALSE;
+  struct flock fl;
+  struct stat st;
+  ssize_t n;
+  int fd = -1;
+  gboolean ok = FALSE;
+
+  if (path == NULL)
+    return refuse (VMSNAP_ERR_USAGE, "vmsnap_qcow2_set_backing: no path");
+  if (name_len > MAX_NAME)
+    return refuse (VMSNAP_ERR_USAGE, "%s: a backing file name of %zu bytes "
+                   "is longer than QEMU allows (%d)", path, name_len, MAX_NAME);
+  if (name_len && backing_fmt && (fmt_len == 0 || fmt_len > QCOW2_MAX_FMT))
+    return refuse (VMSNAP_ERR_USAGE, "%s: backing format '%s' is not a format "
+                   "name (1 to %d bytes)", path, backing_fmt, QCOW2_MAX_FMT);
+  if (name_len == 0)
+    fmt_len = 0;           /* no backing file: no backing format either */
+
+  fd = open (path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0)
+    return refuse (VMSNAP_ERR_FAILED, "cannot open %s: %s", path,
+                   g_strerror (errno));
+  if (fstat (fd, &st) < 0 || !(S_ISREG (st.st_mode) || S_ISBLK (st.st_mode))) {
+    refuse (VMSNAP_ERR_UNSUPPORTED, "%s is not a regular file or a block "
+            "device", path);
+    goto out;
+  }
+  /* QEMU's image locks (vmsnap_image_in_use), held while the header is
+   * rewritten: a QEMU that has the image open keeps us out, and one that
+   * starts meanwhile cannot take its locks.  Released by close(). */
+  memset (&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = QEMU_LOCK_FIRST;
+  fl.l_len = QEMU_LOCK_END - QEMU_LOCK_FIRST;
+  if (fcntl (fd, F_OFD_SETLK, &fl) < 0) {
+    if (errno == EAGAIN || errno == EACCES)
+      refuse (VMSNAP_ERR_BUSY, "%s is in use (a QEMU process holds its image "
+              "locks): its header is not rewritten under it", path);
+    else
+      refuse (VMSNAP_ERR_FAILED, "cannot lock %s: %s", path, g_strerror (errno));
+    goto out;
+  }
+
+  memset (h, 0, sizeof h);
+  n = pread (fd, h, sizeof h, 0);
+  if (n < 0) {
+    refuse (VMSNAP_ERR_FAILED, "cannot read %s: %s", path, g_strerror (errno));
+    goto out;
+  }
+  if (n < 4 || memcmp (h, "QFI\xfb", 4) != 0) {
+    refuse (VMSNAP_ERR_UNSUPPORTED, "%s has no qcow2 header", path);
+    goto out;
+  }
+  if (n < 72) {
+    refuse (VMSNAP_ERR_INVALID_INPUT, "%s ends inside its qcow2 header "
+            "(%zd bytes)", path, n);
+    goto out;
+  }
+  version = be32 (h + 4);
+  boff = be64 (h + 8);
+  bsize = be32 (h + 16);
+  cluster_bits = be32 (h + 20);
+  crypt = be32 (h + 32);
+  if (version != 2 && version != 3) {
+    refuse (VMSNAP_ERR_UNSUPPORTED, "%s: qcow2 header version %u (the "
+            "backing file is rewritten in versions 2 and 3 only)", path, version);
+    goto out;
+  }
+  if (cluster_bits < 9 || cluster_bits > 21) {
+    refuse (VMSNAP_ERR_INVALID_INPUT, "%s: qcow2 header has cluster_bits %u "
+            "(9 to 21 allowed)", path, cluster_bits);
+    goto out;
+  }
+  cs = (guint64) 1 << cluster_bits;
+  hlen = 72;
+  if (version == 3) {
+    if (n < 104) {
+      refuse (VMSNAP_ERR_INVALID_INPUT, "%s: short qcow2 v3 header", path);
+      goto out;
+    }
+    incompat = be64 (h + 72);
+    autoclear = be64 (h + 88);
+    hlen = be32 (h + 100);
+    if (hlen < 104 || hlen >= cs || (hlen & 7) != 0) {
+      refuse (VMSNAP_ERR_INVALID_INPUT, "%s: qcow2 header length %u is not "
+              "valid", path, hlen);
+      goto out;
+    }
+    if (incompat & 3) {
+      refuse (VMSNAP_ERR_UNSUPPORTED, "%s is marked %s: QEMU must open it "
+              "(and repair it) before its header is rewritten", path,
+              incompat & 2 ? "corrupt" : "dirty (its refcounts may be stale)");
+      goto out;
+    }
+    if (incompat & ~QCOW2_INCOMPAT_KNOWN) {
+      refuse (VMSNAP_ERR_UNSUPPORTED, "%s uses qcow2 incompatible features "
+              "0x%" G_GINT64_MODIFIER "x that vmsnap does not know", path,
+              (guint64) (incompat & ~QCOW2_INCOMPAT_KNOWN));
+      goto out;
+    }
+  }
+  if (crypt > 2) {
+    refuse (VMSNAP_ERR_UNSUPPORTED, "%s: unknown qcow2 encryption method %u",
+            path, crypt);
+    goto out;
+  }
+  /* QEMU: the name lies in the first cluster and is at most 1023 bytes. */
+  if (boff != 0 && bsize != 0 && (bsize > MAX_NAME || boff < hlen
+                                  || boff > cs || bsize > cs - boff)) {
+    refuse (VMSNAP_ERR_INVALID_INPUT, "%s: its backing file name (%u bytes "
+            "at %" G_GUINT64_FORMAT ") is not inside the first cluster", path,
+            bsize, boff);
+    goto out;
+  }
+  /* The tables must lie past the first cluster (they do in every image
+   * QEMU writes: it allocates cluster 0 to the header). */
+  if (in_first_cluster (be64 (h + 40), be32 (h + 36), cs)
+      || in_first_cluster (be64 (h + 48), be32 (h + 56), cs)
+      || in_first_cluster (be64 (h + 64), be32 (h + 60), cs)) {
+    refuse (VMSNAP_ERR_UNSUPPORTED, "%s: a qcow2 table lies in the first "
+            "cluster, where the header is written", path);
+    goto out;
+  }
+
+  /* The first cluster as it is (zeros past the end of a short file). */
+  old = g_malloc0 (cs);
+  buf = g_malloc0 (cs);
+  n = pread (fd, old, cs, 0);
+  if (n < 0) {
+    refuse (VMSNAP_ERR_FAILED, "cannot read %s: %s", path, g_strerror (errno));
+    goto out;
+  }
+
+  /* The new header: the fixed part as it is... */
+  memcpy (buf, old, hlen);
+  if (version == 3)
+    put_be64 (buf + 88, autoclear & QCOW2_AUTOCLEAR_KNOWN);
+  out = hlen;
+  /* ... the backing format first (QEMU's order) ... */
+  if (fmt_len) {
+    if (8 + ((fmt_len + 7) & ~(size_t) 7) + 8 > cs - out) {
+      refuse (VMSNAP_ERR_UNSUPPORTED, "%s: the new qcow2 header does not "
+              "fit in the first cluster (%" G_GUINT64_FORMAT " bytes)", path, cs);
+      goto out;
+    }
+    put_be32 (buf + out, QCOW2_EXT_BACKING_FMT);
+    put_be32 (buf + out + 4, (guint32) fmt_len);
+    memcpy (buf + out + 8, backing_fmt, fmt_len);
+    out += 8 + ((fmt_len + 7) & ~(size_t) 7);
+  }
+  /* ... every other extension as it is, in its order (QEMU's reader:
+   * they end at the end marker, at the backing file name or at the end of
+   * the first cluster) ... */
+  ext_end = boff != 0 ? MIN (boff, cs) : cs;
+  pos = hlen;
+  while (pos + 8 <= ext_end) {
+    guint32 type = be32 (old + pos), elen = be32 (old + pos + 4);
+    guint64 total = 8 + (((guint64) elen + 7) & ~(guint64) 7);
+    if (type == 0) {
+      found_end = TRUE;
+      break;
+    }
+    if (total > ext_end - pos) {
+      refuse (VMSNAP_ERR_INVALID_INPUT, "%s: qcow2 header extension 0x%08x "
+              "runs past the header area", path, type);
+      goto out;
+    }
+    if (type == QCOW2_EXT_CRYPTO || type == QCOW2_EXT_BITMAPS) {
+      /* crypto: offset, length; bitmaps: nb, reserved, size, offset */
+      guint64 toff = type == QCOW2_EXT_CRYPTO ? (elen >= 16 ? be64 (old + pos + 8) : 0)
+                                              : (elen >= 24 ? be64 (old + pos + 24) : 0);
+      guint64 tlen = type == QCOW2_EXT_CRYPTO ? (elen >= 16 ? be64 (old + pos + 16) : 0)
+                                              : (elen >= 24 ? be64 (old + pos + 16) : 0);
+      if (in_first_cluster (toff, tlen, cs)) {
+        refuse (VMSNAP_ERR_UNSUPPORTED, "%s: the table of header extension "
+                "0x%08x lies in the first cluster, where the header is "
+                "written", path, type);
+        goto out;
+      }
+    }
+    if (type != QCOW2_EXT_BACKING_FMT) {
+      if (total > cs - out) {
+        refuse (VMSNAP_ERR_UNSUPPORTED, "%s: the new qcow2 header does not "
+                "fit in the first cluster (%" G_GUINT64_FORMAT " bytes)",
+                path, cs);
+        goto out;
+      }
+      memcpy (buf + out, old + pos, total);
+      out += total;
+    }
+    pos += total;
+  }
+  if (!found_end) {
+    refuse (VMSNAP_ERR_UNSUPPORTED, "%s: its qcow2 header extensions have "
+            "no end marker before the %s", path,
+            boff ? "backing file name" : "end of the first cluster");
+    goto out;
+  }
+  old_end = pos + 8;
+  if (boff != 0 && bsize != 0)
+    old_end = MAX (old_end, boff + bsize);
+  /* ... the end marker (zeros) and the name. */
+  if (out + 8 + name_len > cs) {
+    refuse (VMSNAP_ERR_UNSUPPORTED, "%s: the new qcow2 header (%"
+            G_GUINT64_FORMAT " bytes with a backing file name of %zu) does "
+            "not fit in the first cluster (%" G_GUINT64_FORMAT " bytes)",
+            path, out + 8 + name_len, name_len, cs);
+    goto out;
+  }
+  out += 8;
+  if (name_len) {
+    memcpy (buf + out, backing_name, name_len);
+    put_be64 (buf + 8, out);
+    put_be32 (buf + 16, (guint32) name_len);
+    out += name_len;
+  } else {
+    put_be64 (buf + 8, 0);
+    put_be32 (buf + 16, 0);
+  }
+
+  /* One write over the old and the new header area (zeros where the old
+   * one was longer), skipped when nothing changes. */
+  {
+    size_t len = (size_t) MAX (out, old_end), done = 0;
+    if (memcmp (buf, old, len) == 0) {
+      ok = TRUE;
+      goto out;
+    }
+    while (done < len) {
+      ssize_t w = pwrite (fd, buf + done, len - done, (off_t) done);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w <= 0) {
+        refuse (VMSNAP_ERR_FAILED, "cannot write the header of %s: %s", path,
+                w < 0 ? g_strerror (errno) : "short write");
+        goto out;
+      }
+      done += (size_t) w;
+    }
+    if (fdatasync (fd) < 0) {
+      refuse (VMSNAP_ERR_FAILED, "cannot sync the header of %s: %s", path,
+              g_strerror (errno));
+      goto out;
+    }
+  }
+  ok = TRUE;
+out:
+  if (fd >= 0)
+    close (fd);
+  return ok;
+}

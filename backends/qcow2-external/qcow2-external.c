@@ -28,7 +28,9 @@
  * chosen to be repeatable: `qemu-img create` of an overlay nothing refers to
  * yet, `qemu-img commit -d` (the top image is not emptied, so a repeat
  * copies the same data again), `qemu-img rebase -u` (rewrites a header
- * field), and a safe `qemu-img rebase` (copies only what differs, and is
+ * field; for qcow2 done in process by vmsnap_qcow2_set_backing, the same
+ * header write without a process: set_backing_u), and a safe `qemu-img
+ * rebase` (copies only what differs, and is
  * always preceded by a `rebase -u` back onto the old backing file, because
  * qemu-img may write the new header before the copied clusters' metadata:
  * see plan_run).  Nothing
@@ -792,6 +794,41 @@ img_argv (const char *qemu_img, const char *const *pre, const imgref *r)
   g_ptr_array_add (a, r->name);
   g_ptr_array_add (a, NULL);
   return a;
+}
+
+/* Point image PATH (format FMT) at backing file NAME of format BFMT
+ * without touching its data (`qemu-img rebase -u`): a header write,
+ * repeatable.  A qcow2 image's header is rewritten in process
+ * (vmsnap_qcow2_set_backing: no process, no key needed for an encrypted
+ * image); qemu-img does it when that refuses for a reason other than bad
+ * arguments (an image marked dirty, a header that would not fit in the
+ * first cluster, one in use: qemu-img then says so itself), and for the
+ * other formats.  FALSE with *err: nothing useful was written. */
+static gboolean
+set_backing_u (vmsnap_op *op, const char *qemu_img, keyctx *k,
+               const char *fmt, const char *path, const char *name,
+               const char *bfmt, GError **err)
+{
+  const char *const pre[] = { "rebase", "-u", "-F", bfmt, "-b", name, NULL };
+  g_auto (imgref) r = { 0 };
+  g_autoptr (GPtrArray) argv = NULL;
+
+  if (strcmp (fmt, "qcow2") == 0) {
+    GError *e = NULL;
+    if (vmsnap_qcow2_set_backing (path, name, bfmt, &e))
+      return TRUE;
+    if (g_error_matches (e, VMSNAP_ERROR, VMSNAP_ERR_USAGE)) {
+      g_propagate_error (err, e);
+      return FALSE;
+    }
+    g_debug ("%s: header not rewritten in process (%s): qemu-img rebase -u",
+             path, e->message);
+    g_error_free (e);
+  }
+  if (!imgref_make (k, qemu_img, fmt, path, FALSE, &r, err))
+    return FALSE;
+  argv = img_argv (qemu_img, pre, &r);
+  return vmsnap_op_run (op, (const char *const *) argv->pdata, NULL, err);
 }
 
 /* Is the (header of the) image PATH encrypted? */
@@ -2137,14 +2174,7 @@ run_commit (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
       /* The overlay in a running chain was pointed at U by QEMU. */
       if (backing_is (op, qemu_img, f, path, p->u_path))
         continue;
-      const char *const pre[] = { "rebase", "-u", "-F", p->u_fmt, "-b",
-                                  p->u_path, NULL };
-      g_auto (imgref) r = { 0 };
-      g_autoptr (GPtrArray) argv = NULL;
-      if (!imgref_make (k, qemu_img, f, path, FALSE, &r, err))
-        return -1;
-      argv = img_argv (qemu_img, pre, &r);
-      if (!vmsnap_op_run (op, (const char *const *) argv->pdata, NULL, &e))
+      if (!set_backing_u (op, qemu_img, k, f, path, p->u_path, p->u_fmt, &e))
         return fail_with (err, e, "no data was lost (the image reads the "
                           "same through either backing file); fix the "
                           "cause and run `vmsnap recover`",
@@ -2207,22 +2237,13 @@ plan_run (vmsnap_op *op, const vmsnap_disk *d, const char *qemu_img,
       }
       if (!repair_leaks (op, d, qemu_img, f, path, err))
         return -1;
-      {
-        const char *const pre[] = { "rebase", "-u", "-F", p->u_fmt, "-b",
-                                    !spread && p->c_backing ? p->c_backing
-                                                            : p->u_path,
-                                    NULL };
-        g_auto (imgref) r = { 0 };
-        g_autoptr (GPtrArray) argv_u = NULL;
-        if (!imgref_make (k, qemu_img, f, path, FALSE, &r, err))
-          return -1;
-        argv_u = img_argv (qemu_img, pre, &r);
-        if (!vmsnap_op_run (op, (const char *const *) argv_u->pdata, NULL, &e))
-          return fail_with (err, e, "nothing was changed; fix the cause and "
-                            "run `vmsnap recover`",
-                            "disk %s: pointing %s at %s before pulling",
-                            d->target, path, p->u_path);
-      }
+      if (!set_backing_u (op, qemu_img, k, f, path,
+                          !spread && p->c_backing ? p->c_backing : p->u_path,
+                          p->u_fmt, &e))
+        return fail_with (err, e, "nothing was changed; fix the cause and "
+                          "run `vmsnap recover`",
+                          "disk %s: pointing %s at %s before pulling",
+                          d->target, path, p->u_path);
       {
         const char *const pre_b[] = { "rebase", "-p", "-F", p->b_fmt, "-b",
                                       p->b_path, NULL };

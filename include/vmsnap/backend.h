@@ -394,6 +394,27 @@ gboolean vmsnap_qcow2_overlay_write (int fd, const char *backing_name,
                                      guint64 virtual_size, unsigned int flags,
                                      GError **err);
 
+/* Point the qcow2 image PATH at BACKING_NAME (stored as given: a name
+ * relative to PATH's directory, or absolute) with format BACKING_FMT, as
+ * `qemu-img rebase -u -F BACKING_FMT -b BACKING_NAME` does, in process: one
+ * write of the header area in the first cluster, then fdatasync.  Every
+ * header extension but the backing format is kept byte for byte (a LUKS
+ * image's crypto header too: no key is needed); data is neither read nor
+ * written.  BACKING_NAME NULL or "": no backing file (and no format);
+ * BACKING_FMT NULL: no backing format extension.  On FALSE nothing was
+ * written (unless the write itself failed), and *err says why:
+ *  VMSNAP_ERR_USAGE        bad arguments (a name over 1023 bytes, a format
+ *                          name over 15): qemu-img refuses them too;
+ *  VMSNAP_ERR_BUSY         a QEMU process holds the image's locks;
+ *  VMSNAP_ERR_UNSUPPORTED  not one this writer rewrites: not qcow2 v2/v3,
+ *                          marked dirty or corrupt, an unknown incompatible
+ *                          feature, the new header does not fit in the
+ *                          first cluster (`qemu-img rebase -u` may still);
+ *  VMSNAP_ERR_INVALID_INPUT / VMSNAP_ERR_FAILED  a malformed header, or
+ *                          the file cannot be read or written. */
+gboolean vmsnap_qcow2_set_backing (const char *path, const char *backing_name,
+                                   const char *backing_fmt, GError **err);
+
 /* The passphrase of DISK's <encryption> secret, read from libvirt
  * (virSecretGetValue), or NULL with *err saying why vmsnap cannot have it:
  * the disk is not encrypted, the domain is a domain XML file (no libvirt

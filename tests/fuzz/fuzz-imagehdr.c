@@ -4,7 +4,8 @@
  * that can name other files.  Invariants: no crash, no read outside what
  * the header claims (the sanitizers watch), an error always says why, a
  * name read is a C string of at most QEMU's length, and the check refuses
- * every name that is not a local file. */
+ * every name that is not a local file.  Then the backing file rewrite
+ * (vmsnap_qcow2_set_backing) runs on the same bytes. */
 #include <config.h>
 
 #include <string.h>
@@ -95,6 +96,57 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     for (guint i = 0; i < img->snapshots->len; i++) {
       const vmsnap_image_snapshot *s = img->snapshots->pdata[i];
       FUZZ_ASSERT (s->id != NULL && s->name != NULL);
+    }
+  }
+  /* The backing file rewrite (vmsnap_qcow2_set_backing, issue 17): a
+   * refusal leaves the file as it was; a success changes only the first
+   * cluster, names what it was given, and a repeat changes nothing. */
+  {
+    g_autoptr (GError) err = NULL;
+    g_autofree char *after = NULL;
+    gsize alen = 0;
+    vmsnap_hdr_refs r0;
+    /* Readable before (vmsnap_header_refs): readable after, with the new
+     * names. */
+    gboolean readable = vmsnap_header_refs (path, "qcow2", &r0, NULL);
+    gboolean ok;
+
+    if (readable)
+      vmsnap_hdr_refs_clear (&r0);
+    ok = vmsnap_qcow2_set_backing (path, "nb.qcow2", "qcow2", &err);
+
+    FUZZ_ASSERT (g_file_get_contents (path, &after, &alen, NULL));
+    FUZZ_ASSERT (ok == (err == NULL));
+    if (!ok) {
+      FUZZ_ASSERT (err->message != NULL);
+      FUZZ_ASSERT (alen == size && memcmp (after, data, size) == 0);
+    } else {
+      vmsnap_hdr_refs r;
+      gsize cs = (gsize) 1 << data[23];    /* cluster_bits 9..21, checked */
+      g_autofree char *again = NULL;
+      gsize glen = 0;
+
+      FUZZ_ASSERT (size >= 72 && data[23] >= 9 && data[23] <= 21);
+      /* Only the first cluster is written (a short file may grow into
+       * it); the rest stays byte for byte. */
+      FUZZ_ASSERT (alen >= size && alen <= MAX (size, cs));
+      if (size > cs)
+        FUZZ_ASSERT (alen == size && memcmp (after + cs, data + cs, size - cs) == 0);
+      if (readable) {
+        FUZZ_ASSERT (vmsnap_header_refs (path, "qcow2", &r, NULL));
+        FUZZ_ASSERT (g_strcmp0 (r.backing, "nb.qcow2") == 0);
+        FUZZ_ASSERT (g_strcmp0 (r.backing_fmt, "qcow2") == 0);
+        vmsnap_hdr_refs_clear (&r);
+      }
+      FUZZ_ASSERT (vmsnap_qcow2_set_backing (path, "nb.qcow2", "qcow2", NULL));
+      FUZZ_ASSERT (g_file_get_contents (path, &again, &glen, NULL));
+      FUZZ_ASSERT (glen == alen && memcmp (again, after, alen) == 0);
+      FUZZ_ASSERT (vmsnap_qcow2_set_backing (path, NULL, NULL, NULL));
+      if (readable) {
+        FUZZ_ASSERT (vmsnap_header_refs (path, "qcow2", &r, NULL));
+        FUZZ_ASSERT (r.backing == NULL && r.backing_fmt == NULL);
+        vmsnap_hdr_refs_clear (&r);
+      }
     }
   }
   return 0;
