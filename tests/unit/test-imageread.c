@@ -252,7 +252,7 @@ test_in_use (void)
   g_autofree char *fifo = path_of ("no-such-image");
   g_autoptr (GError) err = NULL;
   GPid pid;
-  int in_fd, status;
+  int in_fd, out_fd, status;
 
   {
     g_autofree char *qemu_io = g_find_program_in_path ("qemu-io");
@@ -268,32 +268,37 @@ test_in_use (void)
     /* qemu-io holds the image open (read-write) until its stdin closes. */
     const char *argv[] = { "qemu-io", "-f", "qcow2", p, NULL };
     g_assert_true (g_spawn_async_with_pipes (NULL, (char **) argv, NULL,
-                                             G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD
-                                             | G_SPAWN_STDOUT_TO_DEV_NULL,
-                                             NULL, NULL, &pid, &in_fd, NULL, NULL, &err));
+                                             G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD,
+                                             NULL, NULL, &pid, &in_fd, &out_fd, NULL, &err));
   }
-  /* It has the image open once it answers a command: wait for that
-   * (no sleep: the answer is the sync point). */
+  /* It has the image open once it answers a command: ask for the length
+   * and wait for the answer line (no sleep, and nothing that competes for
+   * the image's locks while qemu-io takes them: polling with qemu-img
+   * info could make qemu-io's own open fail). */
   {
-    g_autofree char *out = NULL;
+    GString *line = g_string_new (NULL);
+    char c;
+    g_assert_cmpint (write (in_fd, "length\n", 7), ==, 7);
+    while (read (out_fd, &c, 1) == 1 && c != '\n')
+      g_string_append_c (line, c);
+    if (c != '\n')
+      g_error ("qemu-io exited before it answered (it could not open %s?): %s", p,
+               line->str);
+    g_string_free (line, TRUE);
+  }
+  {
+    /* qemu-img itself sees the lock ... */
     const char *argv[] = { "qemu-img", "info", "-f", "qcow2", "--", p, NULL };
-    gboolean locked = FALSE;
-    for (int i = 0; i < 600 && !locked; i++) {
-      int st = 0;
-      g_free (out);
-      out = NULL;
-      g_assert_true (g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH
-                                   | G_SPAWN_STDOUT_TO_DEV_NULL
-                                   | G_SPAWN_STDERR_TO_DEV_NULL,
-                                   NULL, NULL, NULL, NULL, &st, NULL));
-      locked = !g_spawn_check_wait_status (st, NULL);
-      if (!locked)
-        g_usleep (50000);
-    }
-    g_assert_true (locked);      /* qemu-img itself sees the lock ... */
+    int st = 0;
+    g_assert_true (g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH
+                                 | G_SPAWN_STDOUT_TO_DEV_NULL
+                                 | G_SPAWN_STDERR_TO_DEV_NULL,
+                                 NULL, NULL, NULL, NULL, &st, NULL));
+    g_assert_false (g_spawn_check_wait_status (st, NULL));
   }
   g_assert_cmpint (vmsnap_image_in_use (p, &err), ==, 1);   /* ... and so do we */
   close (in_fd);
+  close (out_fd);
   waitpid (pid, &status, 0);
   g_spawn_close_pid (pid);
   g_assert_cmpint (vmsnap_image_in_use (p, NULL), ==, 0);
