@@ -192,21 +192,15 @@ module_so (const char *base)
 static char *
 real_dlerror (const char *base)
 {
-  g_autofree char *dir = g_path_get_dirname (base);
-  g_autofree char *name = g_path_get_basename (base);
-  g_autofree char *so = g_strconcat (base, ".so", NULL);
-  g_autofree char *libs_so = g_strdup_printf ("%s/.libs/%s.so", dir, name);
-  const char *candidates[] = { so, libs_so };
+  g_autofree char *so = module_so (base);
+  void *h;
 
-  for (size_t i = 0; i < G_N_ELEMENTS (candidates); i++) {
-    void *h;
-    if (!g_file_test (candidates[i], G_FILE_TEST_IS_REGULAR))
-      continue;
-    h = dlopen (candidates[i], RTLD_NOW | RTLD_LOCAL);
-    if (h == NULL)
-      return g_strdup (dlerror ());
-    dlclose (h);
-  }
+  if (so == NULL)
+    return NULL;
+  h = dlopen (so, RTLD_NOW | RTLD_LOCAL);
+  if (h == NULL)
+    return g_strdup (dlerror ());
+  dlclose (h);
   return NULL;
 }
 
