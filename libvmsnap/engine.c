@@ -44,8 +44,13 @@ struct vmsnap_engine {
   vmsnap_domain *dom;
   catalog *cat;
   char *recover_report;        /* JSON, or NULL */
-  gint64 paused_at;            /* monotonic µs when we suspended the VM, or 0 */
-  gint64 pause_us;             /* how long it stayed suspended */
+  gint64 paused_at;            /* monotonic µs when we asked libvirt to
+                                  suspend the VM, or 0 */
+  gint64 pause_us;             /* until its resume returned */
+  /* The window's parts (monotonic µs), for the report's pause_steps:
+   * suspend returned, captures done, switch done, resume asked. */
+  gint64 w_suspended, w_captured, w_switched, w_resuming;
+  gint64 w_suspend_us, w_resume_us;   /* the two libvirt calls */
   vmsnap_hook_call *hooks;     /* the plugins' view of the running operation */
   gint64 frozen_at;            /* monotonic µs of a successful FREEZE, or 0 */
   gint64 frozen_us;            /* how long the guest stayed frozen */
@@ -54,6 +59,8 @@ struct vmsnap_engine {
                                   when asked (vmsnap_engine_chain) */
   gboolean stale;              /* the definition or storage changed since
                                   dom was read and inspected */
+  gboolean prepared;           /* this process ran the prepare slots of the
+                                  create in its journal (pause window) */
 };
 
 typedef enum { OP_CREATE, OP_REVERT, OP_DELETE, OP_MERGE } op_kind;
@@ -513,11 +520,17 @@ online_roll_back (vmsnap_engine *e, vmsnap_journal *j)
 }
 
 /* Roll a create/revert back: discard what finished disks created. */
-static void
+static gboolean
 roll_back (vmsnap_engine *e, vmsnap_journal *j)
 {
   g_auto (GStrv) disks = journal_disks (j);
+  gboolean window = g_strcmp0 (jop (j, "kind"), "create") == 0
+                    && g_strcmp0 (jop (j, "online"), "pause") == 0;
+  gboolean complete = TRUE;
 
+  /* A pause window ends first: nothing below needs the vCPUs stopped. */
+  if (window)
+    online_roll_back (e, j);
   for (char **t = disks; t && *t; t++) {
     g_autofree char *step = g_strconcat ("disk-", *t, NULL);
     g_autofree char *group = g_strconcat ("disk.", *t, NULL);
@@ -525,14 +538,35 @@ roll_back (vmsnap_engine *e, vmsnap_journal *j)
     const vmsnap_module *m = vmsnap_find_module (e->ctx, jop (j, bkey));
     g_autoptr (vmsnap_result) r = NULL;
 
-    if (!vmsnap_journal_done (j, "core", step) || m == NULL)
+    if (m == NULL)
       continue;
+    if (!vmsnap_journal_done (j, "core", step)) {
+      /* What a prepare slot made for a capture that never finished (or
+       * never came): the backend undoes it from its own records. */
+      vmsnap_disk_priv *d = find_disk (e->dom, *t);
+      g_autoptr (GError) err = NULL;
+      g_autoptr (vmsnap_op) op = NULL;
+      if (!window || m->be.abort == NULL)
+        continue;
+      op = make_op (e, j, *t);
+      op->quiet = TRUE;
+      if (d == NULL
+          || m->be.abort (op, &d->pub, jop (j, "name"), 0, &err) < 0) {
+        fprintf (stderr, "vmsnap: warning: rolling back disk %s: %s\n", *t,
+                 d == NULL ? "the domain has no such disk any more"
+                 : err ? err->message : "the backend's abort failed");
+        complete = FALSE;
+      }
+      continue;
+    }
     r = vmsnap_result_load (j, group);
     discard_list (e, j, m, *t, r->undo, NULL);
   }
-  online_roll_back (e, j);
+  if (!window)
+    online_roll_back (e, j);
   if (g_strcmp0 (jop (j, "kind"), "create") == 0)
     remove_state_files (e, j);
+  return complete;
 }
 
 /* Apply the finished operation to the catalog.  Idempotent. */
@@ -711,6 +745,7 @@ resume_if_paused (vmsnap_engine *e, vmsnap_journal *j, GError **err)
 
   if (g_strcmp0 (jop (j, "paused_by_us"), "yes") != 0 || e->dom->dom == NULL)
     return TRUE;
+  e->w_resuming = g_get_monotonic_time ();
   if (virDomainGetState (e->dom->dom, &st, &reason, 0) == 0 && st == VIR_DOMAIN_PAUSED
       && virDomainResume (e->dom->dom) < 0) {
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
@@ -720,7 +755,9 @@ resume_if_paused (vmsnap_engine *e, vmsnap_journal *j, GError **err)
     return FALSE;
   }
   if (e->paused_at) {
-    e->pause_us = g_get_monotonic_time () - e->paused_at;
+    gint64 now = g_get_monotonic_time ();
+    e->w_resume_us = now - e->w_resuming;
+    e->pause_us = now - e->paused_at;
     e->paused_at = 0;
   }
   return TRUE;
@@ -753,13 +790,18 @@ vm_step (vmsnap_engine *e, vmsnap_journal *j, op_kind kind, GError **err)
         && st == VIR_DOMAIN_RUNNING) {
       if (!vmsnap_journal_set (j, "op", "paused_by_us", "yes", err))
         return FALSE;
+      /* From the call: the vCPUs stop inside it (an upper bound of what
+       * the guest sees, with resume_if_paused's end). */
+      e->paused_at = g_get_monotonic_time ();
       if (virDomainSuspend (e->dom->dom) < 0) {
+        e->paused_at = 0;
         g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
                      "domain %s: cannot pause it for the snapshot: %s",
                      e->dom->name, virGetLastErrorMessage ());
         return FALSE;
       }
-      e->paused_at = g_get_monotonic_time ();
+      e->w_suspended = g_get_monotonic_time ();
+      e->w_suspend_us = e->w_suspended - e->paused_at;
     }
     /* The memory state, at the instant the disks are captured: the vCPUs
      * stay stopped until every backend is done. */
@@ -916,6 +958,119 @@ thaw_if_frozen (vmsnap_engine *e, vmsnap_journal *j, gboolean succeeded, const c
   return vmsnap_journal_mark (j, "core", "thaw", NULL);
 }
 
+/* ------------------------------------------------------ the pause window */
+
+/* A create of a running VM in pause mode: the work every disk's backend
+ * can do before the instant (its prepare slot) runs here, before the
+ * guest is frozen and the VM paused (doc/consistency.md). */
+static gboolean
+prepare_disks (vmsnap_engine *e, vmsnap_journal *j, GError **err)
+{
+  g_auto (GStrv) disks = journal_disks (j);
+
+  for (char **t = disks; t && *t; t++) {
+    g_autofree char *bkey = g_strconcat ("backend.", *t, NULL);
+    const vmsnap_module *m = module_for (e, jop (j, bkey), err);
+    vmsnap_disk_priv *d = find_disk (e->dom, *t);
+    g_autoptr (vmsnap_op) op = NULL;
+    g_autoptr (GError) local = NULL;
+    g_autofree char *prefix = g_strdup_printf ("disk %s: ", *t);
+
+    if (m == NULL)
+      return FALSE;
+    if (m->be.prepare == NULL || d == NULL)
+      continue;
+    op = make_op (e, j, *t);
+    op->quiet = TRUE;
+    if (m->be.prepare (op, &d->pub, jop (j, "name"), 0, &local) < 0) {
+      if (local == NULL)
+        g_set_error (&local, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                     "backend %s failed to prepare without saying why", m->name);
+      if (g_str_has_prefix (local->message, prefix))
+        g_propagate_error (err, g_steal_pointer (&local));
+      else
+        g_propagate_prefixed_error (err, g_steal_pointer (&local), "%s", prefix);
+      return FALSE;
+    }
+  }
+  e->prepared = TRUE;
+  return TRUE;
+}
+
+/* One disk's capture inside the window, in a thread of its own. */
+typedef struct {
+  vmsnap_engine *e;
+  const vmsnap_module *m;
+  vmsnap_disk_priv *d;
+  vmsnap_op *op;
+  vmsnap_result *r;
+  const char *name;
+  GError *err;
+  int rc;
+  GThread *thread;
+} window_job;
+
+static void
+window_job_free (gpointer data)
+{
+  window_job *w = data;
+
+  if (w->thread)
+    g_thread_join (w->thread);
+  vmsnap_op_free (w->op);
+  if (w->r)
+    vmsnap_result_free (w->r);
+  g_clear_error (&w->err);
+  g_free (w);
+}
+
+static gpointer
+window_job_run (gpointer data)
+{
+  window_job *w = data;
+
+  w->rc = w->m->be.create (w->op, &w->d->pub, w->name, 0, w->r, &w->err);
+  return NULL;
+}
+
+/* Was the pause window of the create in J interrupted, so that the disks
+ * captured and those not yet captured no longer share one instant?  True
+ * when the VM was never paused by the journaled step, or runs (or is shut
+ * off) again before every capture was made: the guard resumed it after
+ * vmsnap died, or someone did.  The capture is complete once every disk
+ * is recorded done and the live definition already names the overlays
+ * the transaction switched to (it is atomic: all or none). */
+static gboolean
+window_broken (vmsnap_engine *e, vmsnap_journal *j)
+{
+  g_auto (GStrv) disks = journal_disks (j);
+  int st = 0, reason = 0;
+
+  if (!vmsnap_journal_done (j, "core", "vm"))
+    return TRUE;
+  if (e->dom->dom == NULL
+      || (virDomainGetState (e->dom->dom, &st, &reason, 0) == 0
+          && st == VIR_DOMAIN_PAUSED))
+    return FALSE;
+  for (char **t = disks; t && *t; t++) {
+    g_autofree char *step = g_strconcat ("disk-", *t, NULL);
+    g_autofree char *group = g_strconcat ("disk.", *t, NULL);
+    g_autofree char *bkey = g_strconcat ("backend.", *t, NULL);
+    const vmsnap_module *m = vmsnap_find_module (e->ctx, jop (j, bkey));
+    vmsnap_disk_priv *d = find_disk (e->dom, *t);
+    g_autoptr (vmsnap_result) r = NULL;
+
+    if (!vmsnap_journal_done (j, "core", step))
+      return TRUE;
+    r = vmsnap_result_load (j, group);
+    if (!vmsnap_journal_done (j, "core", "switch") && r->new_source && m
+        && (m->be.caps & VMSNAP_CAP_ONE_TRANSACTION)
+        && (d == NULL || g_strcmp0 (d->pub.source, r->new_source) != 0))
+      return TRUE;
+  }
+  return FALSE;
+}
+
 /* Run (or resume) the operation in journal J.  REPORT gets one object per
  * disk.  On failure of a create/revert before "define", roll back. */
 static gboolean
@@ -932,6 +1087,9 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
     g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   g_autoptr (GHashTable) switched =
     g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  g_autoptr (GHashTable) jobs =
+    g_hash_table_new_full (g_str_hash, g_str_equal, g_free, window_job_free);
+  GError *failure = NULL;
 
   for (guint i = 0; i < G_N_ELEMENTS (op_names); i++)
     if (kind_s && strcmp (kind_s, op_names[i]) == 0)
@@ -942,11 +1100,25 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
   e->stale = TRUE;
   if (j->recovering)
     thaw_if_frozen (e, j, FALSE, "interrupted");
+  if (j->recovering && kind == OP_CREATE && g_strcmp0 (jop (j, "online"), "pause") == 0
+      && !vmsnap_journal_done (j, "core", "resume") && window_broken (e, j)) {
+    /* Finishing the capture now would cut the disks at two instants. */
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                 "domain %s: the pause window of this create was interrupted "
+                 "before every disk was captured (the VM %s)", e->dom->name,
+                 vmsnap_journal_done (j, "core", "vm") ? "was resumed since"
+                 : "was never paused");
+    goto failed;
+  }
   /* What must be on disk before each step: doc/architecture.md.  The
    * operation's own records (group "op") go out with the first write a
    * step needs: before a running domain is touched, or with a backend's
    * first record (vmsnap_op_set), which comes before it touches storage. */
   if (jop (j, "online") && !vmsnap_journal_flush (j, err))
+    goto failed;
+  if (kind == OP_CREATE && !j->recovering
+      && g_strcmp0 (jop (j, "online"), "pause") == 0
+      && !vmsnap_journal_done (j, "core", "vm") && !prepare_disks (e, j, err))
     goto failed;
   if (kind == OP_CREATE && !j->recovering && jop (j, "online")
       && g_strcmp0 (jop (j, "online"), "restart") != 0
@@ -954,7 +1126,13 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
     goto failed;
   if (jop (j, "online") && !vmsnap_journal_done (j, "core", "vm")) {
     const char *mode = jop (j, "online");
-    if (!vm_step (e, j, kind, err) || !vmsnap_journal_mark (j, "core", "vm", err))
+    if (!vm_step (e, j, kind, err))
+      goto failed;
+    /* In the window the mark stays in memory: "paused_by_us", written
+     * before the pause, is what a recovery needs (window_broken). */
+    if (!strcmp (mode, "pause") && kind == OP_CREATE)
+      vmsnap_journal_note (j, "core", "vm");
+    else if (!vmsnap_journal_mark (j, "core", "vm", err))
       goto failed;
     if (!strcmp (mode, "transaction")) {
       /* vm_step did nothing: one libvirt transaction after the disks. */
@@ -994,26 +1172,97 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
       goto failed;
   }
 
+  /* Inside the window, every disk whose backend prepared it is captured
+   * at once, each in its own thread, its records kept in memory; the
+   * others run one after the other below, as before. */
+  if (kind == OP_CREATE && e->prepared && g_strcmp0 (jop (j, "online"), "pause") == 0) {
+    for (char **t = disks; t && *t; t++) {
+      g_autofree char *step = g_strconcat ("disk-", *t, NULL);
+      g_autofree char *bkey = g_strconcat ("backend.", *t, NULL);
+      const vmsnap_module *m = vmsnap_find_module (e->ctx, jop (j, bkey));
+      vmsnap_disk_priv *d = find_disk (e->dom, *t);
+      window_job *w;
+      if (m == NULL || m->be.prepare == NULL || d == NULL
+          || vmsnap_journal_done (j, "core", step))
+        continue;
+      w = g_new0 (window_job, 1);
+      w->e = e;
+      w->m = m;
+      w->d = d;
+      w->op = make_op (e, j, *t);
+      w->op->quiet = TRUE;
+      w->op->in_window = TRUE;
+      w->r = vmsnap_result_new ();
+      w->name = jop (j, "name");
+      g_hash_table_insert (jobs, g_strdup (*t), w);
+    }
+    if (g_hash_table_size (jobs) > 1) {
+      GHashTableIter it;
+      gpointer k, v;
+      g_hash_table_iter_init (&it, jobs);
+      while (g_hash_table_iter_next (&it, &k, &v)) {
+        window_job *w = v;
+        g_autofree char *tname = g_strdup_printf ("vmsnap-%s", (char *) k);
+        w->thread = g_thread_try_new (tname, window_job_run, w, NULL);
+        if (w->thread == NULL)
+          window_job_run (w);   /* no thread to be had: in this one */
+      }
+    } else if (g_hash_table_size (jobs) == 1) {
+      GHashTableIter it;
+      gpointer k, v;
+      g_hash_table_iter_init (&it, jobs);
+      if (g_hash_table_iter_next (&it, &k, &v))
+        window_job_run (v);
+    }
+  }
+
   for (char **t = disks; t && *t; t++) {
     g_autofree char *step = g_strconcat ("disk-", *t, NULL);
     g_autofree char *group = g_strconcat ("disk.", *t, NULL);
     g_autofree char *bkey = g_strconcat ("backend.", *t, NULL);
+    window_job *w = g_hash_table_lookup (jobs, *t);
     vmsnap_result *r;
 
-    if (vmsnap_journal_done (j, "core", step))
+    if (w) {
+      g_autofree char *prefix = g_strdup_printf ("disk %s: ", *t);
+      if (w->thread) {
+        g_thread_join (w->thread);
+        w->thread = NULL;
+      }
+      w->op->in_window = FALSE;
+      if (w->rc < 0) {
+        if (w->err == NULL)
+          g_set_error (&w->err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                       "backend %s failed without saying why", w->m->name);
+        if (failure == NULL)
+          failure = g_str_has_prefix (w->err->message, prefix)
+                    ? g_steal_pointer (&w->err)
+                    : g_error_new (w->err->domain, w->err->code, "%s%s",
+                                   prefix, w->err->message);
+        continue;
+      }
+      r = g_steal_pointer (&w->r);
+      /* In memory, written after the window with the others. */
+      vmsnap_result_save (r, j, group, NULL);
+      vmsnap_journal_note (j, "core", step);
+    } else if (failure)
+      continue;   /* only the jobs are still joined */
+    else if (vmsnap_journal_done (j, "core", step))
       r = vmsnap_result_load (j, group);
     else {
-      const vmsnap_module *m = module_for (e, jop (j, bkey), err);
+      g_autoptr (GError) local = NULL;
+      const vmsnap_module *m = module_for (e, jop (j, bkey), &local);
       vmsnap_disk_priv *d = find_disk (e->dom, *t);
       g_autoptr (vmsnap_op) op = NULL;
-      g_autoptr (GError) local = NULL;
 
-      if (m == NULL)
-        goto failed;
+      if (m == NULL) {
+        failure = g_steal_pointer (&local);
+        continue;
+      }
       if (d == NULL) {
-        g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-                     "domain %s has no disk %s any more", e->dom->name, *t);
-        goto failed;
+        failure = g_error_new (VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                               "domain %s has no disk %s any more", e->dom->name, *t);
+        continue;
       }
       op = make_op (e, j, *t);
       op->quiet = report == NULL;
@@ -1025,16 +1274,18 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
           g_set_error (&local, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
                        "backend %s failed without saying why", m->name);
         if (g_str_has_prefix (local->message, prefix))
-          g_propagate_error (err, g_steal_pointer (&local));
+          failure = g_steal_pointer (&local);
         else
-          g_propagate_prefixed_error (err, g_steal_pointer (&local), "%s", prefix);
-        goto failed;
+          failure = g_error_new (local->domain, local->code, "%s%s", prefix,
+                                 local->message);
+        continue;
       }
       /* In memory: re-running the slot is harmless until something
        * refers to what it made; written before that (define, switch). */
-      if (!vmsnap_result_save (r, j, group, err)) {
+      if (!vmsnap_result_save (r, j, group, &local)) {
         vmsnap_result_free (r);
-        goto failed;
+        failure = g_steal_pointer (&local);
+        continue;
       }
       vmsnap_journal_note (j, "core", step);
     }
@@ -1051,20 +1302,33 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
                            g_strdup_printf ("%s\n%s", r->new_format ? r->new_format : "qcow2",
                                             r->new_source));
   }
+  g_hash_table_remove_all (jobs);
+  e->w_captured = g_get_monotonic_time ();
+  if (failure) {
+    g_propagate_error (err, failure);
+    goto failed;
+  }
 
   if ((g_strcmp0 (jop (j, "online"), "transaction") == 0
        || g_strcmp0 (jop (j, "online"), "pause") == 0)
       && !vmsnap_journal_done (j, "core", "switch")) {
     /* One libvirt transaction for every disk that has a new overlay.  A
      * domain shut off since (recovery) needs none: the definition below is
-     * all it takes. */
-    if (!vmsnap_journal_flush (j, err))   /* the disks' results first */
+     * all it takes.  In a pause window with nothing to switch, nothing is
+     * written inside it: the disks' records go out after the resume. */
+    gboolean window = g_strcmp0 (jop (j, "online"), "pause") == 0 && kind == OP_CREATE;
+    if ((!window || g_hash_table_size (switched) > 0)
+        && !vmsnap_journal_flush (j, err))   /* the disks' results first */
       goto failed;
     if (g_hash_table_size (switched) > 0 && e->dom->dom
         && virDomainIsActive (e->dom->dom) == 1
         && !vmsnap_online_switch (e->dom, jop (j, "name"), switched, err))
       goto failed;
-    if (!vmsnap_journal_mark (j, "core", "switch", err))
+    e->w_switched = g_get_monotonic_time ();
+    /* In the window, the switch is found again by window_broken. */
+    if (window)
+      vmsnap_journal_note (j, "core", "switch");
+    else if (!vmsnap_journal_mark (j, "core", "switch", err))
       goto failed;
   }
   if (g_strcmp0 (jop (j, "online"), "pause") == 0
@@ -1203,6 +1467,23 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
     if (g_strcmp0 (jop (j, "online"), "pause") == 0 && e->pause_us > 0) {
       json_builder_set_member_name (report, "pause_ms");
       json_builder_add_double_value (report, (double) e->pause_us / 1000.0);
+      if (e->w_suspended && e->w_captured && e->w_switched && e->w_resuming) {
+        /* Where the window went: each part up to the next. */
+        const struct { const char *k; gint64 us; } parts[] = {
+          { "suspend", e->w_suspend_us },
+          { "captures", e->w_captured - e->w_suspended },
+          { "switch", e->w_switched - e->w_captured },
+          { "before_resume", e->w_resuming - e->w_switched },
+          { "resume", e->w_resume_us },
+        };
+        json_builder_set_member_name (report, "pause_steps_ms");
+        json_builder_begin_object (report);
+        for (guint i = 0; i < G_N_ELEMENTS (parts); i++) {
+          json_builder_set_member_name (report, parts[i].k);
+          json_builder_add_double_value (report, (double) parts[i].us / 1000.0);
+        }
+        json_builder_end_object (report);
+      }
     }
     if (g_strcmp0 (jop (j, "frozen"), "yes") == 0 && e->frozen_us > 0) {
       json_builder_set_member_name (report, "frozen_ms");
@@ -1257,7 +1538,18 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
       && !(j->recovering && jop (j, "defining"))
       && !(kind == OP_REVERT && g_strcmp0 (jop (j, "online"), "internal") == 0
            && vmsnap_journal_done (j, "core", "vm"))) {
-    roll_back (e, j);
+    if (!roll_back (e, j)) {
+      /* Something a prepare slot made is still on storage (its cluster
+       * went away, say): the journal stays, and recover rolls back again. */
+      g_autofree char *msg = g_strdup (err && *err ? (*err)->message : "failed");
+      vmsnap_journal_set (j, "op", "failed", msg, NULL);
+      if (err && *err)
+        g_prefix_error (err, "%s %s failed; the VM runs as before, but what was "
+                        "prepared for the snapshot could not all be removed "
+                        "(see the warnings). Fix the cause and run 'vmsnap "
+                        "recover %s': ", kind_s, jop (j, "name"), e->spec);
+      return FALSE;
+    }
     vmsnap_journal_remove (j, NULL);
     if (err && *err)
       g_prefix_error (err, "%s %s failed and was rolled back, nothing changed: ",

@@ -299,6 +299,10 @@ struct vmsnap_op {
   gboolean quiet;
   const vmsnap_config *config;
   vmsnap_guard *guard;   /* a reference to the engine's; NULL: nothing is guarded */
+  /* Inside the pause window (a backend with a prepare slot): the records
+   * stay in memory, written by the core after the window; and the
+   * journal is shared with other disks' threads (op_lock). */
+  gboolean in_window;
 };
 
 vmsnap_op *vmsnap_op_new (vmsnap_journal *j, const char *target,

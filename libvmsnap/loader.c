@@ -149,6 +149,12 @@ accept_module (vmsnap_module *m, const vmsnap_backend *be)
       return FALSE;
     }
   }
+  if (m->be.prepare && m->be.abort == NULL) {
+    m->message = g_strdup_printf ("module %s (backend %s): it has a 'prepare' "
+                                  "slot but no 'abort' slot, which prepare "
+                                  "needs", m->path, m->be.name);
+    return FALSE;
+  }
   {
     g_autofree char *why = vmsnap_options_check (m->be.name, m->be.options);
     if (why) {

@@ -1484,6 +1484,8 @@ create_1 (vmsnap_op *op, const vmsnap_disk *d, keyctx *k, const char *name,
     return -1;
   if (make_overlay (op, d, qemu_img, k, d->format, d->source, &overlay, err) < 0)
     return -1;
+  if (res == NULL)
+    return 0;   /* prepare: the overlay only */
   loc = loc_make (d->format, d->source);
   undo = loc_make ("qcow2", overlay);
   vmsnap_result_set_locator (res, loc);
@@ -1583,15 +1585,62 @@ drop_recorded_overlay (vmsnap_op *op)
     unlink (rec);
 }
 
+/* The pause window of a running VM (doc/consistency.md): the overlay is
+ * written before the pause (nothing refers to it until the core's switch,
+ * which comes after the captures); the create inside the window only
+ * reports it.  Step "prepared" marks the overlay complete and durable. */
+static int
+qext_prepare (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+              unsigned int flags, GError **err)
+{
+  keyctx k = { op, d, NULL };
+  int r;
+
+  if (!vmsnap_check_flags (NAME, "prepare", flags, 0, err))
+    return -1;
+  r = create_1 (op, d, &k, name, flags, NULL, err);
+  key_drop (&k);
+  if (r == 0 && vmsnap_op_mark_done (op, "prepared", err))
+    return 0;
+  drop_recorded_overlay (op);
+  return -1;
+}
+
+/* The pause never came: the overlay goes (nothing refers to it). */
+static int
+qext_abort (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+            unsigned int flags, GError **err)
+{
+  (void) d;
+  (void) name;
+  if (!vmsnap_check_flags (NAME, "abort", flags, 0, err))
+    return -1;
+  drop_recorded_overlay (op);
+  return 0;
+}
+
 static int
 qext_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
              unsigned int flags, vmsnap_result *res, GError **err)
 {
   keyctx k = { op, d, NULL };
+  const char *rec = vmsnap_op_get (op, "overlay");
   int r;
 
   if (!vmsnap_check_flags (NAME, "create", flags, 0, err))
     return -1;
+  if (rec && vmsnap_op_step_done (op, "prepared")
+      && g_file_test (rec, G_FILE_TEST_IS_REGULAR)) {
+    /* Prepared: inside the window, possibly in a thread of its own. */
+    g_autofree char *loc = loc_make (d->format, d->source);
+    g_autofree char *undo = loc_make ("qcow2", rec);
+    vmsnap_result_set_locator (res, loc);
+    vmsnap_result_set_new_source (res, rec, "qcow2");
+    vmsnap_result_add_undo (res, undo);
+    vmsnap_result_set_note (res, "%s frozen as snapshot '%s'; new active "
+                            "overlay %s", d->source, name ? name : "", rec);
+    return 0;
+  }
   r = create_1 (op, d, &k, name, flags, res, err);
   key_drop (&k);
   if (r == 0)
@@ -3008,6 +3057,8 @@ static vmsnap_backend qcow2_external = {
   .options = qext_options,
   .probe = qext_probe,
   .create = qext_create,
+  .prepare = qext_prepare,
+  .abort = qext_abort,
   .revert = qext_revert,
   .merge = qext_merge,
   .delete = qext_delete,

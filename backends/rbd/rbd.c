@@ -1405,27 +1405,85 @@ half_made_snapshot (conn *c, const rspec *a, rbd_image_t img, const char *snap)
   return rados_stat (io, obj, &size, &mtime) == -ENOENT;
 }
 
-static int
-vrbd_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
-             unsigned int flags, vmsnap_result *res, GError **err)
+/* ============================================== the pause window (create) */
+
+/* What prepare opened for the create of one disk that follows in this
+ * process: the connection (shared), the image open read-write, its spec.
+ * Keyed by domain UUID and disk target; taken by create or abort. */
+typedef struct {
+  conn *c;
+  rbd_image_t img;
+  rspec a;
+} prepared;
+
+static GMutex prep_lock;
+static GHashTable *prep_table;   /* "uuid/target" -> prepared* */
+
+static void
+prepared_free (prepared *p)
 {
-  g_auto (rspec) a = { 0 };
+  if (p == NULL)
+    return;
+  img_close (p->img);
+  conn_close (p->c);
+  rspec_clear (&p->a);
+  g_free (p);
+}
+
+static char *
+prep_key (vmsnap_op *op, const vmsnap_disk *d)
+{
+  const char *uuid = vmsnap_op_domain_uuid (op);
+
+  return g_strdup_printf ("%s/%s", uuid ? uuid : "", d->target);
+}
+
+static void
+prep_put (vmsnap_op *op, const vmsnap_disk *d, prepared *p)
+{
+  g_mutex_lock (&prep_lock);
+  if (prep_table == NULL)
+    prep_table = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                        (GDestroyNotify) prepared_free);
+  g_hash_table_replace (prep_table, prep_key (op, d), p);
+  g_mutex_unlock (&prep_lock);
+}
+
+static prepared *
+prep_take (vmsnap_op *op, const vmsnap_disk *d)
+{
+  g_autofree char *k = prep_key (op, d);
+  gpointer key = NULL, val = NULL;
+
+  g_mutex_lock (&prep_lock);
+  if (prep_table && g_hash_table_steal_extended (prep_table, k, &key, &val))
+    g_free (key);
+  g_mutex_unlock (&prep_lock);
+  return val;
+}
+
+/* Everything of a create before the snapshot itself: the connection, the
+ * image open read-write, the name checked free and recorded ("snap", step
+ * "named"), the ownership mark written.  On a running VM this is the
+ * prepare slot's work, before the pause; offline (or in a recovery) the
+ * create's own first part. */
+static int
+create_begin (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+              rspec *a, conn **cp, rbd_image_t *imgp, GError **err)
+{
   g_autoptr (conn) c = NULL;
   g_auto (rbd_image_t) img = NULL;
-  g_autofree char *key = NULL, *img_name = NULL, *loc = NULL, *usage = NULL;
+  g_autofree char *key = NULL, *img_name = NULL;
   const char *rec;
-  gboolean exists = FALSE, attempted = FALSE;
+  gboolean exists = FALSE;
   int r;
 
-  if (!slot_begin (op, d, "create", flags, &a, err))
-    return -1;
   if (name == NULL || !valid_component (name))
     return fail (err, VMSNAP_ERR_INVALID_INPUT, "disk %s: '%s' cannot be an "
                  "RBD snapshot name", d->target, name ? name : "(null)");
-  img_name = rspec_image (&a);
+  img_name = rspec_image (a);
   key = g_strconcat (MD_SNAP, name, NULL);
-  /* On a running VM this runs inside the pause window: the shared
-   * connection (usually opened by the probe, before the pause). */
+  /* On a running VM: the shared connection (usually opened by the probe). */
   c = vmsnap_op_is_online (op) ? conn_open_shared (op, d, err) : conn_open (op, d, err);
   if (c == NULL)
     return -1;
@@ -1435,14 +1493,14 @@ vrbd_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
    * watch out (found by the crash matrix's random SIGKILLs). */
   if (!record_client (c, err))
     return -1;
-  if (img_open (c, &a, NULL, FALSE, FALSE, &img, err) < 0)
+  if (img_open (c, a, NULL, FALSE, FALSE, &img, err) < 0)
     return -1;
   rec = vmsnap_op_get (op, "snap");
   if (rec && strcmp (rec, name) != 0)
     return fail (err, VMSNAP_ERR_FAILED, "disk %s: the journal records "
                  "snapshot '%s', not '%s' (internal error)", d->target, rec, name);
   if (rec == NULL) {
-    if (!vmsnap_op_is_online (op) && !not_in_use (c, img, &a, err))
+    if (!vmsnap_op_is_online (op) && !not_in_use (c, img, a, err))
       return -1;
     if ((r = snap_exists (img, name, &exists)) < 0)
       return rfail (c, err, r, "cannot read the snapshots of rbd image %s",
@@ -1470,9 +1528,123 @@ vrbd_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
     const char *uuid = vmsnap_op_domain_uuid (op);
     if ((r = rbd_metadata_set (img, key, uuid ? uuid : "?")) < 0) {
       rfail (c, err, r, "cannot mark rbd image %s (metadata %s)", img_name, key);
-      goto failed;
+      md_remove (img, key);
+      return -1;
     }
-    if ((r = snap_exists (img, name, &exists)) < 0) {
+  }
+  *cp = g_steal_pointer (&c);
+  *imgp = g_steal_pointer (&img);
+  return 0;
+}
+
+/* The prepare slot: create_begin before the pause, its connection and
+ * open image kept for the create inside the window. */
+static int
+vrbd_prepare (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+              unsigned int flags, GError **err)
+{
+  prepared *p = g_new0 (prepared, 1);
+
+  if (!slot_begin (op, d, "prepare", flags, &p->a, err)) {
+    g_free (p);
+    return -1;
+  }
+  if (create_begin (op, d, name, &p->a, &p->c, &p->img, err) < 0) {
+    prepared_free (p);
+    return -1;
+  }
+  prep_put (op, d, p);
+  return 0;
+}
+
+/* The abort slot: the pause never came.  Removes the snapshot (if a
+ * capture made it after all) and the ownership mark, from the name
+ * prepare recorded; nothing recorded, nothing made. */
+static int
+vrbd_abort (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+            unsigned int flags, GError **err)
+{
+  prepared *p = prep_take (op, d);
+  g_auto (rspec) a = { 0 };
+  g_autoptr (conn) c = NULL;
+  g_auto (rbd_image_t) img = NULL;
+  g_autofree char *key = NULL, *img_name = NULL;
+  const char *rec = vmsnap_op_get (op, "snap");
+  gboolean exists = FALSE;
+  int r;
+
+  if (p) {
+    c = g_steal_pointer (&p->c);
+    img = g_steal_pointer (&p->img);
+    a = p->a;
+    memset (&p->a, 0, sizeof p->a);
+    prepared_free (p);
+  }
+  if (rec == NULL)
+    return 0;
+  if (c) {
+    c->op = op;
+    c->d = d;
+  }
+  if (img == NULL) {
+    if (!slot_begin (op, d, "abort", flags, &a, err))
+      return -1;
+    if (c == NULL && (c = conn_open (op, d, err)) == NULL)
+      return -1;
+    if ((r = img_open (c, &a, NULL, FALSE, TRUE, &img, err)) == -ENOENT)
+      return 0;   /* the image is gone, and with it what we made */
+    if (r < 0)
+      return -1;
+  }
+  img_name = rspec_image (&a);
+  key = g_strconcat (MD_SNAP, rec, NULL);
+  if ((r = snap_exists (img, rec, &exists)) < 0)
+    return rfail (c, err, r, "cannot read the snapshots of rbd image %s", img_name);
+  if (exists && (r = rbd_snap_remove (img, rec)) < 0 && r != -ENOENT)
+    return rfail (c, err, r, "cannot remove snapshot %s@%s", img_name, rec);
+  if ((r = md_remove (img, key)) < 0)
+    return rfail (c, err, r, "cannot remove the mark %s of rbd image %s", key,
+                  img_name);
+  (void) name;
+  return 0;
+}
+
+static int
+vrbd_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+             unsigned int flags, vmsnap_result *res, GError **err)
+{
+  g_auto (rspec) a = { 0 };
+  g_autoptr (conn) c = NULL;
+  g_auto (rbd_image_t) img = NULL;
+  g_autofree char *key = NULL, *img_name = NULL, *loc = NULL, *usage = NULL;
+  prepared *p = vmsnap_op_is_online (op) ? prep_take (op, d) : NULL;
+  gboolean exists = FALSE, attempted = FALSE, windowed = p != NULL;
+  int r;
+
+  if (windowed) {
+    /* Inside the pause window, in a thread of its own: what prepare opened,
+     * and nothing but the snapshot itself. */
+    if (!vmsnap_check_flags (NAME, "create", flags, 0, err)) {
+      prepared_free (p);
+      return -1;
+    }
+    c = g_steal_pointer (&p->c);
+    img = g_steal_pointer (&p->img);
+    a = p->a;
+    memset (&p->a, 0, sizeof p->a);
+    prepared_free (p);
+    c->op = op;
+    c->d = d;
+  } else {
+    if (!slot_begin (op, d, "create", flags, &a, err))
+      return -1;
+    if (create_begin (op, d, name, &a, &c, &img, err) < 0)
+      return -1;
+  }
+  img_name = rspec_image (&a);
+  key = g_strconcat (MD_SNAP, name, NULL);
+  if (!vmsnap_op_step_done (op, "snap")) {
+    if (!windowed && (r = snap_exists (img, name, &exists)) < 0) {
       rfail (c, err, r, "cannot read the snapshots of rbd image %s", img_name);
       goto failed;
     }
@@ -1538,7 +1710,14 @@ vrbd_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
   return 0;
 
 failed:
-  if (attempted)
+  if (windowed) {
+    /* In the window: with the image prepare opened (another thread may
+     * be using the shared connection's pools). */
+    gboolean e2 = FALSE;
+    if (attempted && snap_exists (img, name, &e2) == 0 && e2)
+      rbd_snap_remove (img, name);
+    md_remove (img, key);
+  } else if (attempted)
     drop_created (c, &a, name);
   else if (img)
     md_remove (img, key);
@@ -2754,6 +2933,8 @@ static vmsnap_backend rbd_backend = {
         | VMSNAP_CAP_REVERT_NEEDS_SHUTOFF,
   .probe = vrbd_probe,
   .create = vrbd_create,
+  .prepare = vrbd_prepare,
+  .abort = vrbd_abort,
   .revert = vrbd_revert,
   .merge = vrbd_merge,
   .delete = vrbd_delete,

@@ -646,6 +646,37 @@ typedef struct vmsnap_backend {
    * a default that does not fit its type, an ENUM without values), naming
    * the module and the key.  Read the values with vmsnap_option_get*(). */
   const vmsnap_option_desc *options;
+
+  /* Optional (NULL: create does all the work inside the pause window;
+   * modules built before this slot load with it NULL).  The pause window
+   * of a create of a running VM (doc/consistency.md): called for every
+   * disk before the VM is paused, with the OP, DISK and NAME of the create
+   * that follows.  Does all that can be done before the instant: connect,
+   * open, resolve secrets, check the name is free, record names and write
+   * ownership marks, make files that are only referenced after the
+   * capture.  It records (vmsnap_op_set) what it makes before making it,
+   * as create does.  It may keep per-disk state in memory for the create
+   * that follows in this process; a create without that state (a
+   * recovery, in a new process) must work from the journal alone.
+   *
+   * A backend with prepare promises, for its create on a running VM:
+   *  - it may run at the same time as other disks' creates (each in its
+   *    own thread): it is thread-safe against itself on other disks, and
+   *    calls only the vmsnap_op_* functions among the core's;
+   *  - its journal records (vmsnap_op_set, vmsnap_op_mark_done) are kept
+   *    in memory and written once after the window: whatever it makes
+   *    inside the window must be found and undone (create on recovery,
+   *    abort, discard) from what prepare recorded. */
+  int (*prepare) (vmsnap_op *op, const vmsnap_disk *disk, const char *name,
+                  unsigned int flags, GError **err);
+
+  /* Mandatory with prepare.  The pause never came for this disk (another
+   * disk's prepare failed, the VM could not be paused, or a recovery rolls
+   * the create back): undo what prepare made, from its records, and drop
+   * its in-memory state.  Idempotent.  A failure returns -1 with ERR;
+   * the core then keeps the journal (vmsnap recover calls abort again). */
+  int (*abort) (vmsnap_op *op, const vmsnap_disk *disk, const char *name,
+                unsigned int flags, GError **err);
 } vmsnap_backend;
 
 /* Smallest struct a module may register: everything up to and including
