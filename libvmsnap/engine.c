@@ -51,6 +51,7 @@ struct vmsnap_engine {
    * suspend returned, captures done, switch done, resume asked. */
   gint64 w_suspended, w_captured, w_switched, w_resuming;
   gint64 w_suspend_us, w_resume_us;   /* the two libvirt calls */
+  gint64 w_flushed;                   /* the journal write before the switch */
   vmsnap_hook_call *hooks;     /* the plugins' view of the running operation */
   gint64 frozen_at;            /* monotonic µs of a successful FREEZE, or 0 */
   gint64 frozen_us;            /* how long the guest stayed frozen */
@@ -1320,6 +1321,7 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
     if ((!window || g_hash_table_size (switched) > 0)
         && !vmsnap_journal_flush (j, err))   /* the disks' results first */
       goto failed;
+    e->w_flushed = g_get_monotonic_time ();
     if (g_hash_table_size (switched) > 0 && e->dom->dom
         && virDomainIsActive (e->dom->dom) == 1
         && !vmsnap_online_switch (e->dom, jop (j, "name"), switched, err))
@@ -1472,7 +1474,8 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
         const struct { const char *k; gint64 us; } parts[] = {
           { "suspend", e->w_suspend_us },
           { "captures", e->w_captured - e->w_suspended },
-          { "switch", e->w_switched - e->w_captured },
+          { "journal", e->w_flushed - e->w_captured },
+          { "switch", e->w_switched - e->w_flushed },
           { "before_resume", e->w_resuming - e->w_switched },
           { "resume", e->w_resume_us },
         };
