@@ -34,7 +34,8 @@
 #                   suspended, librbd's rbd_snap_create2 through QEMU's lock
 #                   owner, timed by bench/rbd-snap-time.c (built here with
 #                   cc): one disk at a time, and all disks at once (one
-#                   thread per image)
+#                   thread per image); (c) one RBD snapshot back to back
+#                   on an idle image vs the monitor's paxos propose interval
 # The window is read the same way for vmsnap and virsh, from libvirtd's
 # QEMU monitor log (turned on with virt-admin; millisecond timestamps):
 # "stop" sent -> "cont" answered when the vCPUs were paused, else the
@@ -47,6 +48,8 @@
 #   BENCH_MIX_RBD (default "1 2 4"; "" skips), BENCH_BASELINE=BUILD_DIR
 #   (another build, e.g. of main, for the "(baseline)" rows),
 #   BENCH_QMP_RBD (disks of the experiment, default 4; 0 skips),
+#   BENCH_PAXOS (monitor paxos propose intervals for the experiment's
+#   cost of one RBD snapshot, default "0.05 0.2"; the fixture uses 0.05),
 #   BENCH_SKIP_RBD=1.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -455,6 +458,23 @@ if [ "$RBD" = 1 ] && [ "$QMP_RBD" -gt 0 ]; then
         exp_row "librbd (VM suspended): rbd_snap_create2 on the $k images one after another (sum)" "$k" "${seq[@]}"
         exp_row "librbd (VM suspended): rbd_snap_create2 on the $k images at once (one thread each)" "$k" "${conc[@]}"
         EXP_NOTES+=("- lock owner before each librbd snapshot (1 = some client, QEMU, owned the exclusive lock): $owners")
+
+        # What one RBD snapshot costs on this cluster: back to back, on an
+        # image no one holds, with the monitor's paxos propose interval at
+        # the fixture's value and at the values of BENCH_PAXOS.
+        rbdc create --size 32M rbd/paxos-probe
+        for iv in ${BENCH_PAXOS-0.05 0.2}; do
+            out=$(timeout 30 ceph tell 'mon.*' injectargs "--paxos_propose_interval=$iv" 2>&1) ||
+                fail "injectargs paxos_propose_interval=$iv: $out"
+            got=$(timeout 30 ceph tell 'mon.*' config get paxos_propose_interval 2>&1 | jq -r '.. | .paxos_propose_interval? // empty' 2>/dev/null | head -n1)
+            vals=()
+            for (( i = 0; i < REPS; i++ )); do
+                out=$("$tool" "$CEPH_CONF" rbd/paxos-probe "px$iv-$i" 2>&1) || fail "rbd-snap-time paxos-probe: $out"
+                vals+=("$(kv snap_create_ms "$out")")
+            done
+            exp_row "librbd, no lock owner, back to back: rbd_snap_create2 with mon paxos_propose_interval = $iv (mon reports ${got:-?})" 1 "${vals[@]}"
+        done
+        must timeout 30 ceph tell 'mon.*' injectargs "--paxos_propose_interval=0.05" >/dev/null
     fi
     EXP_NOTES+=("- libvirt's messages for the domain after the passthrough: $(virsh dominfo "$dom" | sed -n 's/^ *\(Messages: *\)\{0,1\}\(tainted: .*\)/\2/p' | paste -sd';' -)")
     EXP_NOTES+=("- domain log: $(grep -h 'is tainted' "$VMSNAP_LIBVIRT_QEMU_LOG_DIR/$dom.log" | sed 's/^[^ ]* [^ ]* //' | paste -sd';' -)")
