@@ -477,6 +477,7 @@ if [ "$RBD" = 1 ] && [ "$QMP_RBD" -gt 0 ]; then
         must timeout 30 ceph tell 'mon.*' injectargs "--paxos_propose_interval=0.05" >/dev/null
     fi
     EXP_NOTES+=("- libvirt's messages for the domain after the passthrough: $(virsh dominfo "$dom" | sed -n 's/^ *\(Messages: *\)\{0,1\}\(tainted: .*\)/\2/p' | paste -sd';' -)")
+    EXP_NOTES+=("- \`virsh dumpxml\` (live) mentions a taint: $(virsh dumpxml "$dom" | grep -ci taint || true) line(s)")
     EXP_NOTES+=("- domain log: $(grep -h 'is tainted' "$VMSNAP_LIBVIRT_QEMU_LOG_DIR/$dom.log" | sed 's/^[^ ]* [^ ]* //' | paste -sd';' -)")
     rmdom "$dom"
 fi
