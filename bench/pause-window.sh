@@ -17,6 +17,25 @@
 #                   is taken
 #   mixed           half qcow2, half RBD (4 and 8 disks): paused, RBD
 #                   snapshots, then the overlay transaction, resume
+#   2 qcow2 + K rbd issue 18's goal: 2 qcow2 + K RBD disks, K in
+#                   BENCH_MIX_RBD; each RBD disk is written once through
+#                   QEMU first (HMP qemu-io), so QEMU owns its exclusive
+#                   lock as in a guest that writes; next to virsh's
+#                   all-qcow2 transaction on 2 + K disks (interleaved);
+#                   with BENCH_BASELINE also another build's vmsnap on a
+#                   domain of the same shape, interleaved ("(baseline)")
+#   experiment      NOT vmsnap: on an all-RBD domain of BENCH_QMP_RBD
+#                   disks (QEMU owning the locks), (a) QEMU takes the RBD
+#                   snapshots itself: one QMP "transaction" of
+#                   blockdev-snapshot-internal-sync on every disk's format
+#                   node (virsh qemu-monitor-command; libvirt then marks the
+#                   domain tainted "custom-monitor"); the snapshots are
+#                   checked with `rbd snap ls` and removed; (b) with the VM
+#                   suspended, librbd's rbd_snap_create2 through QEMU's lock
+#                   owner, timed by bench/rbd-snap-time.c (built here with
+#                   cc): one disk at a time, and all disks at once (one
+#                   thread per image); (c) one RBD snapshot back to back
+#                   on an idle image vs the monitor's paxos propose interval
 # The window is read the same way for vmsnap and virsh, from libvirtd's
 # QEMU monitor log (turned on with virt-admin; millisecond timestamps):
 # "stop" sent -> "cont" answered when the vCPUs were paused, else the
@@ -24,15 +43,34 @@
 # mode) and the wall time of the whole command are shown too.
 #
 #   bench/pause-window.sh BUILD_DIR
-# Environment: BENCH_QUICK=1 (3 repetitions), BENCH_REPS (default 6),
-#   BENCH_DISKS (default "1 4 8"), BENCH_SKIP_RBD=1.
+# Environment: BENCH_QUICK=1 (3 repetitions), BENCH_REPS (default 5),
+#   BENCH_DISKS (default "1 4 8"; "" runs only the rows below),
+#   BENCH_MIX_RBD (default "1 2 4"; "" skips), BENCH_BASELINE=BUILD_DIR
+#   (another build, e.g. of main, for the "(baseline)" rows),
+#   BENCH_QMP_RBD (disks of the experiment, default 4; 0 skips),
+#   BENCH_PAXOS (monitor paxos propose intervals for the experiment's
+#   cost of one RBD snapshot, default "0.05 0.2"; the fixture uses 0.05),
+#   BENCH_SKIP_RBD=1.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_init "$@"
 requires virsh virt-admin
 
-if [ "$BENCH_QUICK" = 1 ]; then REPS=${BENCH_REPS:-3}; else REPS=${BENCH_REPS:-6}; fi
-DISKS=${BENCH_DISKS:-1 4 8}
+if [ "$BENCH_QUICK" = 1 ]; then REPS=${BENCH_REPS:-3}; else REPS=${BENCH_REPS:-5}; fi
+DISKS=${BENCH_DISKS-1 4 8}
+MIX_RBD=${BENCH_MIX_RBD-1 2 4}
+QMP_RBD=${BENCH_QMP_RBD:-4}
+BASE_VMSNAP="" BASE_LIBS=""
+if [ -n "${BENCH_BASELINE:-}" ]; then
+    BASE_BUILD=$(cd "$BENCH_BASELINE" 2>/dev/null && pwd) || fail "BENCH_BASELINE: no directory '$BENCH_BASELINE'"
+    if [ -x "$BASE_BUILD/tools/.libs/vmsnap" ] && [ -d "$BASE_BUILD/.libs" ]; then
+        BASE_VMSNAP=$BASE_BUILD/tools/.libs/vmsnap BASE_LIBS=$BASE_BUILD/.libs
+    elif [ -x "$BASE_BUILD/tools/vmsnap" ]; then
+        BASE_VMSNAP=$BASE_BUILD/tools/vmsnap
+    else
+        fail "BENCH_BASELINE: $BASE_BUILD/tools/vmsnap not found: build it first"
+    fi
+fi
 export VMSNAP_STATE_DIR=$TEST_TMP/state
 export VMSNAP_TEST_DOMTYPE=${VMSNAP_TEST_DOMTYPE:-qemu}
 TARGETS=(vda vdb vdc vdd vde vdf vdg vdh vdi vdj)
@@ -101,14 +139,15 @@ op_measure ()
 }
 
 # mkdom NAME KIND N: define and start a domain with N disks of KIND
-# (qcow2, rbd, mixed: the first half qcow2).
+# (qcow2, rbd, mixed: the first half qcow2, q2: the first 2 qcow2).
 mkdom ()
 {
-    local name=$1 kind=$2 n=$3 i t specs=() xml=$TEST_TMP/$1.xml
+    local name=$1 kind=$2 n=$3 i t k p s specs=() xml=$TEST_TMP/$1.xml
     mkdir -p "$TEST_TMP/img/$name"
     for (( i = 0; i < n; i++ )); do
         t=${TARGETS[i]}
-        if [ "$kind" = rbd ] || { [ "$kind" = mixed ] && [ "$i" -ge $(( n / 2 )) ]; }; then
+        if [ "$kind" = rbd ] || { [ "$kind" = mixed ] && [ "$i" -ge $(( n / 2 )) ]; } ||
+                { [ "$kind" = q2 ] && [ "$i" -ge 2 ]; }; then
             rbdc create --size 32M "rbd/$name-$t"
             specs+=("rbd:$t:rbd/$name-$t")
         else
@@ -163,6 +202,29 @@ EOF
     must virsh start "$name" >/dev/null
 }
 
+# rbd_own NAME N FIRST: QEMU writes 64 KiB to each RBD disk of the domain
+# (targets FIRST..N-1), so that it owns the image's exclusive lock (librbd
+# takes it on the first write), as in a running guest that writes; checked
+# with `rbd lock ls`.  Uses the monitor passthrough (the domain is tainted).
+rbd_own ()
+{
+    local name=$1 n=$2 i t locks
+    for (( i = $3; i < n; i++ )); do
+        t=${TARGETS[i]}
+        hmp_qemu_io "$name" "ua-$t" "write -P 0x5a 0 64k" >/dev/null
+        locks=$(rbdc lock ls "rbd/$name-$t")
+        [[ $locks == *"exclusive lock"* ]] ||
+            fail "rbd/$name-$t: QEMU does not own the exclusive lock after a write: $locks"
+    done
+}
+
+# base_vmsnap ARGS...: the baseline build's vmsnap (its own libraries,
+# backends from its build tree, its own state directory).
+base_vmsnap ()
+{
+    env LD_LIBRARY_PATH="$BASE_LIBS" VMSNAP_STATE_DIR="$TEST_TMP/state-base" "$BASE_VMSNAP" "$@"
+}
+
 rmdom ()
 {
     timeout 30 virsh destroy "$1" >/dev/null 2>&1 || true
@@ -187,6 +249,7 @@ echo "- $(virsh --version | sed 's/^/libvirt /'), guests: TCG ($VMSNAP_TEST_DOMT
 [ "$RBD" = 1 ] && echo "- $(ceph --version | cut -d' ' -f1-3), one mon + one memstore OSD on 127.0.0.1" ||
     echo "- RBD configurations skipped: $RBD_WHY"
 echo "- repetitions per cell: $REPS (each a new snapshot on the same domain)"
+[ -z "$BASE_VMSNAP" ] || echo "- baseline (rows \"(baseline)\"): $(cd "$BASE_BUILD/.." 2>/dev/null && git describe --always --dirty 2>/dev/null || echo unknown) ($BASE_VMSNAP)"
 
 for n in $DISKS; do
     # ---- qcow2-external (vmsnap) and virsh --disk-only --atomic, interleaved
@@ -232,6 +295,193 @@ for n in $DISKS; do
     fi
 done
 
+# ---- issue 18's goal: 2 qcow2 + K rbd, next to virsh's all-qcow2
+# transaction on as many disks (and another build's vmsnap)
+MIX_SUM=() MIX_K=() MIX_MED=() MIX_BMED=()
+if [ "$RBD" = 1 ] && [ -n "$MIX_RBD" ]; then
+    for k in $MIX_RBD; do
+        n=$(( 2 + k ))
+        log "2 qcow2 + $k rbd: vmsnap${BASE_VMSNAP:+ vs baseline} vs virsh (all qcow2, $n disks)"
+        mkdom "mx$k" q2 "$n"; rbd_own "mx$k" "$n" 2
+        if [ -n "$BASE_VMSNAP" ]; then mkdom "mb$k" q2 "$n"; rbd_own "mb$k" "$n" 2; fi
+        mkdom "mv$k" qcow2 "$n"
+        ws=() wls=() ps=() bws=() bwls=() bps=() vws=() vwls=()
+        for (( i = 0; i < REPS; i++ )); do
+            op_measure "$VMSNAP" create --json "mx$k" "p$i"
+            ws+=("$W_MS") wls+=("$WALL_MS") ps+=("$PAUSE_MS"); kind=$W_KIND
+            if [ -n "$BASE_VMSNAP" ]; then
+                op_measure base_vmsnap create --json "mb$k" "p$i"
+                bws+=("$W_MS") bwls+=("$WALL_MS") bps+=("$PAUSE_MS"); bkind=$W_KIND
+            fi
+            op_measure virsh snapshot-create-as "mv$k" "p$i" --disk-only --atomic
+            vws+=("$W_MS") vwls+=("$WALL_MS")
+            [ "$W_KIND" = transaction ] || fail "mv$k: expected one transaction, log says $W_KIND"
+        done
+        row "vmsnap 2 qcow2 + $k rbd" "$n" "${ws[*]}" "${wls[*]}" "${ps[*]}" "$kind"
+        MIX_K+=("$k") MIX_MED+=("$(stats "${ws[@]}" | cut -d' ' -f1)")
+        if [ -n "$BASE_VMSNAP" ]; then
+            row "vmsnap 2 qcow2 + $k rbd (baseline)" "$n" "${bws[*]}" "${bwls[*]}" "${bps[*]}" "$bkind"
+            MIX_BMED+=("$(stats "${bws[@]}" | cut -d' ' -f1)")
+        fi
+        row "virsh --disk-only --atomic (all $n qcow2)" "$n" "${vws[*]}" "${vwls[*]}" "" "transaction"
+        rmdom "mx$k"; rmdom "mv$k"; [ -z "$BASE_VMSNAP" ] || rmdom "mb$k"
+    done
+fi
+
+# mix_summary LABEL MEDIANS...: one line per K: the median window and the
+# growth per added RBD disk from the previous K; then the least-squares
+# slope over all K.
+mix_summary ()
+{
+    local label=$1 j y
+    shift
+    local med=("$@")
+    for (( j = 0; j < ${#MIX_K[@]}; j++ )); do
+        if [ "$j" = 0 ]; then
+            y="- (first K)"
+        else
+            y=$(awk -v a="${med[j-1]}" -v b="${med[j]}" -v ka="${MIX_K[j-1]}" -v kb="${MIX_K[j]}" \
+                    'BEGIN { printf "%.1f ms (K=%d -> %d)", (b - a) / (kb - ka), ka, kb }')
+        fi
+        MIX_SUM+=("- 2 qcow2 + ${MIX_K[j]} rbd$label: window median ${med[j]} ms; per added rbd disk: $y")
+    done
+    if [ "${#MIX_K[@]}" -ge 2 ]; then
+        MIX_SUM+=("- 2 qcow2 + K rbd$label: least-squares slope over K = ${MIX_K[*]}: $(
+            paste -d' ' <(printf '%s\n' "${MIX_K[@]}") <(printf '%s\n' "${med[@]}") |
+            awk '{ n++; sx += $1; sy += $2; sxx += $1 * $1; sxy += $1 * $2 }
+                 END { printf "%.1f", (n * sxy - sx * sy) / (n * sxx - sx * sx) }') ms per rbd disk")
+    fi
+}
+if [ "${#MIX_K[@]}" -gt 0 ]; then
+    mix_summary "" "${MIX_MED[@]}"
+    [ -z "$BASE_VMSNAP" ] || mix_summary " (baseline)" "${MIX_BMED[@]}"
+fi
+
+# ---- experiment (not vmsnap): QEMU takes the RBD snapshots itself, and
+# librbd's snapshot through QEMU's lock owner
+EXP_ROWS=() EXP_NOTES=()
+# exp_row LABEL DISKS VALUES...
+exp_row ()
+{
+    local label=$1 d=$2 st
+    shift 2
+    read -r -a st <<<"$(stats "$@")"
+    EXP_ROWS+=("| $label | $d | ${st[0]} | ${st[1]} | ${st[2]} | ${st[3]} | ${st[4]} |")
+}
+# kv KEY LINE: the value of KEY=VALUE in LINE.
+kv () { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
+if [ "$RBD" = 1 ] && [ "$QMP_RBD" -gt 0 ]; then
+    k=$QMP_RBD dom=qx$QMP_RBD
+    log "experiment: $k rbd, QEMU's own snapshots in one QMP transaction; librbd through the lock owner"
+    mkdom "$dom" rbd "$k"; rbd_own "$dom" "$k" 0
+    nodes_json=$(virsh qemu-monitor-command "$dom" '{"execute":"query-named-block-nodes"}') ||
+        fail "query-named-block-nodes: $nodes_json"
+    nodes=() imgs=()
+    for (( i = 0; i < k; i++ )); do
+        t=${TARGETS[i]}
+        idx=$(virsh dumpxml "$dom" | xmllint --xpath "string(//disk[target/@dev='$t']/source/@index)" -)
+        [ -n "$idx" ] || fail "$dom $t: no source index in the live XML"
+        node=libvirt-$idx-format
+        # the format node (raw) over the rbd storage node of this image
+        jq -e --arg n "$node" --arg img "$dom-$t" '.return[] | select(.["node-name"] == $n and .drv == "raw" and (.file | contains("\"image\": \"" + $img + "\"")))' \
+            <<<"$nodes_json" >/dev/null || fail "$dom $t: $node is not the raw node over rbd/$dom-$t: $nodes_json"
+        nodes+=("$node") imgs+=("rbd/$dom-$t")
+    done
+    qws=() qwls=() vws=() vwls=() vps=()
+    for (( i = 0; i < REPS; i++ )); do
+        acts=""
+        for node in "${nodes[@]}"; do
+            acts+="${acts:+,}{\"type\":\"blockdev-snapshot-internal-sync\",\"data\":{\"device\":\"$node\",\"name\":\"qmp$i\"}}"
+        done
+        op_measure virsh qemu-monitor-command "$dom" "{\"execute\":\"transaction\",\"arguments\":{\"actions\":[$acts]}}"
+        jq -e 'has("return") and (has("error") | not)' "$TEST_TMP/.last.out" >/dev/null ||
+            fail "QMP transaction: $(cat "$TEST_TMP/.last.out")"
+        [ "$W_KIND" = transaction ] || fail "$dom: expected one transaction, log says $W_KIND"
+        qws+=("$W_MS") qwls+=("$WALL_MS")
+        # the experiment checks its result: every image has the snapshot
+        for img in "${imgs[@]}"; do
+            rbdc snap ls --format json "$img" | jq -e --arg s "qmp$i" 'any(.[]; .name == $s)' >/dev/null ||
+                fail "QMP transaction answered, but $img has no snapshot qmp$i"
+            rbdc snap rm "$img@qmp$i" >/dev/null 2>&1
+        done
+        # vmsnap on the same domain, interleaved
+        op_measure "$VMSNAP" create --json "$dom" "p$i"
+        vws+=("$W_MS") vwls+=("$WALL_MS") vps+=("$PAUSE_MS")
+    done
+    exp_row "QEMU takes the RBD snapshots itself: one QMP transaction of blockdev-snapshot-internal-sync (window, monitor log)" "$k" "${qws[@]}"
+    exp_row "same, wall of \`virsh qemu-monitor-command\`" "$k" "${qwls[@]}"
+    exp_row "for comparison: vmsnap create on the same domain (window, monitor log)" "$k" "${vws[@]}"
+    # the rbd storage node under the first format node, for the record
+    st=${nodes[0]%-format}-storage
+    reply=$(virsh qemu-monitor-command "$dom" "{\"execute\":\"transaction\",\"arguments\":{\"actions\":[{\"type\":\"blockdev-snapshot-internal-sync\",\"data\":{\"device\":\"$st\",\"name\":\"qmpst\"}}]}}" 2>&1) || true
+    if rbdc snap ls --format json "${imgs[0]}" | jq -e 'any(.[]; .name == "qmpst")' >/dev/null; then
+        rbdc snap rm "${imgs[0]}@qmpst" >/dev/null 2>&1
+        st_note="the storage node $st works too"
+    else
+        st_note="the storage node $st is refused: $(jq -r '.error.desc // .' <<<"$reply" 2>/dev/null || echo "$reply")"
+    fi
+    EXP_NOTES+=("- QMP snapshots verified with \`rbd snap ls\` on all $k images after each transaction, then removed (\`rbd snap rm\`); nodes: ${nodes[*]}, the raw format nodes (QEMU passes the snapshot down to the rbd child); $st_note")
+
+    # librbd's rbd_snap_create2 through QEMU's lock owner, VM suspended
+    tool=$TEST_TMP/rbd-snap-time
+    if ! command -v cc >/dev/null; then
+        EXP_NOTES+=("- librbd timing skipped: no cc")
+    elif ! out=$(cc -O2 -Wall -Wextra -o "$tool" "$BENCH_DIR/rbd-snap-time.c" -lrbd -lrados -lpthread 2>&1); then
+        EXP_NOTES+=("- librbd timing skipped: bench/rbd-snap-time.c does not build: $(tr '\n' ' ' <<<"$out" | cut -c1-160)")
+    else
+        must virsh suspend "$dom" >/dev/null
+        opn=() one=() seq=() conc=() concmax=() owners=""
+        for (( i = 0; i < REPS; i++ )); do
+            sum=0
+            for img in "${imgs[@]}"; do
+                out=$("$tool" "$CEPH_CONF" "$img" "lb$i" 2>&1) || fail "rbd-snap-time $img: $out"
+                opn+=("$(kv open_ms "$out")") one+=("$(kv snap_create_ms "$out")")
+                owners+=$(kv lock_owner "$out")
+                sum=$(awk -v a="$sum" -v b="$(kv snap_create_ms "$out")" 'BEGIN { print a + b }')
+            done
+            seq+=("$sum")
+            out=$("$tool" "$CEPH_CONF" "${imgs[0]}" "lc$i" "${imgs[@]:1}" 2>&1) || fail "rbd-snap-time (all at once): $out"
+            conc+=("$(kv snap_create_ms "$out")") concmax+=("$(kv snap_max_one_ms "$out")")
+            owners+=$(kv lock_owner "$out")
+        done
+        must virsh resume "$dom" >/dev/null
+        for img in "${imgs[@]}"; do
+            for (( i = 0; i < REPS; i++ )); do
+                rbdc snap ls --format json "$img" | jq -e --arg a "lb$i" --arg b "lc$i" \
+                    'any(.[]; .name == $a) and any(.[]; .name == $b)' >/dev/null ||
+                    fail "$img: snapshots lb$i/lc$i missing"
+                rbdc snap rm "$img@lb$i" >/dev/null 2>&1; rbdc snap rm "$img@lc$i" >/dev/null 2>&1
+            done
+        done
+        exp_row "librbd (VM suspended): rbd_open of one image" 1 "${opn[@]}"
+        exp_row "librbd (VM suspended): rbd_snap_create2 through QEMU's lock owner, one image" 1 "${one[@]}"
+        exp_row "librbd (VM suspended): rbd_snap_create2 on the $k images one after another (sum)" "$k" "${seq[@]}"
+        exp_row "librbd (VM suspended): rbd_snap_create2 on the $k images at once (one thread each)" "$k" "${conc[@]}"
+        EXP_NOTES+=("- lock owner before each librbd snapshot (1 = some client, QEMU, owned the exclusive lock): $owners")
+
+        # What one RBD snapshot costs on this cluster: back to back, on an
+        # image no one holds, with the monitor's paxos propose interval at
+        # the fixture's value and at the values of BENCH_PAXOS.
+        rbdc create --size 32M rbd/paxos-probe
+        for iv in ${BENCH_PAXOS-0.05 0.2}; do
+            out=$(timeout 30 ceph tell 'mon.*' injectargs "--paxos_propose_interval=$iv" 2>&1) ||
+                fail "injectargs paxos_propose_interval=$iv: $out"
+            got=$(timeout 30 ceph tell 'mon.*' config get paxos_propose_interval 2>&1 | jq -r '.. | .paxos_propose_interval? // empty' 2>/dev/null | head -n1)
+            vals=()
+            for (( i = 0; i < REPS; i++ )); do
+                out=$("$tool" "$CEPH_CONF" rbd/paxos-probe "px$iv-$i" 2>&1) || fail "rbd-snap-time paxos-probe: $out"
+                vals+=("$(kv snap_create_ms "$out")")
+            done
+            exp_row "librbd, no lock owner, back to back: rbd_snap_create2 with mon paxos_propose_interval = $iv (mon reports ${got:-?})" 1 "${vals[@]}"
+        done
+        must timeout 30 ceph tell 'mon.*' injectargs "--paxos_propose_interval=0.05" >/dev/null
+    fi
+    EXP_NOTES+=("- libvirt's messages for the domain after the passthrough: $(virsh dominfo "$dom" | sed -n 's/^ *\(Messages: *\)\{0,1\}\(tainted: .*\)/\2/p' | paste -sd';' -)")
+    EXP_NOTES+=("- \`virsh dumpxml\` (live) mentions a taint: $(virsh dumpxml "$dom" | grep -ci taint || true) line(s)")
+    EXP_NOTES+=("- domain log: $(grep -h 'is tainted' "$VMSNAP_LIBVIRT_QEMU_LOG_DIR/$dom.log" | sed 's/^[^ ]* [^ ]* //' | paste -sd';' -)")
+    rmdom "$dom"
+fi
+
 echo
 echo "Milliseconds.  window = what the guest sees, from libvirtd's monitor log (1 ms resolution): vCPUs stopped (stop -> cont) or block I/O drained for the QMP transaction; vmsnap pause_ms = its own measure of the pause (suspend -> resume returned); wall = the whole command."
 echo
@@ -239,10 +489,21 @@ echo "| configuration | disks | window kind | window median | window p95 | windo
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
 echo
+[ "${#MIX_SUM[@]}" = 0 ] || { printf '%s\n' "${MIX_SUM[@]}"; echo; }
 for n in $DISKS; do
     a=MED_vmsnap_qcow2_external_$n b=MED_virsh___disk_only___atomic_$n
     if [ -n "${!a:-}" ] && [ -n "${!b:-}" ]; then
         echo "- $n disk(s): window vmsnap / virsh (medians) = ${!a} / ${!b} ms"
     fi
 done
+if [ "${#EXP_ROWS[@]}" -gt 0 ]; then
+    echo
+    echo "EXPERIMENT, not vmsnap (milliseconds; $QMP_RBD RBD disks written once by QEMU, so it owns their exclusive locks):"
+    echo
+    echo "| experiment | disks | median | p95 | min | max | n |"
+    echo "|---|---|---|---|---|---|---|"
+    printf '%s\n' "${EXP_ROWS[@]}"
+    echo
+    printf '%s\n' "${EXP_NOTES[@]}"
+fi
 bench_footer
