@@ -738,6 +738,26 @@ internal_name_free (vmsnap_engine *e, vmsnap_journal *j, const char *tag,
   return TRUE;
 }
 
+/* Test hook: VMSNAP_TEST_HOLD_BEFORE_PAUSE=FILE makes a create of a
+ * running VM, its disks prepared and right before the pause, create FILE
+ * and wait (at most 120 s) until the test removes it: the test changes
+ * the world in between (tests/integration/rbd-window.sh takes Ceph away). */
+static void
+hold_before_pause (void)
+{
+  const char *f = g_getenv ("VMSNAP_TEST_HOLD_BEFORE_PAUSE");
+  int fd;
+
+  if (f == NULL || *f == '\0')
+    return;
+  fd = open (f, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return;
+  close (fd);
+  for (int i = 0; i < 12000 && access (f, F_OK) == 0; i++)
+    g_usleep (10000);
+}
+
 /* End the pause window of a create if this operation paused the VM. */
 static gboolean
 resume_if_paused (vmsnap_engine *e, vmsnap_journal *j, GError **err)
@@ -789,6 +809,7 @@ vm_step (vmsnap_engine *e, vmsnap_journal *j, op_kind kind, GError **err)
     g_autofree char *mem = state_file (e, j, "memory");
     if (active && virDomainGetState (e->dom->dom, &st, &reason, 0) == 0
         && st == VIR_DOMAIN_RUNNING) {
+      hold_before_pause ();
       if (!vmsnap_journal_set (j, "op", "paused_by_us", "yes", err))
         return FALSE;
       /* From the call: the vCPUs stop inside it (an upper bound of what
