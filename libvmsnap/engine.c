@@ -1122,16 +1122,7 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
   e->stale = TRUE;
   if (j->recovering)
     thaw_if_frozen (e, j, FALSE, "interrupted");
-  if (j->recovering && kind == OP_CREATE && g_strcmp0 (jop (j, "online"), "pause") == 0
-      && !vmsnap_journal_done (j, "core", "resume") && window_broken (e, j)) {
-    /* Finishing the capture now would cut the disks at two instants. */
-    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
-                 "domain %s: the pause window of this create was interrupted "
-                 "before every disk was captured (the VM %s)", e->dom->name,
-                 vmsnap_journal_done (j, "core", "vm") ? "was resumed since"
-                 : "was never paused");
-    goto failed;
-  }
+
   /* What must be on disk before each step: doc/architecture.md.  The
    * operation's own records (group "op") go out with the first write a
    * step needs: before a running domain is touched, or with a backend's
@@ -1835,8 +1826,29 @@ recover (vmsnap_engine *e, GError **err)
   json_builder_begin_object (b);
   jstr (b, "recovered", jop (j, "kind"));
   jstr (b, "snapshot", jop (j, "name"));
-  ok = run_journal (e, j, b, &local);
-  jstr (b, "result", ok ? "finished" : "failed");
+  if (g_strcmp0 (jop (j, "kind"), "create") == 0
+      && g_strcmp0 (jop (j, "online"), "pause") == 0
+      && !vmsnap_journal_done (j, "core", "resume") && window_broken (e, j)) {
+    /* The pause window was interrupted before every disk was captured,
+     * and the VM runs again (the guard resumed it) or never stopped:
+     * finishing the capture now would cut the disks at two instants.
+     * The create is rolled back (abort slots for what was prepared). */
+    e->stale = TRUE;
+    thaw_if_frozen (e, j, FALSE, "interrupted");
+    ok = roll_back (e, j);
+    if (ok)
+      ok = vmsnap_journal_remove (j, &local);
+    else
+      g_set_error (&local, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
+                   "create %s: rolling back its interrupted pause window left "
+                   "something it prepared on storage (see the warnings); fix "
+                   "the cause and run 'vmsnap recover %s' again",
+                   jop (j, "name"), e->spec);
+    jstr (b, "result", ok ? "rolled back" : "failed");
+  } else {
+    ok = run_journal (e, j, b, &local);
+    jstr (b, "result", ok ? "finished" : "failed");
+  }
   jstr (b, "error", local ? local->message : NULL);
   json_builder_end_object (b);
   e->recover_report = builder_to_json (b);
