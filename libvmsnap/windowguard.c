@@ -21,7 +21,6 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -81,49 +80,44 @@ reap (GPid pid)
   return status;
 }
 
-/* Has PID exited (a zombie now) before DEADLINE?  Watched through a
- * pidfd (Linux 5.3); without one, FALSE at once. */
+/* poll FD for EVENTS until DEADLINE: TRUE if they came. */
 static gboolean
-exits_before (GPid pid, gint64 deadline)
+poll_until (int fd, short events, gint64 deadline)
 {
-#ifdef SYS_pidfd_open
-  int fd = (int) syscall (SYS_pidfd_open, (pid_t) pid, 0);
-  gboolean gone = FALSE;
-
-  if (fd < 0)
-    return FALSE;
   for (;;) {
     gint64 left = (deadline - g_get_monotonic_time ()) / 1000;
-    struct pollfd p = { .fd = fd, .events = POLLIN };
+    struct pollfd p = { .fd = fd, .events = events };
     int r;
 
     if (left <= 0)
-      break;
+      return FALSE;
     r = poll (&p, 1, (int) MIN (left + 1, G_MAXINT));
     if (r < 0 && errno == EINTR)
       continue;
-    gone = r > 0;
-    break;
+    return r > 0;
   }
-  close (fd);
-  return gone;
-#else
-  (void) pid;
-  (void) deadline;
-  return FALSE;
-#endif
+}
+
+/* Does the guard, which closed its stdout, exit before DEADLINE?  Its
+ * stdin (the socket SOCK's peer) closing says it has no descriptor left:
+ * it is exiting, and waitpid returns soon.  (A program that closed both
+ * and went on would block that waitpid: not the guard.) */
+static gboolean
+exits_before (int sock, gint64 deadline)
+{
+  return poll_until (sock, POLLIN | POLLHUP | POLLRDHUP, deadline);
 }
 
 /* End a guard that did not say ready, and say how it ended: "exited with
- * status 1" (a guard that gave up says why on stderr and exits, within
- * DEADLINE), "was killed ..." (SIGKILLed by us).  No zombie is left. */
+ * status 1" (a guard that gave up says why on stderr and exits: given
+ * until DEADLINE), "was killed" (by us).  No zombie is left. */
 static char *
-end_and_describe (GPid pid, gint64 deadline)
+end_and_describe (GPid pid, int sock, gint64 deadline)
 {
   gboolean killed = FALSE;
   int status;
 
-  if (!exits_before (pid, deadline)) {
+  if (!exits_before (sock, deadline)) {
     kill (pid, SIGKILL);
     killed = TRUE;
   }
@@ -247,11 +241,10 @@ vmsnap_window_guard_start (const char *uri, const char *uuid, GError **err)
   why = wait_ready (out[0], deadline, &eof);
   close (out[0]);
   if (why != NULL) {
-    g_autofree char *end = NULL;
-    close (sv[0]);
     /* Its output ended: it is exiting, give it until the deadline to
      * say how.  Still talking, or silent: end it now. */
-    end = end_and_describe (pid, eof ? deadline : 0);
+    g_autofree char *end = end_and_describe (pid, sv[0], eof ? deadline : 0);
+    close (sv[0]);
     g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED,
                  "the window guard %s (it resumes the VM if vmsnap dies "
                  "while the VM is paused) %s, and %s (its own message, if "

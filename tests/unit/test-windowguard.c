@@ -85,7 +85,10 @@ test_start_done (void)
   while ((e = g_dir_read_name (d)) != NULL) {
     g_autofree char *l = g_strdup_printf ("%s/%s", fddir, e);
     g_autofree char *to = g_file_read_link (l, NULL);
-    g_assert_nonnull (to);
+    /* The /dev/null the guard opens for its fd 1 is closed right after
+     * the dup2 that ended our read: it may be gone by now. */
+    if (to == NULL)
+      continue;
     g_assert_cmpstr (to, !=, canary);
     if (!strcmp (e, "0"))
       g_assert_true (g_str_has_prefix (to, "socket:"));
