@@ -205,6 +205,29 @@ vmsnap_argv_reads_only (const char *const *argv)
   return strcmp (base, "qemu-img") == 0 && strcmp (argv[1], "info") == 0;
 }
 
+/* A helper that must outlive a killed vmsnap (the window guard,
+ * windowguard.c): no die_with_parent.  Its stdin and stdout are STDIN_FD
+ * and STDOUT_FD (the caller closes its copies), stderr is ours, and GLib
+ * closes every other descriptor in the child.  G_SPAWN_DO_NOT_REAP_CHILD:
+ * the caller reaps the pid it gets with waitpid. */
+GPid
+vmsnap_spawn_untied (const char *const *argv, int stdin_fd, int stdout_fd,
+                     GError **err)
+{
+  g_autoptr (GError) local = NULL;
+  GPid pid = 0;
+
+  vmsnap_note_spawn (argv);
+  if (!g_spawn_async_with_fds (NULL, (char **) argv, NULL,
+                               G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL, &pid,
+                               stdin_fd, stdout_fd, -1, &local)) {
+    g_set_error (err, VMSNAP_ERROR, VMSNAP_ERR_FAILED, "cannot run %s: %s",
+                 argv[0], local->message);
+    return -1;
+  }
+  return pid;
+}
+
 gboolean
 vmsnap_run_progress (const char *const *argv, gboolean show, GError **err)
 {

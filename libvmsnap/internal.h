@@ -232,6 +232,27 @@ int vmsnap_state_dir_open (const char *root, const char *uuid, char **dir,
                            GError **err);
 /* Like vmsnap_run; with SHOW the tool's stdout (progress) goes to stderr. */
 gboolean vmsnap_run_progress (const char *const *argv, gboolean show, GError **err);
+/* Start ARGV (no shell) not tied to this process: it outlives a killed
+ * vmsnap.  STDIN_FD/STDOUT_FD become its stdin/stdout, stderr is
+ * inherited, no other descriptor.  Its pid (reap it with waitpid), or -1. */
+GPid vmsnap_spawn_untied (const char *const *argv, int stdin_fd, int stdout_fd,
+                          GError **err);
+/* windowguard.c: the window guard (tools/vmsnap-window-guard.c) resumes a
+ * VM left paused by a vmsnap that died inside the pause window.  Start it
+ * right before virDomainSuspend, with the URI of the connection
+ * (virConnectGetURI) and the domain's UUID: it returns once the guard is
+ * connected and watching (NULL and *err if it cannot be started; nothing
+ * was started then).  _done right after virDomainResume: the guard exits
+ * without touching the VM and is reaped.  NULL-safe. */
+typedef struct vmsnap_window_guard vmsnap_window_guard;
+vmsnap_window_guard *vmsnap_window_guard_start (const char *uri, const char *uuid,
+                                                GError **err);
+void vmsnap_window_guard_done (vmsnap_window_guard *g);
+/* The guard's process id (tests; 0 for NULL). */
+GPid vmsnap_window_guard_pid (const vmsnap_window_guard *g);
+/* The program started: $VMSNAP_WINDOW_GUARD, else the build tree's (for a
+ * program run from there), else the installed one. */
+char *vmsnap_window_guard_path (void);
 /* Count a process about to be started (VMSNAP_DEBUG_SPAWNS, error.c):
  * every function that starts one calls this first. */
 void vmsnap_note_spawn (const char *const *argv);

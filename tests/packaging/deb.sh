@@ -175,6 +175,7 @@ check "contents: vmsnap has the CLI, the qcow2 backends and vmsnap(1)" \
   has vmsnap /usr/bin/vmsnap "$bdir/qcow2-external.so" "$bdir/qcow2-internal.so" \
   /usr/share/man/man1/vmsnap.1.gz
 check "contents: libvmsnap0 has the library" has libvmsnap0 "$libdir/libvmsnap.so.0(\.[0-9.]+)?"
+check "contents: libvmsnap0 has the window guard" has libvmsnap0 "$libdir/vmsnap/vmsnap-window-guard"
 check "contents: libvmsnap-dev has the headers, the .so link and both .pc files" \
   has libvmsnap-dev /usr/include/vmsnap/vmsnap.h /usr/include/vmsnap/backend.h \
   "$libdir/libvmsnap.so" "$libdir/pkgconfig/vmsnap.pc" "$libdir/pkgconfig/vmsnap-backend.pc"
@@ -237,6 +238,16 @@ not_installed () {  # not_installed JSON NAME: reported missing, naming its pack
 
 if apt_install install-vmsnap "$(deb libvmsnap0)" "$(deb vmsnap)"; then
   pass "install: vmsnap and libvmsnap0 (apt-get install ./*.deb)"
+  # the window guard libvmsnap runs: installed where libvmsnap looks, and
+  # its libraries resolve (bad arguments: usage, exit 2)
+  guard_runs () {
+    local rc=0
+    "$libdir/vmsnap/vmsnap-window-guard" 2>"$work/window-guard.err" || rc=$?
+    [ "$rc" = 2 ] && grep -q '^usage: vmsnap-window-guard ' "$work/window-guard.err" && return 0
+    echo "  vmsnap-window-guard: exit $rc, $(cat "$work/window-guard.err")" >&2
+    return 1
+  }
+  check "window guard: $libdir/vmsnap/vmsnap-window-guard runs (usage, exit 2)" guard_runs
   out=$(backends_json); rc=$?
   echo "$out" > "$work/backends-without-optional.json"
   check "backends: exits 0 with lvm and rbd missing" test "$rc" = 0
