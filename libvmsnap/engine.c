@@ -60,6 +60,7 @@ struct vmsnap_engine {
                                   when asked (vmsnap_engine_chain) */
   gboolean stale;              /* the definition or storage changed since
                                   dom was read and inspected */
+  vmsnap_window_guard *wguard; /* resumes the VM if we die in the window */
   gboolean prepared;           /* this process ran the prepare slots of the
                                   create in its journal (pause window) */
 };
@@ -775,6 +776,9 @@ resume_if_paused (vmsnap_engine *e, vmsnap_journal *j, GError **err)
                  e->dom->name);
     return FALSE;
   }
+  /* The VM runs (or was resumed by someone else): the guard can go. */
+  vmsnap_window_guard_done (e->wguard);
+  e->wguard = NULL;
   if (e->paused_at) {
     gint64 now = g_get_monotonic_time ();
     e->w_resume_us = now - e->w_resuming;
@@ -810,6 +814,15 @@ vm_step (vmsnap_engine *e, vmsnap_journal *j, op_kind kind, GError **err)
     if (active && virDomainGetState (e->dom->dom, &st, &reason, 0) == 0
         && st == VIR_DOMAIN_RUNNING) {
       hold_before_pause ();
+      /* The window guard (tools/vmsnap-window-guard.c): if this process
+       * dies before it resumes the VM, the guard does. */
+      if (e->wguard == NULL && e->dom->uri) {
+        e->wguard = vmsnap_window_guard_start (e->dom->uri, e->dom->uuid, err);
+        if (e->wguard == NULL) {
+          g_prefix_error (err, "domain %s: the VM was not paused: ", e->dom->name);
+          return FALSE;
+        }
+      }
       if (!vmsnap_journal_set (j, "op", "paused_by_us", "yes", err))
         return FALSE;
       /* From the call: the vCPUs stop inside it (an upper bound of what
@@ -1919,6 +1932,8 @@ vmsnap_engine_free (vmsnap_engine *e)
 {
   if (e == NULL)
     return;
+  /* Still set: the VM was not resumed (a failed resume): the guard tries. */
+  vmsnap_window_guard_abandon (e->wguard);
   if (e->lock_fd >= 0)
     close (e->lock_fd);   /* releases the flock */
   if (e->state_fd >= 0)

@@ -248,6 +248,9 @@ typedef struct vmsnap_window_guard vmsnap_window_guard;
 vmsnap_window_guard *vmsnap_window_guard_start (const char *uri, const char *uuid,
                                                 GError **err);
 void vmsnap_window_guard_done (vmsnap_window_guard *g);
+/* Let the guard go without "done": it resumes the VM if it is still
+ * paused (the engine ends without having resumed it), then is reaped. */
+void vmsnap_window_guard_abandon (vmsnap_window_guard *g);
 /* The guard's process id (tests; 0 for NULL). */
 GPid vmsnap_window_guard_pid (const vmsnap_window_guard *g);
 /* The program started: $VMSNAP_WINDOW_GUARD, else the build tree's (for a

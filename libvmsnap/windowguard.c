@@ -275,3 +275,15 @@ vmsnap_window_guard_done (vmsnap_window_guard *g)
   reap (g->pid);
   g_free (g);
 }
+
+void
+vmsnap_window_guard_abandon (vmsnap_window_guard *g)
+{
+  if (g == NULL)
+    return;
+  /* No "done": the guard resumes the VM if it is still paused. */
+  shutdown (g->fd, SHUT_WR);
+  close (g->fd);
+  reap (g->pid);
+  g_free (g);
+}

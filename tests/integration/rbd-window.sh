@@ -262,5 +262,5 @@ done
 [ "$points" -ge 10 ] && [ "$inside" -ge 1 ] ||
     fail "only $points crash points ($inside inside the window): is VMSNAP_TEST_CRASH_AFTER working?"
 expect_clean "create c1"
-echo "  killed after each of $points steps ($inside with the VM paused by vmsnap): the VM ran on, recover left no trace"
+echo "  killed after each of $points steps ($inside after the pause began): the VM ran on, recover left no trace"
 echo "PASS: the pause window of a qcow2 + 2 RBD running VM and its failure paths"
