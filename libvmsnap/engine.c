@@ -1240,6 +1240,20 @@ run_journal (vmsnap_engine *e, vmsnap_journal *j, JsonBuilder *report,
       if (g_hash_table_iter_next (&it, &k, &v))
         window_job_run (v);
     }
+    /* Every capture ends before this thread touches the journal again
+     * (the loop below): the threads share it only through op_lock. */
+    {
+      GHashTableIter it;
+      gpointer k, v;
+      g_hash_table_iter_init (&it, jobs);
+      while (g_hash_table_iter_next (&it, &k, &v)) {
+        window_job *w = v;
+        if (w->thread) {
+          g_thread_join (w->thread);
+          w->thread = NULL;
+        }
+      }
+    }
   }
 
   for (char **t = disks; t && *t; t++) {
