@@ -169,17 +169,7 @@ EOF
         for s in "${specs[@]}"; do
             IFS=: read -r k t p <<<"$s"
             if [ "$k" = rbd ]; then
-                cat <<EOF
-    <disk type='network' device='disk'>
-      <driver name='qemu' type='raw' cache='none'/>
-      <source protocol='rbd' name='$p'>
-        <host name='$CEPH_MON_HOST' port='$CEPH_MON_PORT'/>
-        <config file='$CEPH_CONF'/>
-      </source>
-      <target dev='$t' bus='virtio'/>
-      <alias name='ua-$t'/>
-    </disk>
-EOF
+                rbd_disk_xml "$t" "$p" conf
             else
                 cat <<EOF
     <disk type='file' device='disk'>

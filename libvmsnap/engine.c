@@ -776,15 +776,16 @@ resume_if_paused (vmsnap_engine *e, vmsnap_journal *j, GError **err)
                  e->dom->name);
     return FALSE;
   }
-  /* The VM runs (or was resumed by someone else): the guard can go. */
-  vmsnap_window_guard_done (e->wguard);
-  e->wguard = NULL;
   if (e->paused_at) {
     gint64 now = g_get_monotonic_time ();
     e->w_resume_us = now - e->w_resuming;
     e->pause_us = now - e->paused_at;
     e->paused_at = 0;
   }
+  /* The VM runs (or was resumed by someone else): the guard can go (its
+   * exit is waited for, after the window's measure). */
+  vmsnap_window_guard_done (e->wguard);
+  e->wguard = NULL;
   return TRUE;
 }
 

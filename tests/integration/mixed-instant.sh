@@ -54,17 +54,7 @@ truncate -s 64M "$TEST_TMP/vdb.raw"
 rbdc create --size 32M rbd/vdc
 rbdc create --size 32M rbd/vdd
 # vdd's key: a ceph-type libvirt secret holding client.admin's key.
-SUUID=$(cat /proc/sys/kernel/random/uuid)
-cat >"$TEST_TMP/secret.xml" <<EOF
-<secret ephemeral='no' private='no'>
-  <uuid>$SUUID</uuid>
-  <usage type='ceph'><name>vmsnap-test client.admin</name></usage>
-</secret>
-EOF
-out=$(virsh secret-define "$TEST_TMP/secret.xml" 2>&1) || fail "virsh secret-define: $out"
-printf '%s' "$CEPH_KEY" >"$TEST_TMP/key.b64"
-out=$(virsh secret-set-value --secret "$SUUID" --file "$TEST_TMP/key.b64" 2>&1) ||
-    fail "virsh secret-set-value: $out"
+SUUID=$(ceph_libvirt_secret)
 
 # The guest: the counter as a 16-byte decimal field at offset 0 of each
 # disk, written with dd (O_DIRECT, O_SYNC) one disk after the other.

@@ -40,17 +40,7 @@ DISKS=(vda vdb)
 
 rbdc create --size 32M rbd/vda
 rbdc create --size 32M rbd/vdb
-SUUID=$(cat /proc/sys/kernel/random/uuid)
-cat >"$TEST_TMP/secret.xml" <<EOF
-<secret ephemeral='no' private='no'>
-  <uuid>$SUUID</uuid>
-  <usage type='ceph'><name>vmsnap-test client.admin</name></usage>
-</secret>
-EOF
-out=$(virsh secret-define "$TEST_TMP/secret.xml" 2>&1) || fail "virsh secret-define: $out"
-printf '%s' "$CEPH_KEY" >"$TEST_TMP/key.b64"
-out=$(virsh secret-set-value --secret "$SUUID" --file "$TEST_TMP/key.b64" 2>&1) ||
-    fail "virsh secret-set-value: $out"
+SUUID=$(ceph_libvirt_secret)
 rbd_domain_xml "$DOM" "$TEST_TMP/dom.xml" vda:rbd/vda:conf "vdb:rbd/vdb:secret=$SUUID"
 libvirt_define_test_domain "$DOM" "$TEST_TMP/dom.xml"
 cleanup_fn virsh -q undefine "$DOM"

@@ -42,20 +42,6 @@ rbdc create --size 32M rbd/win-vdb
 rbdc create --size 32M rbd/win-vdc
 RBD_IMAGES=(win-vdb win-vdc)
 
-rbd_disk ()   # TARGET IMAGE
-{
-    cat <<EOF
-    <disk type='network' device='disk'>
-      <driver name='qemu' type='raw' cache='none'/>
-      <source protocol='rbd' name='rbd/$2'>
-        <host name='$CEPH_MON_HOST' port='$CEPH_MON_PORT'/>
-        <config file='$CEPH_CONF'/>
-      </source>
-      <target dev='$1' bus='virtio'/>
-      <alias name='ua-$1'/>
-    </disk>
-EOF
-}
 cat >"$TEST_TMP/dom.xml" <<EOF
 <domain type='$VMSNAP_TEST_DOMTYPE'>
   <name>$DOM</name>
@@ -71,8 +57,8 @@ cat >"$TEST_TMP/dom.xml" <<EOF
       <target dev='vda' bus='virtio'/>
       <alias name='ua-vda'/>
     </disk>
-$(rbd_disk vdb win-vdb)
-$(rbd_disk vdc win-vdc)
+$(rbd_disk_xml vdb rbd/win-vdb conf)
+$(rbd_disk_xml vdc rbd/win-vdc conf)
     <controller type='usb' model='none'/>
     <memballoon model='none'/>
   </devices>
