@@ -33,7 +33,8 @@
 #
 #   bench/lvm-window.sh BUILD_DIR
 # Environment: BENCH_QUICK=1 (2 repetitions), BENCH_REPS (default 3),
-#   BENCH_LVS (default "1 2 4").  SKIP (exit 77) when the guest cannot start.
+#   BENCH_LVS (default "1 2 4"), BENCH_KINDS (default "thin thick"),
+#   BENCH_METHODS (default "seq dm-suspend thin-msg vmsnap").  SKIP (exit 77) when the guest cannot start.
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 
@@ -52,6 +53,7 @@ if [ "${LVMG_IN_GUEST:-0}" != 1 ]; then
     lvmg_fetch || _skip "no kernel for the LVM guest: $LVMG_WHY"
     if [ "$BENCH_QUICK" = 1 ]; then REPS=${BENCH_REPS:-2}; else REPS=${BENCH_REPS:-3}; fi
     export LVMG_T_REPS=$REPS LVMG_T_LVS=${BENCH_LVS:-1 2 4}
+    export LVMG_T_METHODS=${BENCH_METHODS:-seq dm-suspend thin-msg vmsnap} LVMG_T_KINDS=${BENCH_KINDS:-thin thick}
     export LVMG_T_LDPATH=${LD_LIBRARY_PATH:-}
     export VMSNAP_LVM_GUEST_TIMEOUT=${VMSNAP_LVM_GUEST_TIMEOUT:-2400}
     bench_header "LVM snapshot window with a writer running (LVM guest)"
@@ -74,6 +76,7 @@ set +e
 mk_tmpdir
 export VMSNAP_STATE_DIR=$TEST_TMP/state
 REPS=$LVMG_T_REPS
+METHODS=$LVMG_T_METHODS
 VG=vg
 TARGETS=(vda vdb vdc vdd vde vdf vdg vdh)
 out () { printf 'LVMB|%s\n' "$*"; }
@@ -303,17 +306,32 @@ method_thinmsg ()   # N (thin)
         done
         q dmsetup resume "${dm[@]}"
         b=$(now)
-        w+=("$(ms $(( b - a )))") st+=("$(stall "$a" "$b")") sp+=("$(ms $(( b - a )))")
+        w+=("$(ms $(( b - a )))") st+=("$(stall "$a" "$b")")
         tid=$(tid_check)
         c=$(snapread thin "${snaps[@]}")
         [[ $c =~ ^[0-9\ ]+$ ]] && [ "$(consistent $c)" = yes ] && cons=$(( cons + 1 ))
         glog "thin-msg $n rep $r: tid=$tid counters=$c window=${w[-1]} ms"
+        # The same steps once more under strace (after the reads): the time
+        # the kernel spends in them, i.e. the window of a program that
+        # issues these ioctls itself instead of starting dmsetup.
+        q lvm lvchange -an "${snaps[@]/#/$VG/}"
+        rm -f "$TEST_TMP/tm.trace"
+        _st () { strace -T -e trace=ioctl -o "$TEST_TMP/tm.1" "$@" >>"$TEST_TMP/cmd.log" 2>&1; cat "$TEST_TMP/tm.1" >>"$TEST_TMP/tm.trace"; }
+        _st dmsetup suspend "${dm[@]}"
+        for (( i = 0; i < n; i++ )); do
+            _st dmsetup message "$VG-pool-tpool" 0 "delete ${sid[i]}"
+            _st dmsetup message "$VG-pool-tpool" 0 "create_snap ${sid[i]} ${oid[i]}"
+        done
+        _st dmsetup resume "${dm[@]}"
+        sp+=("$(awk '/DM_DEV_SUSPEND|DM_TARGET_MSG/ && match($0, /<[0-9.]+>$/) { t += substr($0, RSTART + 1, RLENGTH - 2) }
+                    END { printf "%.1f", t * 1000 }' "$TEST_TMP/tm.trace")")
+        glog "thin-msg $n rep $r: the same ioctls under strace: ${sp[-1]} ms in the kernel; tid $(tid_check)"
         note="pool tid after: $tid; counters e.g. ($c)"
         q lvm lvremove -q -y "${snaps[@]/#/$VG/}"
     done
     writer_stop
     row thin "$n" "thin-msg: lvcreate -s before; suspend all, delete + create_snap same id, resume all" \
-        "${w[*]}" "${st[*]}" "${sp[*]}" "$cons/$REPS" "$note; $((2 * n + 2)) dmsetup processes in the window"
+        "${w[*]}" "${st[*]}" "${sp[*]}" "$cons/$REPS" "$note; $((2 * n + 2)) dmsetup processes in the window; span = the kernel's time in those ioctls (strace -T, summed)"
 }
 
 # suspended_windows STRACE_LOG: "NAME:MS ..." per device, suspend ioctl
@@ -390,13 +408,13 @@ method_vmsnap ()   # KIND N
 }
 
 glog "guest part: REPS=$REPS LVS=$LVMG_T_LVS"
-for kind in thin thick; do
+for kind in $LVMG_T_KINDS; do
     for n in $LVMG_T_LVS; do
         glog "$kind, $n LV(s)"
-        method_seq "$kind" "$n"
-        method_dmsuspend "$kind" "$n"
-        [ "$kind" = thin ] && method_thinmsg "$n"
-        method_vmsnap "$kind" "$n"
+        [[ " $METHODS " != *" seq "* ]] || method_seq "$kind" "$n"
+        [[ " $METHODS " != *" dm-suspend "* ]] || method_dmsuspend "$kind" "$n"
+        [[ " $METHODS " != *" thin-msg "* ]] || [ "$kind" != thin ] || method_thinmsg "$n"
+        [[ " $METHODS " != *" vmsnap "* ]] || method_vmsnap "$kind" "$n"
     done
 done
 dmsetup remove_all --force >/dev/null 2>&1 || true
@@ -404,7 +422,7 @@ dmsetup remove_all --force >/dev/null 2>&1 || true
 out ""
 out "- writer: one 4 KiB dd (oflag=direct,sync) per write; its median interval between two writes at rest was ${BASE_GAP:-?} us in the last cell (the resolution of \"stall\")"
 out ""
-out "Milliseconds, medians of $REPS.  window = first suspend called -> last resume returned, timed by the script (dmsetup/lvm processes included); stall = the writer's longest wait between two writes during the operation (the window as the VM would see it); span = seq: first to last lvcreate, dm-suspend: the lvcreates inside the window, thin-msg: = window, vmsnap: wall time of \`vmsnap create\`; consistent = repetitions whose snapshots hold one instant of the writer."
+out "Milliseconds, medians of $REPS.  window = first suspend called -> last resume returned, timed by the script (dmsetup/lvm processes included); stall = the writer's longest wait between two writes during the operation (the window as the VM would see it); span = seq: first to last lvcreate, dm-suspend: the lvcreates inside the window, thin-msg: the sum of the suspend, message and resume ioctls (strace -T; a second pass of the same steps), vmsnap: wall time of \`vmsnap create\`; consistent = repetitions whose snapshots hold one instant of the writer."
 out ""
 out "| LVs | N | method | window | stall | span | consistent | notes |"
 out "|---|---|---|---|---|---|---|---|"
