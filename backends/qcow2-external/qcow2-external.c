@@ -1615,6 +1615,9 @@ qext_abort (vmsnap_op *op, const vmsnap_disk *d, const char *name,
   (void) name;
   if (!vmsnap_check_flags (NAME, "abort", flags, 0, err))
     return -1;
+  if (op == NULL)
+    return fail (err, VMSNAP_ERR_FAILED, "backend %s: abort called without "
+                 "an operation context (internal error)", NAME);
   drop_recorded_overlay (op);
   return 0;
 }
@@ -1624,7 +1627,7 @@ qext_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
              unsigned int flags, vmsnap_result *res, GError **err)
 {
   keyctx k = { op, d, NULL };
-  const char *rec = vmsnap_op_get (op, "overlay");
+  const char *rec = op ? vmsnap_op_get (op, "overlay") : NULL;
   int r;
 
   if (!vmsnap_check_flags (NAME, "create", flags, 0, err))

@@ -1564,15 +1564,22 @@ static int
 vrbd_abort (vmsnap_op *op, const vmsnap_disk *d, const char *name,
             unsigned int flags, GError **err)
 {
-  prepared *p = prep_take (op, d);
+  prepared *p = NULL;
   g_auto (rspec) a = { 0 };
   g_autoptr (conn) c = NULL;
   g_auto (rbd_image_t) img = NULL;
   g_autofree char *key = NULL, *img_name = NULL;
-  const char *rec = vmsnap_op_get (op, "snap");
+  const char *rec = NULL;
   gboolean exists = FALSE;
   int r;
 
+  if (!vmsnap_check_flags (NAME, "abort", flags, 0, err))
+    return -1;
+  if (op == NULL || d == NULL)
+    return fail (err, VMSNAP_ERR_FAILED, "backend %s: abort called without "
+                 "an operation context or a disk (internal error)", NAME);
+  p = prep_take (op, d);
+  rec = vmsnap_op_get (op, "snap");
   if (p) {
     c = g_steal_pointer (&p->c);
     img = g_steal_pointer (&p->img);
@@ -1617,7 +1624,7 @@ vrbd_create (vmsnap_op *op, const vmsnap_disk *d, const char *name,
   g_autoptr (conn) c = NULL;
   g_auto (rbd_image_t) img = NULL;
   g_autofree char *key = NULL, *img_name = NULL, *loc = NULL, *usage = NULL;
-  prepared *p = vmsnap_op_is_online (op) ? prep_take (op, d) : NULL;
+  prepared *p = op && d && vmsnap_op_is_online (op) ? prep_take (op, d) : NULL;
   gboolean exists = FALSE, attempted = FALSE, windowed = p != NULL;
   int r;
 

@@ -52,6 +52,20 @@ check_slots (gconstpointer data)
     g_assert_cmpint (be->create (NULL, &disk, "s1", 0x80000000u, NULL, &err), ==, -1);
     g_assert_error (err, VMSNAP_ERROR, VMSNAP_ERR_INVALID_FLAGS);
   }
+  /* The pause window's slots come in pairs, check flags, and never
+   * succeed without an operation context. */
+  g_assert_true ((be->prepare != NULL) == (be->abort != NULL));
+  if (be->prepare) {
+    g_autoptr (GError) e1 = NULL, e2 = NULL, e3 = NULL, e4 = NULL;
+    g_assert_cmpint (be->prepare (NULL, &disk, "s1", 0x80000000u, &e1), ==, -1);
+    g_assert_error (e1, VMSNAP_ERROR, VMSNAP_ERR_INVALID_FLAGS);
+    g_assert_cmpint (be->abort (NULL, &disk, "s1", 0x80000000u, &e2), ==, -1);
+    g_assert_error (e2, VMSNAP_ERROR, VMSNAP_ERR_INVALID_FLAGS);
+    g_assert_cmpint (be->prepare (NULL, &disk, "s1", 0, &e3), ==, -1);
+    g_assert_nonnull (e3);
+    g_assert_cmpint (be->abort (NULL, &disk, "s1", 0, &e4), ==, -1);
+    g_assert_nonnull (e4);
+  }
   /* Delivered backends are exercised by the integration tests; here only
    * that they never succeed without an operation context. */
   if (strcmp (name, "qcow2-external") == 0 || strcmp (name, "qcow2-internal") == 0

@@ -62,6 +62,12 @@ test_noslot (void)
 }
 
 static void
+test_noabort (void)
+{
+  expect ("noabort", VMSNAP_BACKEND_REFUSED, "a 'prepare' slot but no 'abort' slot");
+}
+
+static void
 test_small (void)
 {
   expect ("small", VMSNAP_BACKEND_REFUSED, "registers a struct of 16 bytes");
@@ -153,6 +159,7 @@ main (int argc, char **argv)
   g_test_add_func ("/loader/good", test_good);
   g_test_add_func ("/loader/bad-abi", test_badabi);
   g_test_add_func ("/loader/missing-slot", test_noslot);
+  g_test_add_func ("/loader/prepare-without-abort", test_noabort);
   g_test_add_func ("/loader/struct-too-small", test_small);
   g_test_add_func ("/loader/older-struct", test_older_struct);
   g_test_add_func ("/loader/bad-options", test_bad_options);

@@ -144,6 +144,23 @@ static vmsnap_backend b = {
 };
 VMSNAP_REGISTER_BACKEND (b)
 
+#elif defined(TESTMOD_NOABORT)
+/* A prepare slot without its abort: what prepare made could never be
+ * undone when the pause does not come. */
+static int
+t_prepare (vmsnap_op *op, const vmsnap_disk *d, const char *name,
+           unsigned int flags, GError **err)
+{
+  (void) op; (void) d; (void) name; (void) flags; (void) err;
+  return 0;
+}
+static vmsnap_backend b = {
+  .name = "noabort", .version = "1.0",
+  .probe = t_probe, .create = t_create, .revert = t_revert, .delete = t_delete,
+  .prepare = t_prepare,
+};
+VMSNAP_REGISTER_BACKEND (b)
+
 #elif defined(TESTMOD_SMALL)
 static vmsnap_backend b = {
   .name = "small", .version = "1.0",
